@@ -1,0 +1,33 @@
+"""netdsl: a Caffe-style declarative network compiler for PyTorch.
+
+The pipeline, one module per stage: ``parse`` -> ``caffe_compat`` -> ``resolve`` ->
+``build`` -> ``shapes`` -> ``placement`` -> ``lower``. ``load`` runs the first four.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+
+from .ir import Net, Phase
+
+__all__ = ["Net", "Phase", "load", "load_spec", "__version__"]
+__version__ = "0.1.0"
+
+
+def load_spec(path: str | Path, overrides: Mapping[str, str] | None = None):
+    """Parse, upgrade Caffe forms and resolve a spec file -> ``syntax.Spec``."""
+    from .caffe_compat import upgrade
+    from .parse import parse_file
+    from .resolve import default_loader, resolve
+
+    file = upgrade(parse_file(path))
+    return resolve(file, default_loader, overrides or {})
+
+
+def load(path: str | Path, phase: Phase | str = Phase.TRAIN,
+         overrides: Mapping[str, str] | None = None) -> Net:
+    """A spec file -> the phase's ``ir.Net`` (no torch involved)."""
+    from .build import build
+
+    return build(load_spec(path, overrides), phase)

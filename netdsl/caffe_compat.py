@@ -1,0 +1,234 @@
+"""Stage 4: Caffe's own forms rewritten into netdsl's, keeping spans.
+
+Like Caffe's upgrade_proto.cpp, this runs before anything else looks at a net:
+
+* V1 ``layers { type: CONVOLUTION blobs_lr: 1 weight_decay: 1 }`` becomes a V2
+  ``layer`` with ``param { lr_mult decay_mult }`` blocks (the enum spelling of the type
+  is resolved later through the registry's ``caffe_names``);
+* every ``<kind>_param { ... }`` block inside a layer is flattened into the layer, so a
+  .net file writes ``num_output: 96`` directly (``transform_param`` becomes ``transform``);
+* ``shape { dim: ... }`` blocks become ``shape: [...]`` lists; an Input layer's leading
+  (batch) dimension moves to its ``batch`` field, as netdsl shapes are per example;
+* the top-level ``input:`` / ``input_dim:`` / ``input_shape {}`` become Input layers.
+
+netdsl's own forms pass through unchanged, so the pass is idempotent.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from functools import lru_cache
+
+from . import syntax as s
+from .diagnostics import Span, SpecError, raise_all
+from .layers import REGISTRY, TYPES
+from .layers.base import LayerType
+
+_KEEP_BLOCKS = {"param", "include", "exclude", "weight_filler", "bias_filler", "filler"}
+_RENAME_BLOCKS = {"transform_param": "transform"}
+
+
+def _field(key: str, value: s.Value, span: Span) -> s.Field:
+    return s.Field(key, value, span, span)
+
+
+def _int(v: int, span: Span) -> s.Scalar:
+    return s.Scalar(v, "int", span)
+
+
+def _dims(block: s.Block) -> s.ListValue | None:
+    """``shape { dim: 1 dim: 3 }`` -> ``[1, 3]``; None if the block holds anything else."""
+    if any(not (isinstance(i, s.Field) and i.key == "dim") for i in block.items):
+        return None
+    items: list[s.Value] = []
+    for f in block.items:
+        assert isinstance(f, s.Field)
+        items.extend(f.value.items if isinstance(f.value, s.ListValue) else (f.value,))
+    return s.ListValue(tuple(items), block.span)
+
+
+def _shape_lists(items: tuple[s.Item, ...]) -> tuple[s.Item, ...]:
+    out: list[s.Item] = []
+    for i in items:
+        if isinstance(i, s.Field) and i.key == "shape" and isinstance(i.value, s.Block):
+            dims = _dims(i.value)
+            if dims is not None:
+                i = s.Field(i.key, dims, i.span, i.key_span, i.notes)
+        out.append(i)
+    return tuple(out)
+
+
+def _layer_type(layer: s.Block) -> LayerType | None:
+    t = layer.scalar("type")
+    return None if t is None else REGISTRY.get(str(t))
+
+
+def _flatten_params(layer: s.Block, errors: list[SpecError]) -> s.Block:
+    kind = _layer_type(layer)
+    out: list[s.Item] = []
+    seen: dict[str, s.Field] = {}
+    blobs_lr: list[s.Field] = []
+    decays: list[s.Field] = []
+    for item in layer.items:
+        if not isinstance(item, s.Field):
+            out.append(item)
+            continue
+        key = item.key
+        if key == "blobs_lr":
+            blobs_lr.append(item)
+            continue
+        if key == "weight_decay":
+            decays.append(item)
+            continue
+        if isinstance(item.value, s.Block) and key in _RENAME_BLOCKS:
+            out.append(s.Field(_RENAME_BLOCKS[key], item.value, item.span, item.key_span))
+            continue
+        if isinstance(item.value, s.Block) and key.endswith("_param") and key not in _KEEP_BLOCKS:
+            if kind is not None and not kind.reads_param_block(key) and key in _caffe_blocks():
+                continue  # Caffe ignores another type's param block
+            for inner in _shape_lists(item.value.items):
+                if isinstance(inner, s.Field):
+                    prev = seen.get(inner.key)
+                    if prev is not None and not _repeatable(inner):
+                        errors.append(SpecError(
+                            f"'{inner.key}' is set twice (line {prev.span.line} and in {key})",
+                            inner.key_span,
+                        ))
+                    seen[inner.key] = inner
+                out.append(inner)
+            continue
+        out.append(item)
+    if blobs_lr or decays:
+        n = max(len(blobs_lr), len(decays))
+        for idx in range(n):
+            inner: list[s.Item] = []
+            if idx < len(blobs_lr):
+                f = blobs_lr[idx]
+                inner.append(s.Field("lr_mult", f.value, f.span, f.key_span))
+            if idx < len(decays):
+                f = decays[idx]
+                inner.append(s.Field("decay_mult", f.value, f.span, f.key_span))
+            span = inner[0].span  # type: ignore[union-attr]
+            out.append(_field("param", s.Block(tuple(inner), span), span))
+    return s.Block(_shape_lists(tuple(out)), layer.span)
+
+
+def _repeatable(f: s.Field) -> bool:
+    return f.key in ("shape", "dim", "slice_point", "coeff", "mean_value", "stepvalue")
+
+
+def _input_layers(items: tuple[s.Item, ...], errors: list[SpecError]) -> list[s.Field]:
+    """Top-level ``input:`` with ``input_dim:`` (4 per input) or ``input_shape {}``."""
+    names = [f for f in items if isinstance(f, s.Field) and f.key == "input"]
+    if not names:
+        return []
+    dims = [f for f in items if isinstance(f, s.Field) and f.key == "input_dim"]
+    shapes = [f for f in items if isinstance(f, s.Field) and f.key == "input_shape"]
+    layers: list[s.Field] = []
+    for idx, name in enumerate(names):
+        if shapes:
+            if idx >= len(shapes) or not isinstance(shapes[idx].value, s.Block):
+                errors.append(SpecError(f"input {idx + 1} has no input_shape", name.span))
+                continue
+            dl = _dims(shapes[idx].value)  # type: ignore[arg-type]
+            values = list(dl.items) if dl else []
+        else:
+            chunk = dims[4 * idx: 4 * idx + 4]
+            if len(chunk) != 4:
+                errors.append(SpecError(
+                    f"input '{name.value.value}' needs 4 input_dim values (N, C, H, W), "  # type: ignore[union-attr]
+                    f"found {len(chunk)}", name.span,
+                ))
+                continue
+            values = [f.value for f in chunk]
+        span = name.span
+        body = [
+            _field("name", name.value, span),
+            _field("type", s.Scalar("Input", "word", span), span),
+            _field("top", name.value, span),
+        ]
+        if values:
+            body.append(_field("shape", s.ListValue(tuple(values), span), span))
+        layers.append(_field("layer", _input_batch(s.Block(tuple(body), span)), span))
+    return layers
+
+
+def _input_batch(layer: s.Block) -> s.Block:
+    """Caffe shapes include the batch; netdsl's Input shapes do not."""
+    shapes = layer.fields("shape")
+    if not shapes or layer.first("batch") is not None:
+        return layer
+    batch: s.Value | None = None
+    items: list[s.Item] = []
+    for i in layer.items:
+        if isinstance(i, s.Field) and i.key == "shape" and isinstance(i.value, s.ListValue):
+            if i.value.items:
+                batch = batch or i.value.items[0]
+                i = s.Field("shape", s.ListValue(i.value.items[1:], i.value.span), i.span,
+                            i.key_span)
+        items.append(i)
+    if batch is not None:
+        items.append(_field("batch", batch, batch.span))
+    return s.Block(tuple(items), layer.span)
+
+
+def _type_word(layer: s.Block) -> str | None:
+    t = layer.scalar("type")
+    return None if t is None else str(t)
+
+
+@lru_cache(maxsize=1)
+def _caffe_blocks() -> frozenset[str]:
+    """Every ``*_param`` block name some registered layer type reads."""
+    names = {"loss_param", "transform_param"}
+    for t in TYPES.values():
+        names.update(t.caffe_params)
+        snake = re.sub(r"(?<=[a-z0-9])(?=[A-Z])", "_", t.name).lower()
+        names.add(f"{snake}_param")
+        names.add(f"{t.name.lower()}_param")
+    return frozenset(names)
+
+
+def _is_caffe_input(item: s.Item) -> bool:
+    if not isinstance(item, s.Field):
+        return False
+    if item.key in ("input", "input_dim"):
+        return isinstance(item.value, s.Scalar)
+    return item.key == "input_shape"
+
+
+def upgrade(file: s.File) -> s.File:
+    """Rewrite Caffe V1/V2 prototxt forms into netdsl's form (idempotent)."""
+    errors: list[SpecError] = []
+    items: list[s.Item] = []
+    input_done = False
+    for item in file.items:
+        if _is_caffe_input(item):
+            if not input_done:
+                items.extend(_input_layers(file.items, errors))
+                input_done = True
+            continue
+        items.append(_upgrade_item(item, errors))
+    raise_all(errors)
+    return s.File(file.path, tuple(items), file.span)
+
+
+def _upgrade_item(item: s.Item, errors: list[SpecError]) -> s.Item:
+    if isinstance(item, s.Field) and item.key in ("layer", "layers") \
+            and isinstance(item.value, s.Block):
+        body = _flatten_params(item.value, errors)
+        if _type_word(body) == "Input" or _type_word(body) == "INPUT":
+            body = _input_batch(body)
+        return s.Field("layer", body, item.span, item.key_span, item.notes)
+    if isinstance(item, s.GroupDef | s.Repeat | s.Replace | s.Update | s.Insert):
+        body = item.body
+        new_items = tuple(_upgrade_item(i, errors) for i in body.items)
+        if isinstance(item, s.Replace | s.Update):
+            new_items = _flatten_params(s.Block(new_items, body.span), errors).items
+        return _with_body(item, s.Block(new_items, body.span))
+    return item
+
+
+def _with_body(item: s.Item, body: s.Block) -> s.Item:
+    return dataclasses.replace(item, body=body)  # type: ignore[type-var]

@@ -1,0 +1,146 @@
+"""Stage 12: the command line. ``main(argv) -> exit code``.
+
+Every user error is a NetdslError rendered as ``file:line:col: error: ...`` on stderr,
+exit status 1 (2 for bad flags); anything else is a netdsl bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from .diagnostics import NetdslError, UsageError, render
+
+Command = Callable[[argparse.Namespace], int]
+
+
+def _kv(text: str) -> tuple[str, str]:
+    if "=" not in text:
+        raise argparse.ArgumentTypeError(f"expected NAME=VALUE, got '{text}'")
+    k, v = text.split("=", 1)
+    return k.strip(), v.strip()
+
+
+def _input_shape(text: str) -> tuple[str, tuple[int, ...]]:
+    name, dims = _kv(text)
+    try:
+        shape = tuple(int(d) for d in dims.replace("x", ",").split(",") if d.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"--input wants NAME=C,H,W with integers, got '{text}'") from None
+    if not shape or any(d < 1 for d in shape):
+        raise argparse.ArgumentTypeError(f"--input wants positive dims, got '{text}'")
+    return name, shape
+
+
+def _positive(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got '{text}'") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got '{text}'")
+    return v
+
+
+def _spec_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("spec", help="a .net or Caffe .prototxt file")
+    p.add_argument("--set", dest="overrides", action="append", type=_kv, default=[],
+                   metavar="NAME=VALUE",
+                   help="override a variable (width=0.5) or a section field (solver.base_lr=0.1)")
+
+
+def _shapes_parser(sub: Any) -> None:
+    p = sub.add_parser("shapes", help="print every layer's shapes, parameters and MACs",
+                       description="Per-layer output shapes (batch included), learnable "
+                       "parameters, multiply-accumulates and activation bytes, then totals.")
+    _spec_args(p)
+    p.add_argument("--phase", choices=["train", "test"], default=None,
+                   help="which phase's layers (default: the file's state, else train)")
+    p.add_argument("--batch", type=_positive, default=None, help="batch size (default: the spec's)")
+    p.add_argument("--input", dest="inputs", action="append", type=_input_shape, default=[],
+                   metavar="NAME=C,H,W", help="shape of a data blob the spec cannot know")
+    p.add_argument("--format", choices=["table", "json"], default="table")
+    p.add_argument("--placement", action="store_true",
+                   help="also show which shard of each layer runs where, and the transfers")
+    p.set_defaults(func=cmd_shapes)
+
+
+def default_phase(spec: Any) -> str:
+    """Caffe files may say their phase in ``state { phase: TEST }``."""
+    for f in spec.items:
+        if f.key == "state" and hasattr(f.value, "scalar"):
+            ph = f.value.scalar("phase")
+            if ph is not None and str(ph).upper() in ("TRAIN", "TEST"):
+                return str(ph).lower()
+    return "train"
+
+
+def cmd_shapes(args: argparse.Namespace) -> int:
+    from . import load_spec
+    from .build import build
+    from .report import shapes_json, shapes_table
+    from .shapes import infer_shapes
+
+    spec = load_spec(args.spec, dict(args.overrides))
+    net = build(spec, args.phase or default_phase(spec))
+    table = infer_shapes(net, args.batch, dict(args.inputs))
+    plan = None
+    if args.placement:
+        from .placement import plan as make_plan
+
+        plan = make_plan(net, table)
+    if args.format == "json":
+        print(json.dumps(shapes_json(table, plan), indent=1))
+    else:
+        shapes_table(table, plan)
+    return 0
+
+
+PARSERS: list[Callable[[Any], None]] = [_shapes_parser]
+
+
+def make_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="netdsl", description="A Caffe-style declarative network compiler for PyTorch.")
+    parser.add_argument("--version", action="version", version=_version())
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    for add in PARSERS:
+        add(sub)
+    return parser
+
+
+def _version() -> str:
+    from . import __version__
+
+    return f"netdsl {__version__}"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the exit status."""
+    parser = make_parser()
+    try:
+        args = parser.parse_args(list(argv) if argv is not None else None)
+    except SystemExit as e:  # argparse already printed the message
+        return int(e.code or 0)
+    try:
+        return int(args.func(args))
+    except UsageError as e:
+        print(render(e), file=sys.stderr)
+        return 2
+    except NetdslError as e:
+        print(render(e), file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

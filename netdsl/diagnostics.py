@@ -1,0 +1,181 @@
+"""User-facing errors: the one place that defines and renders them.
+
+Every error a user can cause is a :class:`NetdslError` carrying a :class:`Span`.
+``cli.main`` prints :func:`render` of it to stderr and exits 1; anything that is not a
+``NetdslError`` is a bug in netdsl and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import NamedTuple
+
+_SOURCES: dict[str, str] = {}
+
+
+def remember_source(path: str, text: str) -> None:
+    """Keep a file's text so that errors pointing into it can quote the line."""
+    _SOURCES[path] = text
+
+
+def source_line(path: str, line: int) -> str | None:
+    text = _SOURCES.get(path)
+    if text is None:
+        try:
+            text = Path(path).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError):
+            return None
+        _SOURCES[path] = text
+    lines = text.splitlines()
+    if 1 <= line <= len(lines):
+        return lines[line - 1]
+    return None
+
+
+class Span(NamedTuple):
+    """A region of a source file; lines and columns count from 1 (0: unknown).
+
+    A NamedTuple rather than a frozen dataclass: the parser makes one per token, and
+    tuple construction is several times cheaper.
+    """
+
+    path: str
+    line: int = 0
+    col: int = 0
+    end_line: int = 0
+    end_col: int = 0
+
+    def __str__(self) -> str:
+        if self.line <= 0:
+            return self.path
+        return f"{self.path}:{self.line}:{self.col}"
+
+
+NO_SPAN = Span("<netdsl>")
+
+
+class NetdslError(Exception):
+    """An error the user can fix: a message, where it is, and perhaps a hint."""
+
+    kind = "error"
+
+    def __init__(
+        self,
+        message: str,
+        span: Span | None = None,
+        hint: str | None = None,
+        notes: Sequence[tuple[str, Span | None]] = (),
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.span = span or NO_SPAN
+        self.hint = hint
+        self.notes = tuple(notes)
+
+    def with_note(self, note: str, span: Span | None = None) -> NetdslError:
+        self.notes = self.notes + ((note, span),)
+        return self
+
+    def __str__(self) -> str:
+        return f"{self.span}: error: {self.message}"
+
+
+class ParseError(NetdslError):
+    """The text is not valid .net / prototxt syntax."""
+
+
+class SpecError(NetdslError):
+    """The spec is well formed but means something impossible (unknown field, bad value)."""
+
+
+class GraphError(NetdslError):
+    """The layers do not form a valid graph (missing bottom, duplicate name, cycle)."""
+
+
+class ShapeError(NetdslError):
+    """Shape inference failed: the layer cannot take the shapes it is given."""
+
+
+class PlacementError(NetdslError):
+    """The layers cannot be placed on the devices asked for."""
+
+
+class DataError(NetdslError):
+    """Data, weights or snapshots are missing, unreadable or do not fit."""
+
+
+class UsageError(NetdslError):
+    """A bad command-line flag or argument (exit status 2)."""
+
+
+class ErrorList(NetdslError):
+    """Several independent errors collected before raising, reported together."""
+
+    def __init__(self, errors: Sequence[NetdslError]) -> None:
+        first = errors[0]
+        super().__init__(first.message, first.span, first.hint, first.notes)
+        self.errors = tuple(errors)
+
+
+def raise_all(errors: Sequence[NetdslError]) -> None:
+    """Raise the collected errors, if any: one as itself, several as an ErrorList."""
+    if len(errors) == 1:
+        raise errors[0]
+    if errors:
+        raise ErrorList(errors)
+
+
+def suggest(word: str, candidates: Iterable[str], n: int = 3) -> list[str]:
+    """Close matches for a misspelt word, best first (case-insensitive)."""
+    cands = list(dict.fromkeys(candidates))
+    lower = {c.lower(): c for c in cands}
+    hits = difflib.get_close_matches(word.lower(), list(lower), n=n, cutoff=0.6)
+    return [lower[h] for h in hits]
+
+
+def did_you_mean(word: str, candidates: Iterable[str]) -> str | None:
+    hits = suggest(word, candidates)
+    if not hits:
+        return None
+    if len(hits) == 1:
+        return f"did you mean '{hits[0]}'?"
+    return "did you mean " + ", ".join(f"'{h}'" for h in hits[:-1]) + f" or '{hits[-1]}'?"
+
+
+def _quote(span: Span) -> list[str]:
+    if span.line <= 0:
+        return []
+    text = source_line(span.path, span.line)
+    if text is None:
+        return []
+    text = text.expandtabs(1)
+    gutter = f"{span.line:>5}"
+    start = max(span.col, 1)
+    if span.end_line == span.line and span.end_col > start:
+        width = span.end_col - start
+    else:
+        width = max(len(text) - start + 1, 1)
+    width = max(1, min(width, max(len(text) - start + 1, 1)))
+    marker = "^" + "~" * (width - 1)
+    return [f"{gutter} | {text}", f"{' ' * len(gutter)} | {' ' * (start - 1)}{marker}"]
+
+
+def _render_one(err: NetdslError) -> list[str]:
+    out = [f"{err.span}: {err.kind}: {err.message}"]
+    out += _quote(err.span)
+    for note, where in err.notes:
+        out.append(f"  note: {note}" + (f" ({where})" if where and where.line > 0 else ""))
+    if err.hint:
+        out.append(f"  hint: {err.hint}")
+    return out
+
+
+def render(err: NetdslError) -> str:
+    """The full text shown to the user: location, message, quoted line, caret, hint."""
+    errors = err.errors if isinstance(err, ErrorList) else (err,)
+    lines: list[str] = []
+    for e in errors:
+        lines += _render_one(e)
+    return "\n".join(lines)

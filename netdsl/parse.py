@@ -1,0 +1,268 @@
+"""Stage 2: text -> :class:`syntax.File`, with every node's span; syntax errors as diagnostics."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from lark import Lark, Token, Transformer
+from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken
+
+from . import syntax as s
+from .diagnostics import DataError, ParseError, Span, remember_source
+
+_TOKEN_WORDS = {
+    "LBRACE": "'{'",
+    "RBRACE": "'}'",
+    "LSQB": "'['",
+    "RSQB": "']'",
+    "LPAR": "'('",
+    "RPAR": "')'",
+    "COLON": "':'",
+    "_COMMA": "','",
+    "_SEMI": "';'",
+    "EQUAL": "'='",
+    "NAME": "a name",
+    "STRING": "a string",
+    "NUMBER": "a number",
+    "VAR": "a $variable",
+    "MINUS": "'-'",
+    "PLUS": "'+'",
+    "STAR": "'*'",
+    "SLASH": "'/'",
+    "WHERE": "'after' or 'before'",
+    "$END": "end of file",
+}
+
+
+def _tok_span(path: str, tok: Token) -> Span:
+    return Span(path, tok.line or 0, tok.column or 0, tok.end_line or 0, tok.end_column or 0)
+
+
+def _join(a: Span, b: Span) -> Span:
+    return Span(a.path, a.line, a.col, b.end_line, b.end_col)
+
+
+_ESCAPES = {"n": "\n", "t": "\t", "r": "\r", "\\": "\\", "'": "'", '"': '"', "0": "\0"}
+
+
+def unquote(text: str) -> str:
+    """Decode a quoted string literal with C-style escapes (protobuf text format)."""
+    body = text[1:-1]
+    if "\\" not in body:
+        return body
+    out, i = [], 0
+    while i < len(body):
+        c = body[i]
+        if c == "\\" and i + 1 < len(body):
+            out.append(_ESCAPES.get(body[i + 1], body[i + 1]))
+            i += 2
+        else:
+            out.append(c)
+            i += 1
+    return "".join(out)
+
+
+def number(text: str) -> int | float:
+    t = text.rstrip("fF")
+    if t != text or any(c in t for c in ".eE"):
+        return float(t)
+    return int(t)
+
+
+class _ToSyntax(Transformer):
+    """Builds syntax nodes while the LALR parser reduces (no intermediate lark tree).
+
+    Lark's inline transformers get no `meta`, so spans are joined from the tokens and
+    child nodes; that is why braces, brackets and ')' are named terminals in the grammar.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.path = "<string>"
+
+    def tok(self, t: Token) -> Span:
+        return _tok_span(self.path, t)
+
+    def start(self, items):
+        items = tuple(items)
+        span = _join(items[0].span, items[-1].span) if items else Span(self.path, 1, 1)
+        return s.File(self.path, items, span)
+
+    def key(self, children):
+        tok = children[0]
+        return (str(tok), self.tok(tok))
+
+    def field(self, children):
+        (key, key_span), value = children
+        return s.Field(key, value, _join(key_span, value.span), key_span)
+
+    block = field
+
+    def body(self, children):
+        lb, *items, rb = children
+        return s.Block(tuple(items), _join(self.tok(lb), self.tok(rb)))
+
+    def import_stmt(self, children):
+        kw, path = children
+        return s.Import(unquote(path), _join(self.tok(kw), self.tok(path)))
+
+    def let_stmt(self, children):
+        kw, name, value = children
+        return s.Let(str(name), value, _join(self.tok(kw), value.span))
+
+    def repeat_stmt(self, children):
+        kw, count, _, var, body = children
+        var_name = str(var) if var is not None else None
+        return s.Repeat(count, var_name, body, _join(self.tok(kw), body.span))
+
+    def group_def(self, children):
+        kw, name, *rest = children
+        body = rest[-1]
+        params = tuple(p for p in rest[:-1] if p is not None)
+        return s.GroupDef(str(name), params, body, _join(self.tok(kw), body.span))
+
+    def param(self, children):
+        name, default = children
+        end = default.span if default is not None else self.tok(name)
+        return s.Param(str(name), default, _join(self.tok(name), end))
+
+    def replace_stmt(self, children):
+        kw, target, body = children
+        return s.Replace(unquote(target), body, _join(self.tok(kw), body.span))
+
+    def update_stmt(self, children):
+        kw, target, body = children
+        return s.Update(unquote(target), body, _join(self.tok(kw), body.span))
+
+    def remove_stmt(self, children):
+        kw, target = children
+        return s.Remove(unquote(target), _join(self.tok(kw), self.tok(target)))
+
+    def insert_stmt(self, children):
+        kw, where, target, body = children
+        return s.Insert(str(where), unquote(target), body, _join(self.tok(kw), body.span))
+
+    # values
+    def number(self, children):
+        (t,) = children
+        v = number(str(t))
+        return s.Scalar(v, "float" if isinstance(v, float) else "int", self.tok(t))
+
+    def string(self, children):
+        (t,) = children
+        return s.Scalar(unquote(str(t)), "string", self.tok(t))
+
+    def word(self, children):
+        (t,) = children
+        return s.Scalar(str(t), "word", self.tok(t))
+
+    def var(self, children):
+        (t,) = children
+        return s.Var(str(t)[1:], self.tok(t))
+
+    def call(self, children):
+        name, *args, rpar = children
+        span = _join(self.tok(name), self.tok(rpar))
+        return s.Call(str(name), tuple(a for a in args if a is not None), span)
+
+    def list(self, children):
+        lb, *items, rb = children
+        span = _join(self.tok(lb), self.tok(rb))
+        return s.ListValue(tuple(c for c in items if c is not None), span)
+
+    def neg(self, children):
+        minus, v = children
+        span = _join(self.tok(minus), v.span)
+        if isinstance(v, s.Scalar) and v.kind in ("int", "float"):
+            return s.Scalar(-v.value, v.kind, span)
+        return s.Neg(v, span)
+
+    def _bin(op):  # noqa: N805 - a factory used in the class body
+        def rule(self, children):
+            left, right = children
+            return s.BinOp(op, left, right, _join(left.span, right.span))
+
+        return rule
+
+    add = _bin("+")
+    sub = _bin("-")
+    mul = _bin("*")
+    div = _bin("/")
+    floordiv = _bin("//")
+    mod = _bin("%")
+
+
+_TRANSFORMER = _ToSyntax()
+
+
+@lru_cache(maxsize=1)
+def _parser() -> Lark:
+    return Lark.open(
+        "grammar.lark", rel_to=__file__, parser="lalr", maybe_placeholders=True,
+        transformer=_TRANSFORMER,
+    )
+
+
+def _expected_words(expected: set[str] | frozenset[str]) -> str:
+    words = sorted({_TOKEN_WORDS.get(e, f"'{e[3:].lower()}'" if e.startswith("KW_") else e)
+                    for e in expected})
+    if len(words) > 6:
+        return "a field, a block or a statement" if "a name" in words else ", ".join(words[:6])
+    if len(words) == 1:
+        return words[0]
+    return ", ".join(words[:-1]) + " or " + words[-1]
+
+
+def parse(text: str, path: str) -> s.File:
+    """Parse .net or prototxt text. Raises ParseError at the offending line and column."""
+    remember_source(path, text)
+    parser = _parser()
+    _TRANSFORMER.path = path
+    try:
+        return parser.parse(text)
+    except UnexpectedInput as e:
+        raise _syntax_error(e, path, text) from None
+
+
+def _syntax_error(e: UnexpectedInput, path: str, text: str) -> ParseError:
+    line, col = getattr(e, "line", 0) or 0, getattr(e, "column", 0) or 0
+    if isinstance(e, UnexpectedEOF) or (isinstance(e, UnexpectedToken) and e.token.type == "$END"):
+        lines = text.splitlines() or [""]
+        line, col = len(lines), len(lines[-1]) + 1
+        opened = text.count("{") - text.count("}")
+        hint = f"{opened} '{{' not closed" if opened > 0 else None
+        exp = _expected_words(e.expected) if getattr(e, "expected", None) else "more input"
+        return ParseError(f"unexpected end of file, expected {exp}", Span(path, line, col), hint)
+    if isinstance(e, UnexpectedToken):
+        tok = e.token
+        span = _tok_span(path, tok)
+        got = repr(str(tok))
+        hint = None
+        if tok.type == "RBRACE":
+            hint = "this '}' has no matching '{'"
+        elif tok.type in ("NAME", "STRING", "NUMBER") and "COLON" in e.expected:
+            hint = "a field needs ':' between its name and its value"
+        return ParseError(f"unexpected {got}, expected {_expected_words(e.expected)}", span, hint)
+    if isinstance(e, UnexpectedCharacters):
+        ch = text.splitlines()[line - 1][col - 1:col] if line else "?"
+        hint = None
+        if ch == '"' or ch == "'":
+            hint = "a string must be closed on the same line"
+        span = Span(path, line, col, line, col + 1)
+        return ParseError(f"unexpected character {ch!r}", span, hint)
+    return ParseError(str(e), Span(path, line, col))
+
+
+def parse_file(path: str | Path) -> s.File:
+    """Read and parse a file; a missing or unreadable file is a diagnostic, not a traceback."""
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise DataError(f"no such file: {p}", Span(str(p)), "check the path") from None
+    except IsADirectoryError:
+        raise DataError(f"{p} is a directory, not a spec file", Span(str(p))) from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise DataError(f"cannot read {p}: {e}", Span(str(p))) from None
+    return parse(text, str(p))

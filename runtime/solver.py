@@ -1,0 +1,556 @@
+"""Caffe's solver: its configuration (``SolverParameter``) and its update rule.
+
+:class:`SolverConfig` holds the fields of Caffe's ``SolverParameter`` (plus netdsl's plateau
+and warmup fields); every field carries a one-line doc in ``metadata["doc"]``, and fields that
+are accepted for compatibility but change nothing also carry ``metadata["no_effect"] = True``.
+
+:class:`CaffeOptimizer` applies ``Solver::ApplyUpdate`` as ``SGDSolver`` and its subclasses do
+it, which differs from ``torch.optim`` in ways that change results:
+
+* the learning rate is folded into the momentum history (``v = m*v + lr*g; w -= v``), so after
+  an lr drop the history still moves at the old rate for a while (torch's SGD applies the new
+  rate to the whole velocity at once);
+* gradients are clipped on their global L2 norm *before* being divided by ``iter_size``;
+* weight decay is added to the gradient (L2) or its sign (L1) with a per-blob ``decay_mult``,
+  and the rate is multiplied by a per-blob ``lr_mult``.
+
+The training loop calls ``opt.step(learning_rate(cfg, it, plateau_state))`` once per
+iteration, after ``iter_size`` accumulated backward passes, and zeroes the gradients after.
+"""
+
+import enum
+import functools
+import math
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, fields, replace
+from typing import Any
+
+import torch
+
+from netdsl.diagnostics import (
+    DataError,
+    NetdslError,
+    Span,
+    SpecError,
+    did_you_mean,
+    raise_all,
+)
+from runtime.lr_policy import POLICIES
+
+__all__ = [
+    "CaffeOptimizer",
+    "SolverConfig",
+    "SolverType",
+    "resolve_max_iter",
+]
+
+
+class SolverType(enum.Enum):
+    """Caffe's solver types, named and spelt as in ``SolverParameter.type``."""
+
+    SGD = "SGD"
+    Nesterov = "Nesterov"
+    AdaGrad = "AdaGrad"
+    RMSProp = "RMSProp"
+    AdaDelta = "AdaDelta"
+    Adam = "Adam"
+
+    @classmethod
+    def parse(cls, text: "str | SolverType", span: Span | None = None) -> "SolverType":
+        """The type named ``text``, in any case (so Caffe's old ``NESTEROV`` works too)."""
+        if isinstance(text, SolverType):
+            return text
+        key = str(text).strip().lower()
+        for member in cls:
+            if member.value.lower() == key:
+                return member
+        names = [m.value for m in cls]
+        raise SpecError(
+            f"unknown solver type '{text}'",
+            span=span,
+            hint=did_you_mean(str(text), names) or f"one of {', '.join(names)}",
+        )
+
+
+def _f(default: Any, doc: str, *, no_effect: bool = False) -> Any:
+    meta: dict[str, Any] = {"doc": doc}
+    if no_effect:
+        meta["no_effect"] = True
+    return field(default=default, metadata=meta)
+
+
+@dataclass(frozen=True)
+class SolverConfig:
+    """Caffe's ``SolverParameter``, plus netdsl's plateau policy, warmup and ``max_epochs``.
+
+    Defaults are Caffe's, except ``base_lr`` (Caffe has none) and ``lr_policy`` (Caffe
+    requires one). String values for ``type``, and lists for ``stepvalue`` / ``test_iter``,
+    are coerced on construction; :meth:`validate` rejects impossible combinations.
+    """
+
+    # --- update rule
+    type: SolverType = _f(
+        SolverType.SGD, "solver: SGD, Nesterov, AdaGrad, RMSProp, AdaDelta or Adam"
+    )
+    base_lr: float = _f(0.01, "base learning rate, before lr_policy, lr_mult and warmup")
+    momentum: float = _f(
+        0.0, "momentum (SGD, Nesterov), decay of both histories (AdaDelta), beta1 (Adam)"
+    )
+    momentum2: float = _f(0.999, "beta2, the decay of Adam's second-moment estimate")
+    delta: float = _f(1e-8, "epsilon added to denominators (AdaGrad, RMSProp, AdaDelta, Adam)")
+    rms_decay: float = _f(0.99, "decay of RMSProp's mean squared gradient")
+    weight_decay: float = _f(0.0, "regularization strength, times each blob's decay_mult")
+    regularization_type: str = _f("L2", "weight decay on the weights (L2) or their sign (L1)")
+    iter_size: int = _f(1, "accumulate gradients over this many batches per update")
+    clip_gradients: float = _f(-1.0, "scale gradients down to this global L2 norm (< 0 = off)")
+
+    # --- learning-rate schedule
+    lr_policy: str = _f("fixed", "fixed, step, multistep, exp, inv, poly, sigmoid or plateau")
+    gamma: float = _f(0.0, "rate factor of step, multistep, exp, inv, sigmoid and plateau")
+    stepsize: int = _f(0, "iterations between drops (step); midpoint of the sigmoid")
+    stepvalue: tuple[int, ...] = _f((), "iterations at which multistep multiplies lr by gamma")
+    power: float = _f(0.0, "exponent of inv and poly")
+    max_iter: int = _f(0, "number of iterations to train; poly reaches 0 here")
+    max_epochs: float = _f(0.0, "train for this many epochs instead of max_iter (0 = unused)")
+    warmup_iter: int = _f(0, "ramp the rate up linearly over this many iterations (0 = off)")
+    warmup_start_factor: float = _f(0.1, "warmup starts at this fraction of the scheduled rate")
+
+    # --- plateau policy (netdsl's: the validation metric, not Caffe's smoothed train loss)
+    plateau_metric: str = _f("accuracy", "test output watched by the plateau policy")
+    plateau_mode: str = _f("max", "whether plateau_metric improves going up (max) or down (min)")
+    patience: int = _f(5, "plateau: tests without improvement before lr is multiplied by gamma")
+    max_drops: int = _f(3, "plateau: the rate drops at most this many times")
+
+    # --- testing, display, snapshots
+    test_interval: int = _f(0, "test every this many iterations (0 = never)")
+    test_iter: int = _f(0, "batches per test (Caffe's repeated field: the first is used)")
+    test_initialization: bool = _f(True, "also test before the first iteration")
+    display: int = _f(0, "print the loss every this many iterations (0 = never)")
+    average_loss: int = _f(1, "displayed loss is averaged over this many iterations")
+    snapshot: int = _f(0, "write a snapshot every this many iterations (0 = never)")
+    snapshot_prefix: str = _f("", "path prefix of snapshot files")
+    random_seed: int = _f(-1, "seed for torch, numpy and data order (< 0 = unseeded)")
+
+    # --- accepted from Caffe's solver.prototxt, without effect here
+    net: str = _f(
+        "", "Caffe's net file; netdsl takes the net from the command line", no_effect=True
+    )
+    train_net: str = _f("", "Caffe's train net file (ignored)", no_effect=True)
+    test_net: str = _f("", "Caffe's test net file (ignored)", no_effect=True)
+    solver_mode: str = _f(
+        "GPU", "Caffe's CPU/GPU switch; netdsl places layers itself", no_effect=True
+    )
+    device_id: int = _f(0, "Caffe's GPU id; netdsl places layers itself", no_effect=True)
+    snapshot_after_train: bool = _f(True, "Caffe's final snapshot switch (ignored)", no_effect=True)
+    snapshot_format: str = _f(
+        "BINARYPROTO", "Caffe's snapshot format; netdsl writes safetensors", no_effect=True
+    )
+    snapshot_diff: bool = _f(False, "Caffe's switch to snapshot diffs (ignored)", no_effect=True)
+    debug_info: bool = _f(False, "Caffe's per-layer debug output (ignored)", no_effect=True)
+    test_compute_loss: bool = _f(False, "Caffe's test-loss switch (ignored)", no_effect=True)
+    layer_wise_reduce: bool = _f(True, "Caffe's multi-GPU reduce overlap (ignored)", no_effect=True)
+    solver_type: str = _f(
+        "", "Caffe's deprecated solver-type enum; used when type is not set", no_effect=True
+    )
+
+    def __post_init__(self) -> None:
+        # Coerce the forms a converter or a hand-written call is likely to pass.
+        set_ = object.__setattr__
+        if not isinstance(self.type, SolverType):
+            set_(self, "type", SolverType.parse(self.type))
+        if self.solver_type and self.type is SolverType.SGD:
+            # Caffe's UpgradeSolverType: the old enum fills in ``type`` when it was not given.
+            set_(self, "type", SolverType.parse(self.solver_type))
+        if isinstance(self.stepvalue, list | range):
+            set_(self, "stepvalue", tuple(self.stepvalue))
+        elif isinstance(self.stepvalue, int):
+            set_(self, "stepvalue", (self.stepvalue,))
+        if isinstance(self.test_iter, list | tuple):
+            set_(self, "test_iter", int(self.test_iter[0]) if self.test_iter else 0)
+
+    @classmethod
+    def field_docs(cls) -> dict[str, str]:
+        """Every field's one-line doc, in declaration order."""
+        return {f.name: f.metadata["doc"] for f in fields(cls)}
+
+    def validate(self, spans: Mapping[str, Span] | None = None) -> None:
+        """Raise :class:`SpecError` (an ``ErrorList`` of them if several) for impossible settings.
+
+        ``spans`` maps field names to where they were written (``fields.field_spans``), so
+        each error points at the field it is about or, when that field was left at its default,
+        at the field that made the default wrong (``lr_policy`` for a missing ``stepsize``).
+        """
+        errors: list[NetdslError] = []
+
+        def err(name: str, message: str, hint: str | None = None) -> None:
+            span = None
+            if spans:
+                span = spans.get(name) or spans.get(_BLAME.get(name, ""))
+            errors.append(SpecError(message, span=span, hint=hint))
+
+        policy = self.lr_policy
+        if self.base_lr < 0:
+            err("base_lr", f"base_lr must not be negative, got {self.base_lr}")
+        if policy not in POLICIES:
+            err(
+                "lr_policy",
+                f"unknown lr_policy '{policy}'",
+                did_you_mean(policy, POLICIES) or f"one of {', '.join(POLICIES)}",
+            )
+        if self.gamma < 0:
+            err("gamma", f"gamma must not be negative, got {self.gamma}")
+        elif self.gamma == 0 and policy in ("step", "multistep", "exp", "plateau"):
+            err(
+                "gamma",
+                f"lr_policy '{policy}' needs gamma, the factor applied to the rate",
+                "e.g. gamma: 0.1 divides the rate by 10",
+            )
+        if policy == "step" and self.stepsize <= 0:
+            err(
+                "stepsize",
+                "lr_policy 'step' needs stepsize > 0",
+                "stepsize is the number of iterations between drops",
+            )
+        if policy == "sigmoid" and self.stepsize <= 0:
+            err("stepsize", "lr_policy 'sigmoid' needs stepsize > 0 (the sigmoid's midpoint)")
+        if policy == "multistep":
+            if not self.stepvalue:
+                err(
+                    "stepvalue",
+                    "lr_policy 'multistep' needs at least one stepvalue",
+                    "give the iterations at which the rate drops, e.g. stepvalue: 10000",
+                )
+            elif any(v < 0 for v in self.stepvalue):
+                err("stepvalue", f"stepvalue must not be negative, got {list(self.stepvalue)}")
+            elif any(b <= a for a, b in zip(self.stepvalue, self.stepvalue[1:], strict=False)):
+                err(
+                    "stepvalue",
+                    f"stepvalue must be strictly increasing, got {list(self.stepvalue)}",
+                )
+        if policy == "poly":
+            if self.max_iter <= 0 and self.max_epochs <= 0:
+                err("max_iter", "lr_policy 'poly' needs max_iter (or max_epochs) > 0")
+            if self.power < 0:
+                err("power", f"lr_policy 'poly' needs power >= 0, got {self.power}")
+        if policy == "plateau":
+            if self.patience < 1:
+                err("patience", f"lr_policy 'plateau' needs patience >= 1, got {self.patience}")
+            if self.max_drops < 0:
+                err("max_drops", f"max_drops must not be negative, got {self.max_drops}")
+            if self.plateau_mode not in ("max", "min"):
+                err(
+                    "plateau_mode",
+                    f"plateau_mode must be 'max' or 'min', got '{self.plateau_mode}'",
+                )
+            if not self.plateau_metric:
+                err("plateau_metric", "lr_policy 'plateau' needs plateau_metric")
+            if self.test_interval <= 0:
+                err(
+                    "test_interval",
+                    "lr_policy 'plateau' needs test_interval > 0",
+                    "the rate drops when the tested plateau_metric stops improving",
+                )
+        if self.max_iter < 0:
+            err("max_iter", f"max_iter must not be negative, got {self.max_iter}")
+        if self.max_epochs < 0:
+            err("max_epochs", f"max_epochs must not be negative, got {self.max_epochs}")
+        if self.max_iter > 0 and self.max_epochs > 0:
+            err("max_epochs", "set max_iter or max_epochs, not both")
+        if self.iter_size < 1:
+            err("iter_size", f"iter_size must be at least 1, got {self.iter_size}")
+        if self.regularization_type not in ("L1", "L2"):
+            err(
+                "regularization_type",
+                f"regularization_type must be 'L1' or 'L2', got '{self.regularization_type}'",
+            )
+        if self.weight_decay < 0:
+            err("weight_decay", f"weight_decay must not be negative, got {self.weight_decay}")
+        if self.delta < 0:
+            err("delta", f"delta must not be negative, got {self.delta}")
+        if not 0 <= self.momentum < 1:
+            err("momentum", f"momentum must lie in [0, 1), got {self.momentum}")
+        if self.type in (SolverType.AdaGrad, SolverType.RMSProp) and self.momentum != 0:
+            err("momentum", f"momentum cannot be used with {self.type.value}")
+        if self.type is SolverType.Adam and not 0 <= self.momentum2 < 1:
+            err("momentum2", f"momentum2 must lie in [0, 1), got {self.momentum2}")
+        if self.type is SolverType.RMSProp and not 0 <= self.rms_decay < 1:
+            err("rms_decay", f"rms_decay must lie in [0, 1), got {self.rms_decay}")
+        if self.warmup_iter < 0:
+            err("warmup_iter", f"warmup_iter must not be negative, got {self.warmup_iter}")
+        if not 0 <= self.warmup_start_factor <= 1:
+            err(
+                "warmup_start_factor",
+                f"warmup_start_factor must lie in [0, 1], got {self.warmup_start_factor}",
+            )
+        for name in ("test_interval", "test_iter", "display", "snapshot"):
+            if getattr(self, name) < 0:
+                err(name, f"{name} must not be negative, got {getattr(self, name)}")
+        if self.test_interval > 0 and self.test_iter < 1:
+            err(
+                "test_iter",
+                "test_interval is set but test_iter is not",
+                "test_iter is the number of batches per test",
+            )
+        if self.average_loss < 1:
+            err("average_loss", f"average_loss must be at least 1, got {self.average_loss}")
+        if self.solver_type:
+            try:
+                old = SolverType.parse(self.solver_type)
+            except SpecError as e:
+                err("solver_type", e.message, e.hint)
+            else:
+                if old is not self.type:
+                    err(
+                        "solver_type",
+                        f"solver_type {self.solver_type} contradicts type {self.type.value}",
+                        "remove the deprecated solver_type",
+                    )
+        raise_all(errors)
+
+
+# Where to point when a field left at its default is wrong because of another field.
+_BLAME: dict[str, str] = {
+    "gamma": "lr_policy",
+    "stepsize": "lr_policy",
+    "stepvalue": "lr_policy",
+    "max_iter": "lr_policy",
+    "power": "lr_policy",
+    "patience": "lr_policy",
+    "max_drops": "lr_policy",
+    "plateau_mode": "lr_policy",
+    "plateau_metric": "lr_policy",
+    "test_interval": "lr_policy",
+    "test_iter": "test_interval",
+    "momentum": "type",
+    "momentum2": "type",
+    "rms_decay": "type",
+    "warmup_start_factor": "warmup_iter",
+}
+
+
+def resolve_max_iter(cfg: SolverConfig, iters_per_epoch: float) -> SolverConfig:
+    """``cfg`` with ``max_epochs`` turned into ``max_iter = ceil(max_epochs * iters_per_epoch)``.
+
+    ``iters_per_epoch`` counts solver iterations (updates), i.e. batches / ``iter_size``.
+    Unchanged when ``max_epochs`` is 0.
+    """
+    if cfg.max_epochs <= 0:
+        return cfg
+    return replace(
+        cfg, max_iter=max(1, math.ceil(cfg.max_epochs * iters_per_epoch)), max_epochs=0.0
+    )
+
+
+# --------------------------------------------------------------------------- update rule
+
+# History buffers per solver type, in Caffe's order (history_[i], then history_[N + i]).
+_SLOTS: dict[SolverType, tuple[str, ...]] = {
+    SolverType.SGD: ("history",),
+    SolverType.Nesterov: ("history",),
+    SolverType.AdaGrad: ("history",),
+    SolverType.RMSProp: ("history",),
+    SolverType.AdaDelta: ("history", "update_history"),
+    SolverType.Adam: ("m", "v"),
+}
+
+ITER_KEY = "iter"
+
+
+class CaffeOptimizer(torch.optim.Optimizer):
+    """Caffe's ``SGDSolver::ApplyUpdate`` (and its Nesterov/AdaGrad/RMSProp/AdaDelta/Adam
+    variants) as a ``torch.optim.Optimizer``.
+
+    ``param_groups`` are dicts with ``"params"`` and optionally ``"lr_mult"`` and
+    ``"decay_mult"`` (both 1.0 by default), like Caffe's per-blob ``param { lr_mult decay_mult }``.
+    The rate is not stored: pass it to :meth:`step` each iteration.
+
+    As in Caffe, :meth:`step` rewrites the gradients in place (clipped, divided by
+    ``iter_size``, plus weight decay); zero them before the next accumulation. Parameters whose
+    ``grad`` is ``None`` are left alone (no decay either). ``iteration`` counts the steps taken
+    (Caffe's ``iter_``, which Adam's bias correction uses).
+    """
+
+    def __init__(
+        self, param_groups: Iterable[dict[str, Any]] | Iterable[torch.Tensor], cfg: SolverConfig
+    ) -> None:
+        super().__init__(param_groups, {"lr_mult": 1.0, "decay_mult": 1.0})
+        self.cfg = cfg
+        self.iteration = 0
+
+    # ---------------------------------------------------------------- buffers
+
+    @property
+    def slots(self) -> tuple[str, ...]:
+        """Names of the history buffers each parameter has under this solver type."""
+        return _SLOTS[self.cfg.type]
+
+    def _buffer(self, p: torch.Tensor, slot: str) -> torch.Tensor:
+        st = self.state[p]
+        buf = st.get(slot)
+        if buf is None:
+            buf = torch.zeros_like(p, memory_format=torch.preserve_format)
+            st[slot] = buf
+        return buf
+
+    def _keyed_params(self) -> list[tuple[str, torch.Tensor, str]]:
+        out = []
+        for g, group in enumerate(self.param_groups):
+            for i, p in enumerate(group["params"]):
+                for slot in self.slots:
+                    out.append((f"history.{g}.{i}.{slot}", p, slot))
+        return out
+
+    def state_tensors(self) -> dict[str, torch.Tensor]:
+        """All history buffers and the iteration count as plain CPU tensors (copies).
+
+        Keys are ``history.{group}.{index}.{slot}`` (slots: :attr:`slots`) and ``iter`` (a
+        0-d int64), ready for ``safetensors.torch.save_file``. Buffers of parameters that have
+        not been stepped yet are included as zeros, as Caffe's would be.
+        """
+        out: dict[str, torch.Tensor] = {ITER_KEY: torch.tensor(self.iteration, dtype=torch.int64)}
+        for key, p, slot in self._keyed_params():
+            out[key] = self._buffer(p, slot).detach().to("cpu", copy=True).contiguous()
+        return out
+
+    def load_state_tensors(self, d: Mapping[str, torch.Tensor]) -> None:
+        """Restore what :meth:`state_tensors` returned; the inverse, bit for bit.
+
+        Raises :class:`DataError` when the keys or shapes do not match this optimizer's
+        parameters and solver type; nothing is changed in that case.
+        """
+        keyed = self._keyed_params()
+        expected = {k for k, _, _ in keyed} | {ITER_KEY}
+        got = set(d)
+        missing = sorted(expected - got)
+        extra = sorted(got - expected)
+        if missing or extra:
+            parts = []
+            if missing:
+                parts.append(f"missing {_some(missing)}")
+            if extra:
+                parts.append(f"unexpected {_some(extra)}")
+            raise DataError(
+                "solver state does not fit this net and solver: " + "; ".join(parts),
+                hint=f"this solver is {self.cfg.type.value} with slots {', '.join(self.slots)}; "
+                "was the snapshot written by another solver type or another net?",
+            )
+        it = d[ITER_KEY]
+        if it.numel() != 1 or it.is_floating_point() or it.is_complex():
+            raise DataError(
+                f"solver state '{ITER_KEY}' should be an integer scalar, has "
+                f"dtype {it.dtype} and shape {tuple(it.shape)}"
+            )
+        for key, p, _ in keyed:
+            if tuple(d[key].shape) != tuple(p.shape):
+                raise DataError(
+                    f"solver state '{key}' has shape {tuple(d[key].shape)}, but "
+                    f"its parameter has shape {tuple(p.shape)}"
+                )
+        with torch.no_grad():
+            for key, p, slot in keyed:
+                self._buffer(p, slot).copy_(d[key])
+        self.iteration = int(it.item())
+
+    def state_dict(self) -> dict[str, Any]:
+        sd = super().state_dict()
+        sd["iteration"] = self.iteration
+        return sd
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        state_dict = dict(state_dict)
+        iteration = int(state_dict.pop("iteration", 0))
+        super().load_state_dict(state_dict)
+        self.iteration = iteration
+
+    # ---------------------------------------------------------------- update
+
+    @torch.no_grad()
+    def step(self, lr: float) -> None:  # type: ignore[override]
+        """Apply one Caffe update at rate ``lr`` (from :func:`runtime.lr_policy.learning_rate`).
+
+        Order as ``SGDSolver::ApplyUpdate``: clip on the global norm, then per blob
+        normalize by ``iter_size``, regularize, compute the update value, and subtract it.
+        """
+        cfg = self.cfg
+        live = [
+            (group, p) for group in self.param_groups for p in group["params"] if p.grad is not None
+        ]
+        if cfg.clip_gradients >= 0 and live:
+            self._clip([p.grad for _, p in live], cfg.clip_gradients)
+        for group, p in live:
+            g = p.grad
+            if g.is_sparse:
+                raise TypeError("CaffeOptimizer does not support sparse gradients")
+            if cfg.iter_size != 1:
+                g.mul_(1.0 / cfg.iter_size)
+            local_decay = cfg.weight_decay * group["decay_mult"]
+            if local_decay:
+                if cfg.regularization_type == "L2":
+                    g.add_(p, alpha=local_decay)
+                elif cfg.regularization_type == "L1":
+                    g.add_(torch.sign(p), alpha=local_decay)
+                else:
+                    raise SpecError(
+                        f"unknown regularization_type '{cfg.regularization_type}'",
+                        hint="'L1' or 'L2'",
+                    )
+            self._update(p, g, lr * group["lr_mult"])
+        self.iteration += 1
+
+    @staticmethod
+    def _clip(grads: list[torch.Tensor], clip: float) -> None:
+        # Global L2 norm over every blob; scale only when it exceeds clip. The comparison is
+        # kept on the device (scale 1.0 is exact) so that it does not force a sync.
+        norms = [torch.linalg.vector_norm(g) for g in grads]
+        dev = norms[0].device
+        dtype = functools.reduce(torch.promote_types, (n.dtype for n in norms))
+        total = torch.linalg.vector_norm(torch.stack([n.to(dev, dtype) for n in norms]))
+        scale = torch.where(total > clip, clip / total, torch.ones_like(total))
+        for g in grads:
+            g.mul_(scale.to(device=g.device, dtype=g.dtype))
+
+    def _update(self, p: torch.Tensor, g: torch.Tensor, rate: float) -> None:
+        cfg = self.cfg
+        t = cfg.type
+        if t is SolverType.SGD:
+            h = self._buffer(p, "history")
+            h.mul_(cfg.momentum).add_(g, alpha=rate)
+            p.sub_(h)
+        elif t is SolverType.Nesterov:
+            h = self._buffer(p, "history")
+            old = h.clone()
+            h.mul_(cfg.momentum).add_(g, alpha=rate)
+            # step back then over-step: (1 + m) * h_new - m * h_old
+            p.sub_(h * (1.0 + cfg.momentum) - old * cfg.momentum)
+        elif t is SolverType.AdaGrad:
+            h = self._buffer(p, "history")
+            h.add_(g * g)
+            p.sub_(g / (h.sqrt() + cfg.delta) * rate)
+        elif t is SolverType.RMSProp:
+            h = self._buffer(p, "history")
+            h.mul_(cfg.rms_decay).add_(g * g, alpha=1.0 - cfg.rms_decay)
+            p.sub_(g / (h.sqrt() + cfg.delta) * rate)
+        elif t is SolverType.AdaDelta:
+            m = cfg.momentum
+            h = self._buffer(p, "history")
+            h2 = self._buffer(p, "update_history")
+            h.mul_(m).add_(g * g, alpha=1.0 - m)
+            upd = g * ((h2 + cfg.delta) / (h + cfg.delta)).sqrt()
+            h2.mul_(m).add_(upd * upd, alpha=1.0 - m)
+            p.sub_(upd * rate)
+        elif t is SolverType.Adam:
+            b1, b2 = cfg.momentum, cfg.momentum2
+            mbuf = self._buffer(p, "m")
+            vbuf = self._buffer(p, "v")
+            step_t = self.iteration + 1
+            correction = math.sqrt(1.0 - b2**step_t) / (1.0 - b1**step_t)
+            mbuf.mul_(b1).add_(g, alpha=1.0 - b1)
+            vbuf.mul_(b2).add_(g * g, alpha=1.0 - b2)
+            p.sub_(mbuf / (vbuf.sqrt() + cfg.delta) * (rate * correction))
+        else:  # pragma: no cover - every SolverType is handled above
+            raise AssertionError(t)
+
+
+def _some(keys: list[str], n: int = 4) -> str:
+    shown = ", ".join(f"'{k}'" for k in keys[:n])
+    return shown + (f" and {len(keys) - n} more" if len(keys) > n else "")
