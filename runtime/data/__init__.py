@@ -1,0 +1,67 @@
+"""The training runtime's data: sources, transforms, a resumable loader, and their config.
+
+Typical use::
+
+    loader = build_loader(DataConfig(source="digits"), "train", (1, 28, 28), seed=0)
+    data, label = loader.next_batch()      # float32 (64, 1, 28, 28), int64 (64,)
+    saved = loader.state()                 # JSON-ready; loader.load_state(saved) resumes
+"""
+
+from __future__ import annotations
+
+from .base import IMAGE_EXTENSIONS, SampleSource, Source, read_image
+from .caffe_lmdb import LmdbSource, decode_datum
+from .config import SOURCE_KINDS, DataConfig, build_loader, load_mean_file, make_source
+from .digits import DigitsSource
+from .folder import FolderSource
+from .listfile import ListSource
+from .loader import Loader, average_crops
+from .synthetic import SyntheticSource
+from .transforms import (
+    IMAGENET_EIGVAL,
+    IMAGENET_EIGVEC,
+    CenterCrop,
+    Mirror,
+    PCALighting,
+    Pipeline,
+    RandomCrop,
+    ReplicateChannels,
+    Resize,
+    Scale,
+    SubtractMean,
+    TenCrop,
+    Transform,
+)
+
+__all__ = [
+    "IMAGENET_EIGVAL",
+    "IMAGENET_EIGVEC",
+    "IMAGE_EXTENSIONS",
+    "SOURCE_KINDS",
+    "CenterCrop",
+    "DataConfig",
+    "DigitsSource",
+    "FolderSource",
+    "ListSource",
+    "LmdbSource",
+    "Loader",
+    "Mirror",
+    "PCALighting",
+    "Pipeline",
+    "RandomCrop",
+    "ReplicateChannels",
+    "Resize",
+    "SampleSource",
+    "Scale",
+    "Source",
+    "SubtractMean",
+    "SyntheticSource",
+    "TenCrop",
+    "Transform",
+    "average_crops",
+    "build_loader",
+    "decode_datum",
+    "load_mean_file",
+    "make_source",
+    "read_image",
+]
