@@ -1,7 +1,7 @@
 """Reading Caffe weights and reading/writing netdsl's own weight files (safetensors).
 
 netdsl names a parameter ``<layer>.<blob>``; the blob names of each Caffe layer type
-are in :data:`BLOB_NAMES`, in Caffe's blob order, so a ``.caffemodel`` converts into the
+are the layer registry's ``LayerType.blobs``, in Caffe's order, so a ``.caffemodel`` converts to the
 same keys netdsl uses for its own ``.safetensors`` files. Arrays keep Caffe's layout
 (convolution weights ``out x in/group x kh x kw``, inner-product weights ``out x in``).
 
@@ -27,7 +27,6 @@ from netdsl import caffe_pb
 from netdsl.diagnostics import DataError, Span, did_you_mean
 
 __all__ = [
-    "BLOB_NAMES",
     "CaffeLayerBlobs",
     "blob_names",
     "read_caffemodel",
@@ -40,18 +39,6 @@ __all__ = [
     "fsync_dir",
 ]
 
-#: Names of the parameter blobs of each Caffe layer type, in Caffe's blob order.
-#: Types not listed name their blobs ``blob0``, ``blob1``, ...
-BLOB_NAMES: dict[str, tuple[str, ...]] = {
-    "Convolution": ("weight", "bias"),
-    "Deconvolution": ("weight", "bias"),
-    "InnerProduct": ("weight", "bias"),
-    "BatchNorm": ("mean", "variance", "scale_factor"),
-    "Scale": ("weight", "bias"),
-    "PReLU": ("weight",),
-    "Bias": ("bias",),
-    "Embed": ("weight", "bias"),
-}
 
 # How many axes each blob of a layer type has in Caffe. Only used for blobs stored with
 # the deprecated 4-D num/channels/height/width fields: Caffe compares those right-aligned
@@ -86,8 +73,11 @@ class CaffeLayerBlobs:
 
 
 def blob_names(layer_type: str, count: int) -> list[str]:
-    """Names of a layer's ``count`` blobs: from :data:`BLOB_NAMES`, else ``blobN``."""
-    known = BLOB_NAMES.get(layer_type, ())
+    """Names of a layer's ``count`` blobs: the registry's ``blobs``, else ``blobN``."""
+    from .layers import REGISTRY
+
+    kind = REGISTRY.get(layer_type)
+    known = kind.blobs if kind is not None else ()
     return [known[i] if i < len(known) else f"blob{i}" for i in range(count)]
 
 
@@ -194,7 +184,7 @@ def read_caffemodel(path: str | os.PathLike[str]) -> list[CaffeLayerBlobs]:
 
 
 def caffemodel_to_tensors(path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
-    """A caffemodel's blobs keyed ``<layer>.<blob name>`` (see :data:`BLOB_NAMES`)."""
+    """A caffemodel's blobs keyed ``<layer>.<blob name>`` (names from ``LayerType.blobs``)."""
     tensors: dict[str, np.ndarray] = {}
     for layer in read_caffemodel(path):
         for bname, arr in zip(blob_names(layer.type, len(layer.blobs)), layer.blobs, strict=True):
