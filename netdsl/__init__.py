@@ -11,7 +11,7 @@ from pathlib import Path
 
 from .ir import Net, Phase
 
-__all__ = ["Net", "Phase", "load", "load_spec", "__version__"]
+__all__ = ["CompiledNet", "Net", "Phase", "compile", "load", "load_spec", "__version__"]
 __version__ = "0.1.0"
 
 
@@ -31,3 +31,17 @@ def load(path: str | Path, phase: Phase | str = Phase.TRAIN,
     from .build import build
 
     return build(load_spec(path, overrides), phase)
+
+
+def __getattr__(name: str):
+    """Lazy exports: ``compile`` and ``CompiledNet`` import torch, the rest does not."""
+    if name in ("compile", "CompiledNet"):
+        import importlib
+
+        # The submodule netdsl.compile shares the function's name: importing it sets the
+        # package attribute to the module, so put the function back over it.
+        module = importlib.import_module(f"{__name__}.compile")
+        globals()["compile"] = module.compile
+        globals()["CompiledNet"] = module.CompiledNet
+        return globals()[name]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -272,7 +272,7 @@ def _draft(f: s.Field, body: s.Block, index: int, net_devices: tuple[str, ...]) 
                     f"{list(net_devices)}", dev_f.value.span,
                     did_you_mean(d, net_devices) or "add it to the top-level devices: [...]",
                 )
-    return _Draft(name, kind.name, params, bottoms, tops, devices, specs, weights, body.span,
+    return _Draft(name, kind.name, params, bottoms, tops, devices, specs, weights, f.span,
                   spans, f.notes, index, bool(bottoms))
 
 

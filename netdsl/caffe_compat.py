@@ -67,7 +67,7 @@ def _layer_type(layer: s.Block) -> LayerType | None:
 def _flatten_params(layer: s.Block, errors: list[SpecError]) -> s.Block:
     kind = _layer_type(layer)
     out: list[s.Item] = []
-    seen: dict[str, s.Field] = {}
+    seen: dict[str, tuple[str, s.Field]] = {}
     blobs_lr: list[s.Field] = []
     decays: list[s.Field] = []
     for item in layer.items:
@@ -90,12 +90,12 @@ def _flatten_params(layer: s.Block, errors: list[SpecError]) -> s.Block:
             for inner in _shape_lists(item.value.items):
                 if isinstance(inner, s.Field):
                     prev = seen.get(inner.key)
-                    if prev is not None and not _repeatable(inner):
+                    if prev is not None and prev[0] != key:
                         errors.append(SpecError(
-                            f"'{inner.key}' is set twice (line {prev.span.line} and in {key})",
+                            f"'{inner.key}' is set both in {prev[0]} and in {key}",
                             inner.key_span,
                         ))
-                    seen[inner.key] = inner
+                    seen[inner.key] = (key, inner)
                 out.append(inner)
             continue
         out.append(item)
@@ -112,10 +112,6 @@ def _flatten_params(layer: s.Block, errors: list[SpecError]) -> s.Block:
             span = inner[0].span  # type: ignore[union-attr]
             out.append(_field("param", s.Block(tuple(inner), span), span))
     return s.Block(_shape_lists(tuple(out)), layer.span)
-
-
-def _repeatable(f: s.Field) -> bool:
-    return f.key in ("shape", "dim", "slice_point", "coeff", "mean_value", "stepvalue")
 
 
 def _input_layers(items: tuple[s.Item, ...], errors: list[SpecError]) -> list[s.Field]:
@@ -173,6 +169,14 @@ def _input_batch(layer: s.Block) -> s.Block:
     return s.Block(tuple(items), layer.span)
 
 
+def _has_caffe_shapes(layer: s.Block) -> bool:
+    """Caffe writes Input shapes as ``shape { dim: N dim: C ... }`` blocks, batch first;
+    netdsl writes per-example lists ``shape: [C, H, W]``."""
+    if layer.first("input_param") is not None:
+        return True
+    return any(isinstance(f.value, s.Block) for f in layer.fields("shape"))
+
+
 def _type_word(layer: s.Block) -> str | None:
     t = layer.scalar("type")
     return None if t is None else str(t)
@@ -217,8 +221,9 @@ def upgrade(file: s.File) -> s.File:
 def _upgrade_item(item: s.Item, errors: list[SpecError]) -> s.Item:
     if isinstance(item, s.Field) and item.key in ("layer", "layers") \
             and isinstance(item.value, s.Block):
+        caffe_shapes = _has_caffe_shapes(item.value)
         body = _flatten_params(item.value, errors)
-        if _type_word(body) == "Input" or _type_word(body) == "INPUT":
+        if caffe_shapes and _type_word(body) in ("Input", "INPUT"):
             body = _input_batch(body)
         return s.Field("layer", body, item.span, item.key_span, item.notes)
     if isinstance(item, s.GroupDef | s.Repeat | s.Replace | s.Update | s.Insert):

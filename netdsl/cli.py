@@ -100,7 +100,87 @@ def cmd_shapes(args: argparse.Namespace) -> int:
     return 0
 
 
-PARSERS: list[Callable[[Any], None]] = [_shapes_parser]
+def _weights_parser(sub: Any) -> None:
+    p = sub.add_parser("weights", help="save, load, show and import weights (safetensors)",
+                       description="Weights are safetensors files keyed <layer>.<blob> in "
+                       "Caffe's layout (conv2.weight is [256, 48, 5, 5]), whatever the placement.")
+    wsub = p.add_subparsers(dest="weights_command", metavar="ACTION")
+    wsub.required = True
+    imp = wsub.add_parser("import", help="convert a Caffe .caffemodel (V1 or V2) to safetensors")
+    imp.add_argument("caffemodel")
+    imp.add_argument("-o", "--output", required=True)
+    imp.set_defaults(func=cmd_weights_import)
+    show = wsub.add_parser("show", help="list the blobs of a weights file")
+    show.add_argument("file")
+    show.add_argument("--format", choices=["table", "json"], default="table")
+    show.set_defaults(func=cmd_weights_show)
+    save = wsub.add_parser("save", help="initialise a spec's weights from its fillers and save")
+    _spec_args(save)
+    save.add_argument("-o", "--output", required=True)
+    save.add_argument("--seed", type=int, default=None)
+    save.set_defaults(func=cmd_weights_save)
+    load = wsub.add_parser("load", help="check that a weights file fits a spec")
+    _spec_args(load)
+    load.add_argument("file")
+    load.set_defaults(func=cmd_weights_load)
+
+
+def cmd_weights_import(args: argparse.Namespace) -> int:
+    from .weights import caffemodel_to_tensors, save_weights
+
+    tensors = caffemodel_to_tensors(args.caffemodel)
+    path = save_weights(args.output, tensors, {"source": str(args.caffemodel)})
+    print(f"wrote {len(tensors)} blobs to {path}")
+    return 0
+
+
+def cmd_weights_show(args: argparse.Namespace) -> int:
+    from .weights import load_weights
+
+    tensors = load_weights(args.file)
+    rows = [(k, list(v.shape), v.numel()) for k, v in tensors.items()]
+    if args.format == "json":
+        print(json.dumps({"file": args.file, "blobs": {k: s for k, s, _ in rows},
+                          "total": sum(n for *_, n in rows)}, indent=1))
+        return 0
+    from rich.console import Console
+    from rich.table import Table
+
+    t = Table(title=args.file, show_footer=True)
+    t.add_column("blob", footer="total")
+    t.add_column("shape")
+    t.add_column("values", justify="right", footer=f"{sum(n for *_, n in rows):,}")
+    for k, shape, n in rows:
+        t.add_row(k, "×".join(map(str, shape)), f"{n:,}")
+    Console().print(t)
+    return 0
+
+
+def cmd_weights_save(args: argparse.Namespace) -> int:
+    from . import compile as compile_net
+    from . import load
+    from .weights import save_weights
+
+    net = compile_net(load(args.spec, "train", dict(args.overrides)), "train", seed=args.seed)
+    path = save_weights(args.output, net.state_dict(), {"spec": str(args.spec)})
+    print(f"wrote {len(net.state_dict())} blobs to {path}")
+    return 0
+
+
+def cmd_weights_load(args: argparse.Namespace) -> int:
+    from . import compile as compile_net
+    from . import load
+    from .weights import check_weights_fit, load_weights
+
+    net = compile_net(load(args.spec, "train", dict(args.overrides)), "train")
+    got = load_weights(args.file)
+    expected = {k: tuple(v.shape) for k, v in net.state_dict().items()}
+    check_weights_fit(expected, {k: tuple(v.shape) for k, v in got.items()}, path=args.file)
+    print(f"{args.file} fits {args.spec}: {len(got)} blobs")
+    return 0
+
+
+PARSERS: list[Callable[[Any], None]] = [_shapes_parser, _weights_parser]
 
 
 def make_parser() -> argparse.ArgumentParser:

@@ -128,11 +128,27 @@ def raise_all(errors: Sequence[NetdslError]) -> None:
 
 
 def suggest(word: str, candidates: Iterable[str], n: int = 3) -> list[str]:
-    """Close matches for a misspelt word, best first (case-insensitive)."""
-    cands = list(dict.fromkeys(candidates))
-    lower = {c.lower(): c for c in cands}
-    hits = difflib.get_close_matches(word.lower(), list(lower), n=n, cutoff=0.6)
-    return [lower[h] for h in hits]
+    """Close matches for a misspelt word, best first (case-insensitive).
+
+    Only matches about as close as the best one are kept, so 'kernal_size' suggests
+    'kernel_size' alone, not every 'kernel_*'.
+    """
+    lower: dict[str, str] = {}
+    for c in candidates:
+        lower.setdefault(c.lower(), c)
+    w = word.lower()
+    scored = []
+    for key, orig in lower.items():
+        m = difflib.SequenceMatcher(None, w, key)
+        if m.real_quick_ratio() >= 0.6 and m.quick_ratio() >= 0.6:
+            r = m.ratio()
+            if r >= 0.6:
+                scored.append((r, orig))
+    scored.sort(key=lambda x: -x[0])
+    if not scored:
+        return []
+    best = scored[0][0]
+    return [c for r, c in scored[:n] if r >= best - 0.08]
 
 
 def did_you_mean(word: str, candidates: Iterable[str]) -> str | None:

@@ -18,6 +18,15 @@ def human(n: float, unit: str = "") -> str:
     return f"{int(n)}{unit}"
 
 
+def console_for_tables():
+    """A rich console; when piped, wide enough that tables are not cut at 80 columns."""
+    import sys
+
+    from rich.console import Console
+
+    return Console(width=None if sys.stdout.isatty() else 200)
+
+
 def shapes_json(table: ShapeTable, plan: Any = None) -> dict[str, Any]:
     """The ``netdsl shapes --format json`` contract (keys fixed; more may be added)."""
     net = table.net
@@ -55,7 +64,6 @@ def shapes_json(table: ShapeTable, plan: Any = None) -> dict[str, Any]:
 
 
 def shapes_table(table: ShapeTable, plan: Any = None) -> None:
-    from rich.console import Console
     from rich.table import Table
     from rich.text import Text
 
@@ -85,7 +93,7 @@ def shapes_table(table: ShapeTable, plan: Any = None) -> None:
             Text(human(row.activation_bytes, "B")),
         ]
         t.add_row(*cells)
-    console = Console()
+    console = console_for_tables()
     console.print(t)
     per_image = table.total_macs // table.batch
     console.print(Text(f"{table.total_params:,} parameters · {per_image:,} MACs per image · "

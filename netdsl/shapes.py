@@ -16,8 +16,8 @@ class LayerShapes:
     type: str
     bottoms: tuple[Shape, ...]
     tops: tuple[Shape, ...]
-    blobs: Mapping[str, Shape]  # learnable blob name -> Caffe shape
-    params: int
+    blobs: Mapping[str, Shape]  # parameter blob name -> Caffe shape
+    params: int  # learned parameters (BatchNorm's statistics do not count)
     macs: int
     activation_bytes: int
 
@@ -84,7 +84,7 @@ def infer_shapes(net: Net, batch: int | None = None,
                 if any(d < 0 for d in t):
                     raise ctx.error(f"a top would have the impossible shape {list(t)}")
             pshapes = kind.param_shapes(lay.params, bottoms) if bottoms or kind.blobs else {}
-            n_params = _count_params(lay, pshapes, shared, ctx)
+            n_params = _count_params(lay, pshapes, shared, ctx) if kind.learned else 0
             macs = kind.macs(lay.params, bottoms, tops)
         except NetdslError as e:
             for note in lay.notes:

@@ -7,7 +7,6 @@ import pytest
 from netdsl import syntax as s
 from netdsl.diagnostics import ParseError, render
 from netdsl.parse import parse, parse_file
-
 from tests.shared import caffe_params
 
 

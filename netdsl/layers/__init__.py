@@ -37,7 +37,7 @@ def lookup(type_name: str, span: Span) -> LayerType:
     t = REGISTRY.get(type_name)
     if t is not None:
         return t
-    hint = did_you_mean(type_name, REGISTRY)
+    hint = did_you_mean(type_name, TYPES) or did_you_mean(type_name, REGISTRY)
     if hint is None:
         hint = "known types: " + ", ".join(sorted(TYPES))
     raise SpecError(f"unknown layer type '{type_name}'", span, hint)
@@ -45,7 +45,7 @@ def lookup(type_name: str, span: Span) -> LayerType:
 
 def _load_all() -> None:
     for mod in pkgutil.iter_modules(__path__):
-        if mod.name != "base":
+        if mod.name != "base" and not mod.name.startswith("_"):
             importlib.import_module(f"{__name__}.{mod.name}")
 
 

@@ -117,9 +117,11 @@ class ShapeContext:
         return cls(layer, type_name, Span("<netdsl>"), {}, ("out",), 1, {})
 
     def where(self, field_name: str | None = None) -> Span:
+        """The span of a field; without one, the bottoms (most shape errors are about
+        what the layer is given), else the whole layer."""
         if field_name and field_name in self.field_spans:
             return self.field_spans[field_name]
-        return self.span
+        return self.field_spans.get("bottom", self.span)
 
     def error(self, message: str, field: str | None = None, hint: str | None = None) -> ShapeError:
         return ShapeError(f"{self.type_name} '{self.layer}': {message}", self.where(field), hint)
@@ -132,7 +134,8 @@ class LayerType:
     caffe_names: ClassVar[tuple[str, ...]] = ()  # other spellings: V1 enum, aliases
     bottoms: ClassVar[Arity] = Arity.exact(1)
     tops: ClassVar[Arity] = Arity.exact(1)
-    blobs: ClassVar[tuple[str, ...]] = ()  # learnable blobs, in Caffe's order
+    blobs: ClassVar[tuple[str, ...]] = ()  # Caffe's parameter blobs, in Caffe's order
+    learned: ClassVar[bool] = True  # False: the blobs are statistics (BatchNorm), not learned
     is_data: ClassVar[bool] = False  # its tops are the net's inputs
     is_loss: ClassVar[bool] = False  # its first top has loss_weight 1 by default
     split: ClassVar[Split] = Split.FOLLOW

@@ -1,0 +1,57 @@
+"""Accuracy (Caffe AccuracyLayer): fraction of labels among the top-k predictions."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from ..fields import doc
+from . import register
+from .base import Arity, LayerType, Shape, ShapeContext, canonical_axis, count
+from .softmax_with_loss import check_label_count
+
+if TYPE_CHECKING:
+    import torch
+
+
+@dataclass(frozen=True)
+class AccuracyParams:
+    top_k: int = field(default=1, metadata=doc("correct if the label is among the k best"))
+    axis: int = field(default=1, metadata=doc("the class axis of the predictions"))
+    ignore_label: int | None = field(
+        default=None, metadata=doc("label whose predictions are not counted")
+    )
+
+
+@register
+class Accuracy(LayerType):
+    """Top-k accuracy of predictions against labels (Caffe AccuracyLayer).
+
+    Tops: the scalar accuracy, optionally the per-class accuracy (one value per class).
+    """
+
+    caffe_names = ("ACCURACY",)
+    bottoms = Arity.exact(2)
+    tops = Arity(1, 2)
+    Params = AccuracyParams
+
+    def shape(
+        self, p: AccuracyParams, bottoms: tuple[Shape, ...], ctx: ShapeContext
+    ) -> tuple[Shape, ...]:
+        data, label = bottoms
+        if p.top_k < 1:
+            raise ctx.error(f"top_k must be positive, got {p.top_k}", "top_k")
+        if count(label) == 0 or p.top_k > count(data) // count(label):
+            raise ctx.error(
+                f"top_k {p.top_k} is more than the {count(data) // max(1, count(label))} "
+                "classes", "top_k",
+            )
+        axis = canonical_axis(p.axis, len(data), ctx)
+        check_label_count(axis, data, label, ctx)
+        return ((), (data[axis],))[: len(ctx.tops)]
+
+    def lower(self, p: AccuracyParams, bottoms: tuple[Shape, ...], tops: tuple[Shape, ...]
+              ) -> torch.nn.Module:
+        from ._modules import Accuracy as Module
+
+        return Module(p.top_k, p.axis % len(bottoms[0]), p.ignore_label, len(tops))

@@ -1,0 +1,133 @@
+"""Convolution (Caffe ConvolutionLayer): grouped, dilated, strided, padded."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from ..fields import doc
+from . import register
+from .base import Arity, Filler, LayerType, Shape, ShapeContext, Split, count, spatial_pair
+
+if TYPE_CHECKING:
+    import torch
+
+
+@dataclass(frozen=True)
+class ConvParams:
+    num_output: int = field(metadata=doc("number of output channels (filters)"))
+    kernel_size: tuple[int, ...] = field(default=(), metadata=doc("kernel side, or one per axis"))
+    kernel_h: int | None = field(default=None, metadata=doc("kernel height (2-D only)"))
+    kernel_w: int | None = field(default=None, metadata=doc("kernel width (2-D only)"))
+    stride: tuple[int, ...] = field(default=(), metadata=doc("step between windows (default 1)"))
+    stride_h: int | None = field(default=None, metadata=doc("vertical stride"))
+    stride_w: int | None = field(default=None, metadata=doc("horizontal stride"))
+    pad: tuple[int, ...] = field(default=(), metadata=doc("zero padding on each side (default 0)"))
+    pad_h: int | None = field(default=None, metadata=doc("vertical padding"))
+    pad_w: int | None = field(default=None, metadata=doc("horizontal padding"))
+    dilation: tuple[int, ...] = field(default=(), metadata=doc("kernel dilation (default 1)"))
+    group: int = field(default=1, metadata=doc("each output group sees only its input group"))
+    bias_term: bool = field(default=True, metadata=doc("learn a bias per output channel"))
+    weight_filler: Filler = field(default=Filler(), metadata=doc("weight initialiser"))
+    bias_filler: Filler = field(default=Filler(), metadata=doc("bias initialiser"))
+    axis: int = field(default=1, metadata=doc("the channel axis"))
+    force_nd_im2col: bool = field(default=False, metadata=doc("Caffe im2col switch; no effect"))
+    engine: str = field(default="DEFAULT", metadata=doc("Caffe engine; no effect"))
+
+
+@dataclass(frozen=True)
+class ConvGeometry:
+    kernel: tuple[int, ...]
+    stride: tuple[int, ...]
+    pad: tuple[int, ...]
+    dilation: tuple[int, ...]
+
+
+def conv_geometry(p: ConvParams, ctx: ShapeContext, n_spatial: int) -> ConvGeometry:
+    kernel = spatial_pair(ctx, p.kernel_size, p.kernel_h, p.kernel_w, "kernel", None, n_spatial)
+    stride = spatial_pair(ctx, p.stride, p.stride_h, p.stride_w, "stride", 1, n_spatial)
+    pad = spatial_pair(ctx, p.pad, p.pad_h, p.pad_w, "pad", 0, n_spatial)
+    dilation = spatial_pair(ctx, p.dilation, None, None, "dilation", 1, n_spatial)
+    for name, vals, low in (("kernel_size", kernel, 1), ("stride", stride, 1),
+                            ("pad", pad, 0), ("dilation", dilation, 1)):
+        if any(v < low for v in vals):
+            raise ctx.error(f"{name} must be at least {low}, got {list(vals)}", name)
+    return ConvGeometry(kernel, stride, pad, dilation)
+
+
+@register
+class Convolution(LayerType):
+    """Learnable filters slid over the input (Caffe ConvolutionLayer)."""
+
+    caffe_names = ("CONVOLUTION",)
+    bottoms = Arity(1)
+    tops = Arity(1)
+    blobs = ("weight", "bias")
+    split = Split.CHANNELS
+    Params = ConvParams
+
+    def _geom(self, p: ConvParams, bottom: Shape, ctx: ShapeContext) -> ConvGeometry:
+        if len(bottom) < 2:
+            raise ctx.error(f"needs a blob with channels, got shape {list(bottom)}")
+        return conv_geometry(p, ctx, len(bottom) - 2)
+
+    def shape(self, p: ConvParams, bottoms: tuple[Shape, ...], ctx: ShapeContext):
+        if p.axis != 1:
+            raise ctx.error("only axis 1 (NCHW) is supported", "axis")
+        first = bottoms[0]
+        for b in bottoms[1:]:
+            if b != first:
+                raise ctx.error(f"all bottoms must have one shape; got {list(first)} and {list(b)}")
+        channels = first[1]
+        if p.num_output < 1:
+            raise ctx.error("num_output must be positive", "num_output")
+        if p.group < 1:
+            raise ctx.error("group must be positive", "group")
+        if channels % p.group:
+            raise ctx.error(
+                f"{channels} input channels are not divisible by group {p.group}", "group",
+                "each group must see the same number of input channels",
+            )
+        if p.num_output % p.group:
+            raise ctx.error(
+                f"num_output {p.num_output} is not divisible by group {p.group}", "num_output"
+            )
+        g = self._geom(p, first, ctx)
+        out = []
+        for i, size in enumerate(first[2:]):
+            extent = g.dilation[i] * (g.kernel[i] - 1) + 1
+            if size + 2 * g.pad[i] < extent:
+                raise ctx.error(
+                    f"kernel {extent} is larger than the padded input {size + 2 * g.pad[i]} "
+                    f"(input {size}, pad {g.pad[i]})", "kernel_size",
+                    "use a smaller kernel, more padding, or a larger input",
+                )
+            out.append((size + 2 * g.pad[i] - extent) // g.stride[i] + 1)
+        top = (first[0], p.num_output, *out)
+        return (top,) * len(ctx.tops)
+
+    def param_shapes(self, p: ConvParams, bottoms: tuple[Shape, ...]) -> dict[str, Shape]:
+        b = bottoms[0]
+        n_spatial = len(b) - 2
+        kernel = (p.kernel_h, p.kernel_w) if p.kernel_h is not None else (
+            p.kernel_size * n_spatial if len(p.kernel_size) == 1 else p.kernel_size
+        )
+        shapes: dict[str, Shape] = {"weight": (p.num_output, b[1] // p.group, *kernel)}
+        if p.bias_term:
+            shapes["bias"] = (p.num_output,)
+        return shapes
+
+    def macs(self, p: ConvParams, bottoms: tuple[Shape, ...], tops: tuple[Shape, ...]) -> int:
+        w = self.param_shapes(p, bottoms)["weight"]
+        per_output = count(w[1:])
+        return sum(count(t) * per_output for t in tops)
+
+    def fillers(self, p: ConvParams) -> dict[str, Filler]:
+        return {"weight": p.weight_filler, "bias": p.bias_filler}
+
+    def lower(self, p: ConvParams, bottoms: tuple[Shape, ...], tops: tuple[Shape, ...]
+              ) -> torch.nn.Module:
+        from ._modules import Conv
+
+        g = self._geom(p, bottoms[0], ShapeContext.detached(self.name))
+        return Conv(self.param_shapes(p, bottoms), g.stride, g.pad, g.dilation, p.group)

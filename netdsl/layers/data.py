@@ -1,0 +1,248 @@
+"""Input and Caffe's data layers: their tops are the net's inputs.
+
+Shapes come from the layer's own params where Caffe could know them (Input, MemoryData,
+DummyData, ImageData with new_height/new_width or crop_size); a layer that reads its
+shape from a database (Data, HDF5Data) needs ``--input NAME=C,H,W``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from ..fields import doc
+from . import register
+from .base import Arity, LayerType, Shape, ShapeContext
+
+if TYPE_CHECKING:
+    import torch
+
+
+@dataclass(frozen=True)
+class Transform:
+    """Caffe's TransformationParameter (``transform_param``)."""
+
+    scale: float = field(default=1.0, metadata=doc("multiply pixels by this after the mean"))
+    mirror: bool = field(default=False, metadata=doc("random horizontal flips"))
+    crop_size: int = field(default=0, metadata=doc("random (train) or centre (test) crop side"))
+    mean_file: str = field(default="", metadata=doc("mean image (binaryproto)"))
+    mean_value: tuple[float, ...] = field(default=(), metadata=doc("per-channel mean"))
+    force_color: bool = field(default=False, metadata=doc("decode as 3 channels"))
+    force_gray: bool = field(default=False, metadata=doc("decode as 1 channel"))
+
+
+def _data_input(type_name: str) -> torch.nn.Module:
+    """The compiler feeds a data layer's tops, so its module is a placeholder never called."""
+    from ._modules import DataInput
+
+    return DataInput(type_name)
+
+
+def _with_batch(batch: int, chw: Shape) -> Shape:
+    return (batch, *chw)
+
+
+def _input_override(ctx: ShapeContext, top: str) -> Shape | None:
+    given = ctx.inputs.get(top)
+    return None if given is None else _with_batch(ctx.batch, given)
+
+
+@dataclass(frozen=True)
+class InputParams:
+    shape: tuple[tuple[int, ...], ...] = field(
+        default=(), metadata=doc("per-example shape of each top, e.g. [3, 227, 227]")
+    )
+    batch: int = field(
+        default=0, metadata=doc("batch size written in the spec (0: from elsewhere)")
+    )
+
+
+@register
+class Input(LayerType):
+    """Declares input blobs and their shapes (Caffe InputLayer, `input:` / `input_dim:`)."""
+
+    caffe_names = ("INPUT",)
+    bottoms = Arity.exact(0)
+    tops = Arity(1)
+    is_data = True
+    Params = InputParams
+
+    def shape(self, p: InputParams, bottoms: tuple[Shape, ...], ctx: ShapeContext):
+        shapes = p.shape
+        if len(shapes) not in (1, len(ctx.tops)):
+            raise ctx.error(
+                f"{len(ctx.tops)} tops need 1 or {len(ctx.tops)} shapes, got {len(shapes)}", "shape"
+            )
+        out = []
+        for i, top in enumerate(ctx.tops):
+            given = _input_override(ctx, top)
+            if given is not None:
+                out.append(given)
+                continue
+            if not shapes:
+                hint = f"add shape: [C, H, W] or --input {top}=C,H,W"
+                raise ctx.error(f"no shape for '{top}'", hint=hint)
+            s = shapes[i if len(shapes) > 1 else 0]
+            if any(d < 1 for d in s):
+                raise ctx.error(f"shape {list(s)} has a dimension below 1", "shape")
+            out.append(_with_batch(ctx.batch, s))
+        return tuple(out)
+
+    def lower(self, p: InputParams, bottoms: tuple[Shape, ...], tops: tuple[Shape, ...]
+              ) -> torch.nn.Module:
+        return _data_input(self.name)
+
+
+@dataclass(frozen=True)
+class DataParams:
+    source: str = field(default="", metadata=doc("database path (LMDB or LevelDB)"))
+    batch_size: int = field(default=0, metadata=doc("examples per batch"))
+    backend: str = field(default="LEVELDB", metadata=doc("LMDB or LEVELDB"))
+    rand_skip: int = field(default=0, metadata=doc("skip up to this many examples at start"))
+    prefetch: int = field(default=4, metadata=doc("batches to prefetch"))
+    scale: float = field(default=1.0, metadata=doc("deprecated: use transform"))
+    mean_file: str = field(default="", metadata=doc("deprecated: use transform"))
+    crop_size: int = field(default=0, metadata=doc("deprecated: use transform"))
+    mirror: bool = field(default=False, metadata=doc("deprecated: use transform"))
+    transform: Transform = field(default=Transform(), metadata=doc("preprocessing"))
+
+
+def _label_shape(ctx: ShapeContext) -> Shape:
+    return (ctx.batch,)
+
+
+def _db_shape(ctx: ShapeContext, what: str) -> tuple[Shape, ...]:
+    top = ctx.tops[0]
+    given = _input_override(ctx, top)
+    if given is None:
+        raise ctx.error(
+            f"the shape of '{top}' is stored in the {what}, which shapes does not read",
+            hint=f"give it: --input {top}=C,H,W (e.g. --input {top}=3,227,227)",
+        )
+    return (given, *(_label_shape(ctx) for _ in ctx.tops[1:]))
+
+
+@register
+class Data(LayerType):
+    """Reads examples from an LMDB/LevelDB database (Caffe DataLayer)."""
+
+    caffe_names = ("DATA",)
+    bottoms = Arity.exact(0)
+    tops = Arity(1, 2)
+    is_data = True
+    Params = DataParams
+
+    def shape(self, p: DataParams, bottoms: tuple[Shape, ...], ctx: ShapeContext):
+        return _db_shape(ctx, "database")
+
+    def lower(self, p: DataParams, bottoms: tuple[Shape, ...], tops: tuple[Shape, ...]
+              ) -> torch.nn.Module:
+        return _data_input(self.name)
+
+
+@dataclass(frozen=True)
+class ImageDataParams:
+    source: str = field(default="", metadata=doc("list file: one 'path label' per line"))
+    root_folder: str = field(default="", metadata=doc("prefix for the paths in the list"))
+    batch_size: int = field(default=1, metadata=doc("examples per batch"))
+    new_height: int = field(default=0, metadata=doc("resize to this height (0: keep)"))
+    new_width: int = field(default=0, metadata=doc("resize to this width (0: keep)"))
+    is_color: bool = field(default=True, metadata=doc("3 channels (true) or 1"))
+    shuffle: bool = field(default=False, metadata=doc("shuffle each epoch"))
+    rand_skip: int = field(default=0, metadata=doc("skip up to this many examples at start"))
+    scale: float = field(default=1.0, metadata=doc("deprecated: use transform"))
+    mean_file: str = field(default="", metadata=doc("deprecated: use transform"))
+    crop_size: int = field(default=0, metadata=doc("deprecated: use transform"))
+    mirror: bool = field(default=False, metadata=doc("deprecated: use transform"))
+    transform: Transform = field(default=Transform(), metadata=doc("preprocessing"))
+
+
+@register
+class ImageData(LayerType):
+    """Reads images named in a list file (Caffe ImageDataLayer)."""
+
+    caffe_names = ("IMAGE_DATA",)
+    bottoms = Arity.exact(0)
+    tops = Arity(1, 2)
+    is_data = True
+    Params = ImageDataParams
+
+    def shape(self, p: ImageDataParams, bottoms: tuple[Shape, ...], ctx: ShapeContext):
+        top = ctx.tops[0]
+        given = _input_override(ctx, top)
+        if given is None:
+            c = 3 if p.is_color else 1
+            crop = p.transform.crop_size or p.crop_size
+            if crop:
+                given = (ctx.batch, c, crop, crop)
+            elif p.new_height and p.new_width:
+                given = (ctx.batch, c, p.new_height, p.new_width)
+            else:
+                return _db_shape(ctx, "images (no new_height/new_width or crop_size)")
+        return (given, *(_label_shape(ctx) for _ in ctx.tops[1:]))
+
+    def lower(self, p: ImageDataParams, bottoms: tuple[Shape, ...], tops: tuple[Shape, ...]
+              ) -> torch.nn.Module:
+        return _data_input(self.name)
+
+
+@dataclass(frozen=True)
+class MemoryDataParams:
+    batch_size: int = field(default=1, metadata=doc("examples per batch"))
+    channels: int = field(default=1, metadata=doc("channels"))
+    height: int = field(default=1, metadata=doc("height"))
+    width: int = field(default=1, metadata=doc("width"))
+    transform: Transform = field(default=Transform(), metadata=doc("preprocessing"))
+
+
+@register
+class MemoryData(LayerType):
+    """Examples handed in from memory (Caffe MemoryDataLayer)."""
+
+    caffe_names = ("MEMORY_DATA",)
+    bottoms = Arity.exact(0)
+    tops = Arity(1, 2)
+    is_data = True
+    Params = MemoryDataParams
+
+    def shape(self, p: MemoryDataParams, bottoms: tuple[Shape, ...], ctx: ShapeContext):
+        data = _input_override(ctx, ctx.tops[0]) or (ctx.batch, p.channels, p.height, p.width)
+        return (data, *(_label_shape(ctx) for _ in ctx.tops[1:]))
+
+    def lower(self, p: MemoryDataParams, bottoms: tuple[Shape, ...], tops: tuple[Shape, ...]
+              ) -> torch.nn.Module:
+        return _data_input(self.name)
+
+
+@dataclass(frozen=True)
+class HDF5DataParams:
+    source: str = field(default="", metadata=doc("text file listing HDF5 files"))
+    batch_size: int = field(default=1, metadata=doc("examples per batch"))
+    shuffle: bool = field(default=False, metadata=doc("shuffle files and rows"))
+
+
+@register
+class HDF5Data(LayerType):
+    """Reads blobs from HDF5 files (Caffe HDF5DataLayer); shapes via --input."""
+
+    caffe_names = ("HDF5_DATA",)
+    bottoms = Arity.exact(0)
+    tops = Arity(1)
+    is_data = True
+    Params = HDF5DataParams
+
+    def shape(self, p: HDF5DataParams, bottoms: tuple[Shape, ...], ctx: ShapeContext):
+        out = []
+        for top in ctx.tops:
+            given = _input_override(ctx, top)
+            if given is None:
+                raise ctx.error(
+                    f"the shape of '{top}' is stored in the HDF5 files",
+                    hint=f"give it: --input {top}=C,H,W",
+                )
+            out.append(given)
+        return tuple(out)
+
+    def lower(self, p: HDF5DataParams, bottoms: tuple[Shape, ...], tops: tuple[Shape, ...]
+              ) -> torch.nn.Module:
+        return _data_input(self.name)

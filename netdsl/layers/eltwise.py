@@ -1,0 +1,66 @@
+"""Eltwise (Caffe EltwiseLayer): element-wise product, weighted sum or maximum."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from ..fields import doc
+from . import register
+from .base import Arity, LayerType, Shape, ShapeContext
+
+if TYPE_CHECKING:
+    import torch
+
+
+class EltwiseOp(enum.Enum):
+    PROD = "PROD"
+    SUM = "SUM"
+    MAX = "MAX"
+
+
+@dataclass(frozen=True)
+class EltwiseParams:
+    operation: EltwiseOp = field(default=EltwiseOp.SUM, metadata=doc("PROD, SUM or MAX"))
+    coeff: tuple[float, ...] = field(
+        default=(), metadata=doc("SUM only: one weight per bottom (default all 1)")
+    )
+    stable_prod_grad: bool = field(
+        default=True, metadata=doc("Caffe's slower, stabler PROD gradient; no effect")
+    )
+
+
+@register
+class Eltwise(LayerType):
+    """Combines same-shaped bottoms element by element (Caffe EltwiseLayer)."""
+
+    caffe_names = ("ELTWISE",)
+    bottoms = Arity(2)
+    tops = Arity.exact(1)
+    Params = EltwiseParams
+
+    def shape(
+        self, p: EltwiseParams, bottoms: tuple[Shape, ...], ctx: ShapeContext
+    ) -> tuple[Shape, ...]:
+        if p.coeff and p.operation is EltwiseOp.PROD:
+            raise ctx.error("coeff only applies to operation SUM", "coeff")
+        if p.coeff and len(p.coeff) != len(bottoms):
+            raise ctx.error(
+                f"{len(p.coeff)} coeff values for {len(bottoms)} bottoms", "coeff",
+                "give one coefficient per bottom",
+            )
+        first = bottoms[0]
+        for i, b in enumerate(bottoms[1:], start=1):
+            if b != first:
+                raise ctx.error(
+                    f"bottom {i} has shape {list(b)} but bottom 0 has {list(first)}", "bottom",
+                    "Eltwise needs bottoms of one shape",
+                )
+        return (first,)
+
+    def lower(self, p: EltwiseParams, bottoms: tuple[Shape, ...], tops: tuple[Shape, ...]
+              ) -> torch.nn.Module:
+        from ._modules import Eltwise as Module
+
+        return Module(p.operation.name, p.coeff)

@@ -1,0 +1,53 @@
+"""Flatten (Caffe FlattenLayer): merge a range of axes into one."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from ..fields import doc
+from . import register
+from .base import LayerType, Shape, ShapeContext, canonical_axis, count
+
+if TYPE_CHECKING:
+    import torch
+
+
+@dataclass(frozen=True)
+class FlattenParams:
+    axis: int = field(default=1, metadata=doc("first axis merged; earlier axes are kept"))
+    end_axis: int = field(default=-1, metadata=doc("last axis merged (negative: from the end)"))
+
+
+def flatten_shape(bottom: Shape, start: int, end: int) -> Shape:
+    """Caffe's FlattenLayer::Reshape with canonical axes. ``end == start - 1`` is legal in
+    Caffe (an empty range): it inserts an axis of size 1 before ``start``."""
+    return (*bottom[:start], count(bottom[start:end + 1]), *bottom[end + 1:])
+
+
+@register
+class Flatten(LayerType):
+    """Merges axes axis..end_axis into one (Caffe FlattenLayer)."""
+
+    caffe_names = ("FLATTEN",)
+    Params = FlattenParams
+
+    def shape(
+        self, p: FlattenParams, bottoms: tuple[Shape, ...], ctx: ShapeContext
+    ) -> tuple[Shape, ...]:
+        b = bottoms[0]
+        start = canonical_axis(p.axis, len(b), ctx, "axis")
+        end = canonical_axis(p.end_axis, len(b), ctx, "end_axis")
+        if end + 1 < start:
+            raise ctx.error(
+                f"end_axis {p.end_axis} (axis {end}) comes before axis {p.axis} (axis {start})",
+                "end_axis",
+            )
+        return (flatten_shape(b, start, end),)
+
+    def lower(self, p: FlattenParams, bottoms: tuple[Shape, ...], tops: tuple[Shape, ...]
+              ) -> torch.nn.Module:
+        from ._modules import Flatten as Module
+
+        n = len(bottoms[0])
+        return Module(p.axis % n, p.end_axis % n)

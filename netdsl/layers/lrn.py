@@ -1,0 +1,60 @@
+"""LRN (Caffe LRNLayer): local response normalisation across or within channels."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from ..fields import doc
+from . import register
+from .base import LayerType, Shape, ShapeContext
+
+if TYPE_CHECKING:
+    import torch
+
+
+class NormRegion(enum.Enum):
+    ACROSS_CHANNELS = "ACROSS_CHANNELS"
+    WITHIN_CHANNEL = "WITHIN_CHANNEL"
+
+
+@dataclass(frozen=True)
+class LRNParams:
+    local_size: int = field(default=5, metadata=doc("channels (or pixels) in the window"))
+    alpha: float = field(
+        default=1.0, metadata=doc("scale, Caffe's meaning: divided by local_size in the formula")
+    )
+    beta: float = field(default=0.75, metadata=doc("exponent"))
+    k: float = field(default=1.0, metadata=doc("additive constant"))
+    norm_region: NormRegion = field(
+        default=NormRegion.ACROSS_CHANNELS, metadata=doc("normalise across or within channels")
+    )
+    engine: str = field(default="DEFAULT", metadata=doc("Caffe engine; no effect"))
+
+
+@register
+class LRN(LayerType):
+    """b = a / (k + alpha/n * sum of a^2 over n neighbours)^beta (Caffe LRNLayer)."""
+
+    caffe_names = ("LocalResponseNorm",)
+    Params = LRNParams
+
+    def shape(self, p: LRNParams, bottoms: tuple[Shape, ...], ctx: ShapeContext):
+        b = bottoms[0]
+        if len(b) != 4:
+            raise ctx.error(f"needs a 4-D (N, C, H, W) input, got {list(b)}")
+        if p.local_size < 1:
+            raise ctx.error("local_size must be positive", "local_size")
+        if p.local_size % 2 == 0:
+            raise ctx.error(
+                f"local_size must be odd, got {p.local_size}", "local_size",
+                "Caffe's LRNLayer accepts only odd windows, centred on each channel",
+            )
+        return (b,)
+
+    def lower(self, p: LRNParams, bottoms: tuple[Shape, ...], tops: tuple[Shape, ...]
+              ) -> torch.nn.Module:
+        from ._modules import LRN as Module
+
+        return Module(p.local_size, p.alpha, p.beta, p.k, p.norm_region.name)

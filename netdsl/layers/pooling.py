@@ -1,0 +1,123 @@
+"""Pooling (Caffe PoolingLayer): MAX/AVE/STOCHASTIC, ceil rounding with the last-window clip."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from ..fields import doc
+from . import register
+from .base import Arity, LayerType, Shape, ShapeContext, spatial_pair
+
+if TYPE_CHECKING:
+    import torch
+
+
+class PoolMethod(enum.Enum):
+    MAX = "MAX"
+    AVE = "AVE"
+    STOCHASTIC = "STOCHASTIC"
+
+
+class RoundMode(enum.Enum):
+    CEIL = "CEIL"
+    FLOOR = "FLOOR"
+
+
+@dataclass(frozen=True)
+class PoolParams:
+    pool: PoolMethod = field(default=PoolMethod.MAX, metadata=doc("pooling method"))
+    kernel_size: int | None = field(default=None, metadata=doc("window side, in pixels"))
+    kernel_h: int | None = field(default=None, metadata=doc("window height"))
+    kernel_w: int | None = field(default=None, metadata=doc("window width"))
+    stride: int = field(default=1, metadata=doc("step between windows"))
+    stride_h: int | None = field(default=None, metadata=doc("vertical step"))
+    stride_w: int | None = field(default=None, metadata=doc("horizontal step"))
+    pad: int = field(default=0, metadata=doc("implicit padding on each side"))
+    pad_h: int | None = field(default=None, metadata=doc("vertical padding"))
+    pad_w: int | None = field(default=None, metadata=doc("horizontal padding"))
+    global_pooling: bool = field(default=False, metadata=doc("pool over the whole map"))
+    round_mode: RoundMode = field(default=RoundMode.CEIL, metadata=doc("output size rounding"))
+    engine: str = field(default="DEFAULT", metadata=doc("Caffe engine; no effect"))
+
+
+@dataclass(frozen=True)
+class PoolGeometry:
+    kernel: tuple[int, int]
+    stride: tuple[int, int]
+    pad: tuple[int, int]
+
+
+def pooled_size(size: int, kernel: int, stride: int, pad: int, mode: RoundMode,
+                clip: bool | None = None) -> int:
+    """Caffe's PoolingLayer::Reshape, line for line: round, then drop a last window that
+    would start in the padding past the input.
+
+    Caffe tests ``if (pad_h_ || pad_w_)``: the clip applies to both axes as soon as either
+    is padded, so callers pass ``clip`` (default: this axis is padded).
+    """
+    span = size + 2 * pad - kernel
+    if mode is RoundMode.CEIL:
+        out = -(-span // stride) + 1
+    else:
+        out = span // stride + 1
+    if (pad > 0 if clip is None else clip) and (out - 1) * stride >= size + pad:
+        out -= 1
+    return out
+
+
+def pool_geometry(p: PoolParams, bottom: Shape, ctx: ShapeContext) -> PoolGeometry:
+    h, w = bottom[2], bottom[3]
+    if p.global_pooling:
+        if p.kernel_size is not None or p.kernel_h is not None:
+            raise ctx.error("global_pooling takes no kernel size", "kernel_size")
+        kernel = (h, w)
+    else:
+        generic = () if p.kernel_size is None else (p.kernel_size,)
+        kernel = spatial_pair(ctx, generic, p.kernel_h, p.kernel_w, "kernel", None)
+    stride = spatial_pair(ctx, (p.stride,) if p.stride_h is None else (), p.stride_h, p.stride_w,
+                          "stride", 1)
+    pad = spatial_pair(ctx, (p.pad,) if p.pad_h is None else (), p.pad_h, p.pad_w, "pad", 0)
+    if p.global_pooling and (pad != (0, 0) or stride != (1, 1)):
+        raise ctx.error("global_pooling needs pad 0 and stride 1", "global_pooling")
+    if min(kernel) < 1 or min(stride) < 1:
+        raise ctx.error("kernel and stride must be positive", "kernel_size")
+    for k, pd in zip(kernel, pad, strict=True):
+        if pd >= k:
+            raise ctx.error(f"pad {pd} must be smaller than the kernel {k}", "pad")
+    return PoolGeometry(kernel, stride, pad)  # type: ignore[arg-type]
+
+
+@register
+class Pooling(LayerType):
+    """Max or average pooling over windows (Caffe PoolingLayer)."""
+
+    caffe_names = ("POOLING",)
+    tops = Arity(1, 2)
+    Params = PoolParams
+
+    def shape(self, p: PoolParams, bottoms: tuple[Shape, ...], ctx: ShapeContext):
+        b = bottoms[0]
+        if len(b) != 4:
+            raise ctx.error(f"needs a 4-D (N, C, H, W) input, got {list(b)}")
+        g = pool_geometry(p, b, ctx)
+        out = []
+        for size, k, st, pd in zip(b[2:], g.kernel, g.stride, g.pad, strict=True):
+            if size + 2 * pd < k:
+                raise ctx.error(
+                    f"kernel {k} is larger than the padded input {size + 2 * pd}", "kernel_size"
+                )
+            out.append(pooled_size(size, k, st, pd, p.round_mode, clip=any(g.pad)))
+        if len(ctx.tops) > 2 or (len(ctx.tops) == 2 and p.pool is not PoolMethod.MAX):
+            raise ctx.error("a second top (the argmax mask) needs pool: MAX")
+        top = (b[0], b[1], *out)
+        return (top,) * len(ctx.tops)
+
+    def lower(self, p: PoolParams, bottoms: tuple[Shape, ...], tops: tuple[Shape, ...]
+              ) -> torch.nn.Module:
+        from ._modules import Pooling as Module
+
+        g = pool_geometry(p, bottoms[0], ShapeContext.detached(self.name))
+        return Module(None if p.global_pooling else g.kernel, g.stride, g.pad, p.pool.name,
+                      p.round_mode.name, p.global_pooling, mask=len(tops) == 2)

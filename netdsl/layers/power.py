@@ -1,0 +1,34 @@
+"""Power (Caffe PowerLayer): y = (shift + scale * x) ^ power."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from ..fields import doc
+from . import register
+from .base import LayerType, Shape
+
+if TYPE_CHECKING:
+    import torch
+
+
+@dataclass(frozen=True)
+class PowerParams:
+    power: float = field(default=1.0, metadata=doc("exponent"))
+    scale: float = field(default=1.0, metadata=doc("multiplier applied to x first"))
+    shift: float = field(default=0.0, metadata=doc("added after scaling, before the power"))
+
+
+@register
+class Power(LayerType):
+    """y = (shift + scale * x) ^ power (Caffe PowerLayer)."""
+
+    caffe_names = ("POWER",)
+    Params = PowerParams
+
+    def lower(self, p: PowerParams, bottoms: tuple[Shape, ...], tops: tuple[Shape, ...]
+              ) -> torch.nn.Module:
+        from ._modules import Power as Module
+
+        return Module(p.power, p.scale, p.shift)

@@ -1,0 +1,104 @@
+"""SoftmaxWithLoss (Caffe SoftmaxWithLossLayer): multinomial logistic loss of a softmax."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from ..fields import doc
+from . import register
+from .base import Arity, LayerType, Shape, ShapeContext, canonical_axis, count
+
+if TYPE_CHECKING:
+    import torch
+
+
+class Normalization(enum.Enum):
+    """Caffe's LossParameter.NormalizationMode: what the summed loss is divided by."""
+
+    FULL = "FULL"  # every prediction, ignored ones included
+    VALID = "VALID"  # predictions whose label is not ignore_label
+    BATCH_SIZE = "BATCH_SIZE"  # the outer count (N for axis 1)
+    NONE = "NONE"  # not normalised
+
+
+@dataclass(frozen=True)
+class SoftmaxWithLossParams:
+    axis: int = field(default=1, metadata=doc("the class axis of the predictions"))
+    ignore_label: int | None = field(
+        default=None, metadata=doc("label whose predictions add nothing to the loss")
+    )
+    normalization: Normalization | None = field(
+        default=None,
+        metadata=doc("FULL, VALID, BATCH_SIZE or NONE (unset: VALID, or as normalize says)"),
+    )
+    normalize: bool | None = field(
+        default=None,
+        metadata=doc("deprecated: when normalization is unset, false means BATCH_SIZE"),
+    )
+    engine: str = field(default="DEFAULT", metadata=doc("Caffe engine; no effect"))
+
+
+def effective_normalization(p: SoftmaxWithLossParams) -> Normalization:
+    """Caffe's LossLayer rule: `normalization` wins; else legacy `normalize`; else VALID."""
+    if p.normalization is not None:
+        return p.normalization
+    if p.normalize is not None:
+        return Normalization.VALID if p.normalize else Normalization.BATCH_SIZE
+    return Normalization.VALID
+
+
+def check_loss_bottoms(bottoms: tuple[Shape, ...], ctx: ShapeContext) -> None:
+    """Caffe's LossLayer::Reshape check: data and label agree on the first dimension."""
+    data, label = bottoms[0], bottoms[1]
+    if not data or not label or data[0] != label[0]:
+        raise ctx.error(
+            f"the data {list(data)} and label {list(label)} must have the same first dimension",
+            "bottom",
+        )
+
+
+def check_label_count(axis: int, data: Shape, label: Shape, ctx: ShapeContext) -> None:
+    """One label per prediction: count(label) == count(data) / data[axis]."""
+    outer, inner = count(data[:axis]), count(data[axis + 1:])
+    if outer * inner != count(label):
+        dims = [d for i, d in enumerate(data) if i != axis]
+        raise ctx.error(
+            f"the label {list(label)} has {count(label)} values, but the predictions "
+            f"{list(data)} need one per position outside axis {axis}: {outer * inner}",
+            "axis" if "axis" in ctx.field_spans else "bottom",
+            f"with axis {axis} the label should have shape {dims}, values in "
+            f"0..{data[axis] - 1}",
+        )
+
+
+@register
+class SoftmaxWithLoss(LayerType):
+    """Softmax then the negative log likelihood of the labels (Caffe SoftmaxWithLossLayer).
+
+    Bottoms: predictions and integer labels. Tops: the scalar loss, optionally the
+    softmax probabilities.
+    """
+
+    caffe_names = ("SOFTMAX_LOSS",)
+    caffe_params = ("softmax_param", "loss_param")
+    bottoms = Arity.exact(2)
+    tops = Arity(1, 2)
+    is_loss = True
+    Params = SoftmaxWithLossParams
+
+    def shape(
+        self, p: SoftmaxWithLossParams, bottoms: tuple[Shape, ...], ctx: ShapeContext
+    ) -> tuple[Shape, ...]:
+        check_loss_bottoms(bottoms, ctx)
+        axis = canonical_axis(p.axis, len(bottoms[0]), ctx)
+        check_label_count(axis, bottoms[0], bottoms[1], ctx)
+        return ((), bottoms[0])[: len(ctx.tops)]
+
+    def lower(self, p: SoftmaxWithLossParams, bottoms: tuple[Shape, ...],
+              tops: tuple[Shape, ...]) -> torch.nn.Module:
+        from ._modules import SoftmaxWithLoss as Module
+
+        return Module(p.axis % len(bottoms[0]), p.ignore_label, effective_normalization(p).name,
+                      len(tops))

@@ -1,0 +1,138 @@
+"""Stage 6: a :class:`syntax.Spec` (or a whole :class:`syntax.File`) as readable .net text.
+
+``parse(print_spec(x))`` equals ``x`` ignoring spans; tests check it on Caffe's files and
+on random specs. Layout: two-space indent; a ``layer`` block always one field per line;
+any other block whose fields are all non-blocks and fit in one line is written inline
+(``param { lr_mult: 1 decay_mult: 1 }``); a blank line around every multi-line block.
+Strings are double-quoted with C escapes, words bare, floats as Python's shortest
+round-trip ``repr``. A word that is not a valid bare name (only possible in hand-built
+trees) is written quoted, so it reads back as a string.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+
+from . import syntax as s
+
+INDENT = "  "
+WIDTH = 88
+
+_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.]*\Z")
+_ESCAPES = {"\\": "\\\\", '"': '\\"', "\n": "\\n", "\r": "\\r", "\t": "\\t"}
+_PREC = {"+": 1, "-": 1, "*": 2, "/": 2, "//": 2, "%": 2}
+
+
+def print_spec(spec: s.Spec) -> str:
+    """A resolved spec as .net text."""
+    return _top(spec.items)
+
+
+def print_file(file: s.File) -> str:
+    """A whole file, statements and expressions included, as .net text."""
+    return _top(file.items)
+
+
+def quote(text: str) -> str:
+    return '"' + "".join(_ESCAPES.get(c, c) for c in text) + '"'
+
+
+def _top(items: Sequence[s.Item]) -> str:
+    out: list[str] = []
+    prev_multi = False
+    for it in items:
+        lines = _item(it, 0)
+        multi = len(lines) > 1
+        if out and (multi or prev_multi):
+            out.append("")
+        out.extend(lines)
+        prev_multi = multi
+    return "\n".join(out) + "\n" if out else ""
+
+
+def _scalar(v: s.Scalar) -> str:
+    if v.kind == "string":
+        return quote(str(v.value))
+    if v.kind == "word":
+        text = str(v.value)
+        return text if _NAME.match(text) else quote(text)
+    if isinstance(v.value, float):
+        return repr(v.value)
+    return str(v.value)
+
+
+def expr(v: s.Value, min_prec: int = 0) -> str:
+    """An expression or literal on one line, parenthesised only where needed."""
+    if isinstance(v, s.Scalar):
+        return _scalar(v)
+    if isinstance(v, s.Var):
+        return "$" + v.name
+    if isinstance(v, s.ListValue):
+        return "[" + ", ".join(expr(i) for i in v.items) + "]"
+    if isinstance(v, s.Block):
+        return _inline(v)
+    if isinstance(v, s.Call):
+        return f"{v.func}(" + ", ".join(expr(a) for a in v.args) + ")"
+    if isinstance(v, s.Neg):
+        text = "-" + expr(v.operand, 3)
+        return f"({text})" if min_prec > 3 else text
+    if isinstance(v, s.BinOp):
+        p = _PREC[v.op]
+        text = f"{expr(v.left, p)} {v.op} {expr(v.right, p + 1)}"
+        return f"({text})" if p < min_prec else text
+    raise TypeError(f"not a value: {v!r}")
+
+
+def _inline(b: s.Block) -> str:
+    if not b.items:
+        return "{}"
+    return "{ " + " ".join(_item(i, 0)[0] for i in b.items) + " }"
+
+
+def _can_inline(key: str, b: s.Block, indent: int) -> bool:
+    if key == "layer" or not all(isinstance(i, s.Field) and not isinstance(i.value, s.Block)
+                                 for i in b.items):
+        return False
+    return len(INDENT * indent) + len(key) + len(_inline(b)) + 1 <= WIDTH
+
+
+def _body(head: str, b: s.Block, indent: int) -> list[str]:
+    pad = INDENT * indent
+    if not b.items:
+        return [f"{pad}{head} {{}}"]
+    lines = [f"{pad}{head} {{"]
+    for i in b.items:
+        lines.extend(_item(i, indent + 1))
+    lines.append(pad + "}")
+    return lines
+
+
+def _item(it: s.Item, indent: int) -> list[str]:
+    pad = INDENT * indent
+    if isinstance(it, s.Field):
+        if isinstance(it.value, s.Block):
+            if _can_inline(it.key, it.value, indent):
+                return [f"{pad}{it.key} {_inline(it.value)}"]
+            return _body(it.key, it.value, indent)
+        return [f"{pad}{it.key}: {expr(it.value)}"]
+    if isinstance(it, s.Import):
+        return [f"{pad}import {quote(it.path)}"]
+    if isinstance(it, s.Let):
+        return [f"{pad}let {it.name} = {expr(it.value)}"]
+    if isinstance(it, s.Repeat):
+        var = f" as {it.var}" if it.var else ""
+        return _body(f"repeat {expr(it.count)}{var}", it.body, indent)
+    if isinstance(it, s.GroupDef):
+        params = ", ".join(p.name if p.default is None else f"{p.name} = {expr(p.default)}"
+                           for p in it.params)
+        return _body(f"group {it.name}({params})", it.body, indent)
+    if isinstance(it, s.Replace):
+        return _body(f"replace {quote(it.target)}", it.body, indent)
+    if isinstance(it, s.Update):
+        return _body(f"update {quote(it.target)}", it.body, indent)
+    if isinstance(it, s.Remove):
+        return [f"{pad}remove {quote(it.target)}"]
+    if isinstance(it, s.Insert):
+        return _body(f"insert {it.where} {quote(it.target)}", it.body, indent)
+    raise TypeError(f"not an item: {it!r}")

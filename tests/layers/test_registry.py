@@ -1,0 +1,46 @@
+"""Properties every registered layer type must have."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from netdsl.fields import field_doc
+from netdsl.layers import REGISTRY, TYPES, LayerType
+
+NEW_TYPES = {
+    "ReLU": ("RELU",), "PReLU": (), "Sigmoid": ("SIGMOID",), "TanH": ("TANH",),
+    "AbsVal": ("ABSVAL",), "Power": ("POWER",), "ELU": (), "BNLL": ("BNLL",),
+    "Dropout": ("DROPOUT",), "Softmax": ("SOFTMAX",), "SoftmaxWithLoss": ("SOFTMAX_LOSS",),
+    "EuclideanLoss": ("EUCLIDEAN_LOSS",), "Accuracy": ("ACCURACY",), "Concat": ("CONCAT",),
+    "Eltwise": ("ELTWISE",), "Flatten": ("FLATTEN",), "Reshape": (), "Slice": ("SLICE",),
+    "Split": ("SPLIT",), "Silence": ("SILENCE",), "BatchNorm": (), "Scale": (), "Bias": (),
+    "Deconvolution": ("DECONVOLUTION",), "DummyData": ("DUMMY_DATA",),
+}
+
+
+@pytest.mark.parametrize("name, v1", sorted(NEW_TYPES.items()))
+def test_registered_with_caffe_names(name: str, v1: tuple[str, ...]) -> None:
+    k = TYPES[name]
+    assert k.name == name and k.caffe_names == v1
+    assert all(REGISTRY[n] is k for n in v1)
+
+
+@pytest.mark.parametrize("name", sorted(TYPES))
+def test_every_type_lowers_and_documents_its_fields(name: str) -> None:
+    k = TYPES[name]
+    assert type(k).lower is not LayerType.lower, f"{name} has no lower()"
+    assert k.doc
+    for f in dataclasses.fields(k.Params):
+        assert field_doc(f), f"{name}.{f.name} has no doc"
+
+
+@pytest.mark.parametrize("name", sorted(TYPES))
+def test_fillers_cover_the_blobs(name: str) -> None:
+    k = TYPES[name]
+    try:
+        p = k.Params()
+    except TypeError:  # num_output is required
+        p = k.Params(num_output=1)
+    assert set(k.fillers(p)) >= set(k.blobs)

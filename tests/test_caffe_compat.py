@@ -1,0 +1,97 @@
+"""Caffe's forms (V1 `layers`, `*_param` blocks, `input_dim`) read into the same IR."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+import netdsl
+from netdsl import syntax as s
+from netdsl.caffe_compat import upgrade
+from netdsl.parse import parse
+from netdsl.shapes import infer_shapes
+from tests.shared import DB_INPUTS
+
+
+def up(text: str) -> s.File:
+    return upgrade(parse(text, "t.prototxt"))
+
+
+def test_param_blocks_are_flattened() -> None:
+    f = up('layer { name: "c" type: "Convolution" '
+           'convolution_param { num_output: 8 kernel_size: 3 weight_filler { type: "xavier" } }'
+           ' transform_param { scale: 0.5 } }')
+    keys = [i.key for i in f.items[0].value.items]
+    assert keys == ["name", "type", "num_output", "kernel_size", "weight_filler", "transform"]
+
+
+def test_foreign_param_blocks_are_ignored_as_caffe_does() -> None:
+    f = up('layer { name: "i" type: "Input" top: "data" image_data_param { source: "x" } '
+           'input_param { shape { dim: 1 dim: 3 dim: 8 dim: 8 } } }')
+    body = f.items[0].value
+    assert body.first("source") is None
+    assert [v.value for v in body.first("shape").value.items] == [3, 8, 8]
+    assert body.first("batch").value.value == 1
+
+
+def test_v1_layers_and_blobs_lr() -> None:
+    f = up('layers { name: "c" type: CONVOLUTION blobs_lr: 1 blobs_lr: 2 weight_decay: 1 '
+           'weight_decay: 0 convolution_param { num_output: 4 kernel_size: 1 } }')
+    item = f.items[0]
+    assert item.key == "layer"
+    params = item.value.fields("param")
+    assert [(p.value.scalar("lr_mult"), p.value.scalar("decay_mult")) for p in params] == [
+        (1, 1), (2, 0)]
+
+
+def test_input_dim_becomes_an_input_layer() -> None:
+    f = up('input: "data" input_dim: 10 input_dim: 3 input_dim: 227 input_dim: 227')
+    layer = f.items[0].value
+    assert layer.scalar("type") == "Input"
+    assert [v.value for v in layer.first("shape").value.items] == [3, 227, 227]
+    assert layer.scalar("batch") == 10
+
+
+def test_input_shape_form() -> None:
+    f = up('input: "data" input_shape { dim: 1 dim: 3 dim: 32 dim: 32 }')
+    assert [v.value for v in f.items[0].value.first("shape").value.items] == [3, 32, 32]
+
+
+def test_upgrade_is_idempotent() -> None:
+    f = up('input: "data" input_dim: 1 input_dim: 3 input_dim: 8 input_dim: 8 '
+           'layers { name: "c" type: CONVOLUTION blobs_lr: 1 '
+           'convolution_param { num_output: 4 kernel_size: 1 } }')
+    assert upgrade(f) == f
+
+
+@pytest.mark.parametrize("v1, v2", [
+    ("mnist_v1__lenet.prototxt", "mnist__lenet.prototxt"),
+    ("mnist_v1__lenet_train_test.prototxt", "mnist__lenet_train_test.prototxt"),
+    ("bvlc_alexnet_v1__deploy.prototxt", "bvlc_alexnet__deploy.prototxt"),
+])
+def test_v1_and_v2_files_give_the_same_net(shared_caffe: Path, v1: str, v2: str) -> None:
+    for phase in ("train", "test"):
+        a = netdsl.load(shared_caffe / "prototxt" / v1, phase)
+        b = netdsl.load(shared_caffe / "prototxt" / v2, phase)
+        ta = infer_shapes(a, inputs=DB_INPUTS.get(v2, {}))
+        tb = infer_shapes(b, inputs=DB_INPUTS.get(v2, {}))
+        assert [(r.type, r.tops, r.params) for r in ta.layers] == [
+            (r.type, r.tops, r.params) for r in tb.layers]
+        assert [lay.param_specs for lay in a.layers] == [lay.param_specs for lay in b.layers]
+
+
+def test_types_reading_other_param_blocks() -> None:
+    f = up('layer { name: "d" type: "Deconvolution" convolution_param { num_output: 4 } } '
+           'layer { name: "l" type: "SoftmaxWithLoss" softmax_param { axis: 1 } '
+           'loss_param { ignore_label: 3 } pooling_param { pool: MAX } }')
+    assert [i.key for i in f.items[0].value.items] == ["name", "type", "num_output"]
+    assert [i.key for i in f.items[1].value.items] == ["name", "type", "axis", "ignore_label"]
+
+
+def test_same_field_in_two_param_blocks_is_an_error() -> None:
+    from netdsl.diagnostics import SpecError
+
+    with pytest.raises(SpecError, match="both in softmax_param and in loss_param"):
+        up('layer { name: "l" type: "SoftmaxWithLoss" softmax_param { axis: 1 } '
+           'loss_param { axis: 2 } }')

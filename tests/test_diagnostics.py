@@ -1,0 +1,93 @@
+"""Every user error is `file:line:col: error: message` + the line + a caret, exit 1.
+
+One fixture file per error in tests/fixtures/errors/; its first line says what to expect:
+``# expect: LINE:COL: message substring``. A fixture that needs several files is a folder
+whose entry point is ``main.net``.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from netdsl.cli import main
+from netdsl.diagnostics import Span, SpecError, render, suggest
+
+FIXTURES = Path(__file__).parent / "fixtures" / "errors"
+
+
+def _fixtures() -> list[Path]:
+    out = []
+    for p in sorted(FIXTURES.iterdir()):
+        if p.is_dir():
+            out.append(p / "main.net")
+        elif p.suffix == ".net":
+            out.append(p)
+    return out
+
+
+def _expectation(path: Path) -> tuple[str, str]:
+    first = path.read_text().splitlines()[0]
+    m = re.match(r"#\s*expect:\s*(\d+:\d+):\s*(.*)$", first)
+    assert m, f"{path}: first line must be '# expect: LINE:COL: message'"
+    return m.group(1), m.group(2).strip()
+
+
+@pytest.mark.parametrize("path", _fixtures(), ids=lambda p: p.parent.name if p.name == "main.net"
+                         else p.stem)
+def test_error_fixture(path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    where, message = _expectation(path)
+    status = main(["shapes", str(path)])
+    err = capsys.readouterr().err
+    assert status == 1, err
+    assert "Traceback" not in err
+    first = err.splitlines()[0]
+    assert first.startswith(f"{path}:{where}: error: "), err
+    assert message in first, err
+    # the offending line is quoted with a caret under the column
+    line_no, col = map(int, where.split(":"))
+    quoted = path.read_text().splitlines()[line_no - 1]
+    assert f"{line_no:>5} | {quoted}" in err
+    caret_line = next(ln for ln in err.splitlines() if ln.strip().startswith("|")
+                      and "^" in ln)
+    assert caret_line.index("^") == caret_line.index("|") + 1 + col
+
+
+def test_render_exact_text(tmp_path: Path) -> None:
+    src = tmp_path / "a.net"
+    src.write_text('layer {\n        kernal_size: 11  stride: 4\n}\n')
+    e = SpecError("unknown field 'kernal_size' for Convolution",
+                  Span(str(src), 2, 9, 2, 20), "did you mean 'kernel_size'?")
+    assert render(e) == (
+        f"{src}:2:9: error: unknown field 'kernal_size' for Convolution\n"
+        "    2 |         kernal_size: 11  stride: 4\n"
+        "      |         ^~~~~~~~~~~\n"
+        "  hint: did you mean 'kernel_size'?"
+    )
+
+
+def test_hints_suggest_near_names(capsys: pytest.CaptureFixture[str]) -> None:
+    main(["shapes", str(FIXTURES / "unknown_field.net")])
+    assert "hint: did you mean 'kernel_size'?" in capsys.readouterr().err
+    main(["shapes", str(FIXTURES / "unknown_layer_type.net")])
+    assert "did you mean 'Convolution'" in capsys.readouterr().err
+    main(["shapes", str(FIXTURES / "missing_bottom.net")])
+    assert "did you mean 'conv1'" in capsys.readouterr().err
+
+
+def test_suggest_is_case_insensitive() -> None:
+    assert suggest("relu", ["ReLU", "PReLU", "Pooling"])[0] == "ReLU"
+
+
+def test_missing_and_unreadable_files(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["shapes", str(tmp_path / "nope.net")]) == 1
+    err = capsys.readouterr().err
+    assert f"{tmp_path / 'nope.net'}: error: no such file" in err
+    assert main(["shapes", str(tmp_path)]) == 1
+    assert "is a directory" in capsys.readouterr().err
+    binary = tmp_path / "bin.net"
+    binary.write_bytes(b"\xff\xfe\x00garbage")
+    assert main(["shapes", str(binary)]) == 1
+    assert "cannot read" in capsys.readouterr().err
