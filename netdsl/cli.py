@@ -180,7 +180,52 @@ def cmd_weights_load(args: argparse.Namespace) -> int:
     return 0
 
 
-PARSERS: list[Callable[[Any], None]] = [_shapes_parser, _weights_parser]
+def _expand_parser(sub: Any) -> None:
+    p = sub.add_parser("expand", help="print the fully resolved spec (like cc -E)",
+                       description="Imports, variables, groups, repeats and edits applied; "
+                       "the result is plain .net text.")
+    _spec_args(p)
+    p.set_defaults(func=cmd_expand)
+
+
+def cmd_expand(args: argparse.Namespace) -> int:
+    from . import load_spec
+    from .printer import print_spec
+
+    sys.stdout.write(print_spec(load_spec(args.spec, dict(args.overrides))))
+    return 0
+
+
+def _convert_parser(sub: Any) -> None:
+    p = sub.add_parser("convert", help="Caffe prototxt to .net, or .net to Caffe prototxt",
+                       description="Converts a Caffe prototxt (V1 or V2) into readable .net, "
+                       "or a .net spec into a Caffe V2 prototxt for Caffe or Netscope.")
+    p.add_argument("spec")
+    p.add_argument("--to", choices=["net", "prototxt"], default=None,
+                   help="target format (default: the other one)")
+    p.add_argument("-o", "--output", default=None, help="write here instead of stdout")
+    p.add_argument("--phase", choices=["train", "test"], default=None,
+                   help="prototxt: write only this phase's layers (default: all, with rules)")
+    p.set_defaults(func=cmd_convert)
+
+
+def cmd_convert(args: argparse.Namespace) -> int:
+    from .convert import net_to_prototxt, prototxt_to_net
+
+    to = args.to or ("prototxt" if args.spec.endswith(".net") else "net")
+    text = net_to_prototxt(args.spec, args.phase) if to == "prototxt" else prototxt_to_net(
+        args.spec)
+    if args.output:
+        from pathlib import Path
+
+        Path(args.output).write_text(text)
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
+PARSERS: list[Callable[[Any], None]] = [_shapes_parser, _expand_parser, _convert_parser,
+                                        _weights_parser]
 
 
 def make_parser() -> argparse.ArgumentParser:
