@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 from functools import lru_cache
 from pathlib import Path
 
@@ -178,19 +179,37 @@ class _ToSyntax(Transformer):
             return s.Scalar(-v.value, v.kind, span)
         return s.Neg(v, span)
 
-    def _bin(op):  # noqa: N805 - a factory used in the class body
-        def rule(self, children):
-            left, right = children
-            return s.BinOp(op, left, right, _join(left.span, right.span))
+    def expr(self, children):
+        """Operands and operators as written, folded by precedence (left-associative)."""
+        operands = children[0::2]
+        ops = [str(t) for t in children[1::2]]
+        return _fold(operands, ops)
 
-        return rule
+    def unary(self, children):  # `+x`
+        return children[1]
 
-    add = _bin("+")
-    sub = _bin("-")
-    mul = _bin("*")
-    div = _bin("/")
-    floordiv = _bin("//")
-    mod = _bin("%")
+
+_PRECEDENCE = {"+": 1, "-": 1, "*": 2, "/": 2, "//": 2, "%": 2}
+
+
+def _fold(operands: list, ops: list[str]):
+    """Shunting-yard over a flat operand/operator list."""
+    out = [operands[0]]
+    stack: list[str] = []
+
+    def apply() -> None:
+        op = stack.pop()
+        right, left = out.pop(), out.pop()
+        out.append(s.BinOp(op, left, right, _join(left.span, right.span)))
+
+    for op, operand in zip(ops, operands[1:], strict=True):
+        while stack and _PRECEDENCE[stack[-1]] >= _PRECEDENCE[op]:
+            apply()
+        stack.append(op)
+        out.append(operand)
+    while stack:
+        apply()
+    return out[0]
 
 
 _TRANSFORMER = _ToSyntax()
@@ -219,10 +238,17 @@ def parse(text: str, path: str) -> s.File:
     remember_source(path, text)
     parser = _parser()
     _TRANSFORMER.path = path
+    # The parser allocates tens of thousands of small acyclic objects; the cyclic garbage
+    # collector would scan them all several times over for nothing.
+    was_enabled = gc.isenabled()
+    gc.disable()
     try:
         return parser.parse(text)
     except UnexpectedInput as e:
         raise _syntax_error(e, path, text) from None
+    finally:
+        if was_enabled:
+            gc.enable()
 
 
 def _syntax_error(e: UnexpectedInput, path: str, text: str) -> ParseError:
