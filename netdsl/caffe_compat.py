@@ -9,7 +9,8 @@ Like Caffe's upgrade_proto.cpp, this runs before anything else looks at a net:
   .net file writes ``num_output: 96`` directly (``transform_param`` becomes ``transform``);
 * ``shape { dim: ... }`` blocks become ``shape: [...]`` lists; an Input layer's leading
   (batch) dimension moves to its ``batch`` field, as netdsl shapes are per example;
-* the top-level ``input:`` / ``input_dim:`` / ``input_shape {}`` become Input layers.
+* the top-level ``input:`` / ``input_dim:`` / ``input_shape {}`` become Input layers;
+* a solver file (Caffe's SolverParameter at the top level) becomes ``solver { ... }``.
 
 netdsl's own forms pass through unchanged, so the pass is idempotent.
 """
@@ -202,8 +203,28 @@ def _is_caffe_input(item: s.Item) -> bool:
     return item.key == "input_shape"
 
 
+#: Keys that only a Caffe SolverParameter file has at its top level.
+_SOLVER_KEYS = {"base_lr", "lr_policy", "max_iter", "net", "train_net", "solver_mode",
+                "snapshot_prefix", "test_interval", "solver_type"}
+_NET_KEYS = {"layer", "layers", "input", "input_dim", "input_shape"}
+
+
+def _solver_file(file: s.File) -> s.File | None:
+    """A Caffe ``*solver.prototxt`` (SolverParameter at top level) as ``solver { ... }``."""
+    keys = {i.key for i in file.items if isinstance(i, s.Field)}
+    if not keys & _SOLVER_KEYS or keys & _NET_KEYS:
+        return None
+    if any(not isinstance(i, s.Field) for i in file.items):
+        return None
+    body = s.Block(file.items, file.span)
+    return s.File(file.path, (s.Field("solver", body, file.span, file.span),), file.span)
+
+
 def upgrade(file: s.File) -> s.File:
     """Rewrite Caffe V1/V2 prototxt forms into netdsl's form (idempotent)."""
+    solver = _solver_file(file)
+    if solver is not None:
+        return solver
     errors: list[SpecError] = []
     items: list[s.Item] = []
     input_done = False
