@@ -87,7 +87,8 @@ def expr(v: s.Value, min_prec: int = 0) -> str:
 def _inline(b: s.Block) -> str:
     if not b.items:
         return "{}"
-    return "{ " + " ".join(_item(i, 0)[0] for i in b.items) + " }"
+    # the syntax ignores line breaks, so a multi-line item joins into one line
+    return "{ " + " ".join(line.strip() for i in b.items for line in _item(i, 0)) + " }"
 
 
 def _can_inline(key: str, b: s.Block, indent: int) -> bool:

@@ -8,7 +8,8 @@ Semantics
 
 **Imports.** ``import "x.net"`` is relative to the importing file's folder. All imports
 are loaded first (``load(path, span)`` gets an absolute path); a cycle is an error at
-the import statement that closes it, showing the chain (``a.net -> b.net -> a.net``),
+the import statement that starts it (in the file imported again), showing the chain
+(``a.net -> b.net -> a.net``) with a note at each further import in it,
 and a file that cannot be read is an error at the import statement naming the resolved
 path. Each file is resolved on its own (imports merged, then its own items expanded,
 then its own edits applied), so an imported file's edits see only that file's layers.
@@ -17,7 +18,9 @@ Merging an importer over what it imports (imported items first, at their positio
 * a top-level non-block field replaces all imported fields with the same key;
 * a ``layer {}`` whose name equals an imported layer's name replaces that layer at its
   position; if it says a phase (``phase:`` or ``include { phase }``) it replaces the
-  imported layer(s) of that name and phase (or, if none, those without a phase);
+  imported layer(s) of that name and phase (or, if none, those without a phase). A name
+  that is an imported group instance's (``t1``) stands for all its layers (``t1/...``),
+  so a variant can re-instantiate an imported instance with other arguments;
 * any other block merges field by field, recursively, into the imported blocks with the
   same key and the same ``name`` (none for ``solver {}``), with the same phase rule,
   except that an importer's block without a phase merges into every phase's block (so
@@ -55,11 +58,13 @@ naming a local name or top is prefixed the same way; anything computed -- interp
 is left as it is. That is how ``resnet50.net`` keeps Caffe's names (``res2a_branch2a``)
 and how a body reads its input (``bottom: $bottom``). A computed inner name must itself
 be unique per instance (include ``${name}``). The instance's output blob is the first top
-of the body's last layer; a later ``bottom: "inst"`` reads it, and an explicit instance
-``top:`` other than its name renames that blob. The instance's ``devices``, ``phase``,
-``include`` and ``exclude`` are copied onto every inner layer that does not set its own
-(phase, include and exclude count as one setting). Nesting deeper than 32 instances or
-making more than 100,000 layers is a "runaway expansion" error.
+of the body's last layer; a ``bottom: "inst"`` anywhere reads it (resolved at the very
+end, so an importer may still replace the instance, and only where no layer makes a blob
+called "inst"), and an explicit instance ``top:`` other than its name renames that blob.
+The instance's ``devices``, ``phase``, ``include`` and ``exclude`` are copied onto every
+inner layer that does not set its own (phase, include and exclude count as one setting).
+Nesting deeper than 32 instances or making more than 100,000 layers is a "runaway
+expansion" error.
 
 **Repeat.** ``repeat N as i { ... }`` expands its items N times with ``$i`` = 0..N-1, at
 top level, in group bodies, in insert bodies and inside any block (to repeat fields).
@@ -92,9 +97,10 @@ block is created), the value parsed as a literal, else taken as a string.
 from __future__ import annotations
 
 import dataclasses
+import gc
 import math
 import os
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Container, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from types import MappingProxyType
@@ -110,7 +116,7 @@ MAX_DEPTH = 32
 MAX_LAYERS = 100_000
 MAX_REPEAT = 100_000
 MAX_ITERATIONS = 1_000_000
-MAX_NOTES = 12
+MAX_NOTES = 6
 
 COMMON = ("devices", "phase", "include", "exclude")
 PHASE_KEYS = ("phase", "include", "exclude")
@@ -254,11 +260,17 @@ def _with_note(f: s.Field, note: s.Note) -> s.Field:
     return dataclasses.replace(f, notes=f.notes + (note,))
 
 
+_MORE = ("...", None)
+
+
 def _note(e: NetdslError, note: s.Note) -> NetdslError:
+    """Add an expansion note, keeping the innermost ones and the outermost one."""
     if len(e.notes) < MAX_NOTES:
         e.with_note(*note)
-    elif len(e.notes) == MAX_NOTES:
-        e.with_note("... and more expansions", None)
+    elif e.notes[MAX_NOTES - 1] == _MORE:
+        e.notes = e.notes[:-1] + (note,)
+    else:
+        e.notes = e.notes[:MAX_NOTES - 1] + (_MORE, note)
     return e
 
 
@@ -585,7 +597,15 @@ def resolve(
     `file` is already parsed and upgraded; `load(path, span)` returns the same for an
     import (an absolute path); `overrides` are the CLI's ``--set`` pairs.
     """
-    return _Resolver(load or default_loader, file.path).run(file, overrides)
+    # Expansion makes many small immutable nodes and no garbage worth collecting; the
+    # cyclic GC would rescan them all again and again (2x slower at 100,000 layers).
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        return _Resolver(load or default_loader, file.path).run(file, overrides)
+    finally:
+        if was_enabled:
+            gc.enable()
 
 
 class _Resolver:
@@ -595,12 +615,13 @@ class _Resolver:
         self.globals = _Scope()
         self.groups: dict[str, s.GroupDef] = {}
         self.aliases: dict[str, str] = {}  # group instance name -> its output blob
-        self.produced: set[str] = set()  # tops made so far (an alias never shadows a blob)
         self.evaluating: list[_Binding] = []
         self.instances: list[str] = []  # group names, outermost first
         self.layers = 0
         self.n_iterations = 0
         self._locals_cache: dict[int, frozenset[str]] = {}
+        # id(layer field) -> (field, top-level instance that made it), for _merge
+        self.units: dict[int, tuple[s.Field, str]] = {}
 
     def show(self, path: str) -> str:
         if path.startswith("<"):
@@ -634,9 +655,11 @@ class _Resolver:
             if path in stack:
                 start = stack.index(path)
                 chain = " -> ".join(self.show(p) for p in stack[start:] + [path])
+                # reported where the cycle starts: in the file that is imported again
+                steps = via[start:] + [item]
                 notes = [(f"'{self.show(imp.span.path)}' imports '{imp.path}'", imp.span)
-                         for imp in via[start:]]
-                raise SpecError(f"import cycle: {chain}", item.span,
+                         for imp in steps[1:]]
+                raise SpecError(f"import cycle: {chain}", steps[0].span,
                                 "a file cannot import itself, directly or through others",
                                 notes)
             try:
@@ -768,10 +791,9 @@ class _Resolver:
         chain = _Chain(_last_top(base))
         own: list[s.Field] = []
         self.expand(node.file.items, self.globals, _Ctx(None, (), chain, "file"), own, True)
-        result = _merge(base, own)
+        result = _merge(base, own, self.units, self.aliases)
         edits = [i for i in node.file.items if isinstance(i, EDITS)]
         if edits:
-            result = self.resolve_aliases(result)
             for e in edits:
                 result = self.edit(e, result)
         return result
@@ -846,7 +868,7 @@ class _Resolver:
                 raise SpecError("the result is too large", v.span) from None
         hint = None
         kinds = {getattr(a, "kind", ""), getattr(b, "kind", "")}
-        if "string" in kinds and kinds & {"int", "float"}:
+        if v.op == "+" and "string" in kinds and kinds & {"int", "float"}:
             hint = 'turn the number into a string with str(...), or write "text${...}"'
         elif "word" in kinds:
             hint = "a bare word is an enum value, not a variable; write $name for a variable"
@@ -985,7 +1007,7 @@ class _Resolver:
             self.instance_from_syntax(f, body, group, pos, scope, ctx, out)
             return
         hook = self.wiring_hook(ctx.inst) if ctx.inst else None
-        ev = self.alias_bottoms(self.eval_block(body, scope, hook))
+        ev = self.eval_block(body, scope, hook)
         if ctx.chain.fill:
             ev = _fill_defaults(ev, ctx.chain.cur)
         self.emit(s.Field("layer", ev, f.span, f.key_span, f.notes + ctx.notes), ctx, out)
@@ -997,7 +1019,6 @@ class _Resolver:
                             "check repeat counts and groups that instantiate each other")
         assert isinstance(f.value, s.Block)
         tops = _tops(f.value)
-        self.produced.update(tops)
         if tops:
             ctx.chain.cur = tops[0]
         out.append(f)
@@ -1060,12 +1081,6 @@ class _Resolver:
         self._locals_cache[id(g)] = res
         return res
 
-    def alias_bottoms(self, block: s.Block) -> s.Block:
-        if not self.aliases:
-            return block
-        return _map_blobs(block, "bottom", lambda b: self.aliases[b]
-                          if b in self.aliases and b not in self.produced else b)
-
     def instance_from_syntax(self, f: s.Field, body: s.Block, group: s.GroupDef,
                              pos: tuple[s.Value, ...], scope: _Scope, ctx: _Ctx,
                              out: list[s.Field]) -> None:
@@ -1096,8 +1111,7 @@ class _Resolver:
         if not (isinstance(name_f.value, s.Scalar) and name_f.value.kind in ("string", "word")):
             raise SpecError("the instance's name must be a string", name_f.value.span)
         name = str(name_f.value.value)
-        bottoms = [self.aliases.get(b, b) if b not in self.produced else b
-                   for x in fields if x.key == "bottom" for b in _strs(x.value)]
+        bottoms = [b for x in fields if x.key == "bottom" for b in _strs(x.value)]
         tops = [t for x in fields if x.key == "top" for t in _strs(x.value)]
         params = {p.name: p for p in group.params}
         args: dict[str, s.Value] = {}
@@ -1181,32 +1195,43 @@ class _Resolver:
                                 f"last layer writes '{output}', which the group does not make",
                                 top_f.span)
             produced = [_rename_blob(x, output, target) for x in produced]
-            self.produced.add(target)
             output = target
         if common:
             produced = [_copy_common(x, common) for x in produced]
         self.aliases[name] = output
+        if ctx.where == "file" and ctx.inst is None:
+            for x in produced:
+                self.units[id(x)] = (x, name)
         out.extend(produced)
         ctx.chain.cur = output
 
     # ------------------------------------------------------------------ aliases
 
-    def resolve_aliases(self, items: list[s.Field]) -> list[s.Field]:
-        """Rewrite `bottom: "inst"` to the instance's output wherever no layer makes "inst"."""
+    def effective(self, items: list[s.Field]) -> Callable[[str], str]:
+        """The blob a bottom really reads: `inst` means the instance's output.
+
+        Aliases are resolved only at the very end (an importer may still replace the
+        instance), so edits look through them with this.
+        """
         if not self.aliases:
-            return items
+            return lambda b: b
         made: set[str] = set()
         for f in items:
             if _is_layer(f):
                 made.update(_tops(f.value))  # type: ignore[arg-type]
             elif f.key == "input" and isinstance(f.value, s.Block) and _name(f.value):
                 made.add(_name(f.value))  # type: ignore[arg-type]
+        aliases = self.aliases
+        return lambda b: aliases[b] if b in aliases and b not in made else b
+
+    def resolve_aliases(self, items: list[s.Field]) -> list[s.Field]:
+        """Rewrite `bottom: "inst"` to the instance's output wherever no layer makes "inst"."""
+        eff = self.effective(items)
         out = []
         for f in items:
             if _is_layer(f):
                 assert isinstance(f.value, s.Block)
-                nb = _map_blobs(f.value, "bottom", lambda b: self.aliases[b]
-                                if b in self.aliases and b not in made else b)
+                nb = _map_blobs(f.value, "bottom", eff)
                 if nb is not f.value:
                     f = dataclasses.replace(f, value=nb)
             out.append(f)
@@ -1286,7 +1311,8 @@ class _Resolver:
         x = items[i].value
         assert isinstance(x, s.Block)
         xname = _name(x)
-        bottoms = _values(x, "bottom")
+        eff = self.effective(items)
+        bottoms = [eff(b) for b in _values(x, "bottom")]
         implicit = not bottoms
         if implicit:
             prev = _last_top(items[:i])
@@ -1305,7 +1331,7 @@ class _Resolver:
                 continue
             lb = f.value
             assert isinstance(lb, s.Block)
-            reads = [b for b in _values(lb, "bottom") if b in live]
+            reads = [eff(b) for b in _values(lb, "bottom") if eff(b) in live]
             for b in reads:
                 if b not in pairs:
                     raise SpecError(
@@ -1316,7 +1342,8 @@ class _Resolver:
                         [(f"'{_name(lb)}' is here", f.span)])
             if reads:
                 moved = set(reads)
-                lb = _map_blobs(lb, "bottom", lambda b, m=moved: pairs[b] if b in m else b)
+                lb = _map_blobs(lb, "bottom",
+                                lambda b, m=moved: pairs[eff(b)] if eff(b) in m else b)
                 out[j] = dataclasses.replace(f, value=lb)
             live -= set(_values(lb, "top") or [])  # a writer of the blob takes it over
         if implicit or not tops or i >= len(out) or not _is_layer(out[i]):
@@ -1333,11 +1360,12 @@ class _Resolver:
     def insert(self, e: s.Insert, items: list[s.Field], i: int) -> list[s.Field]:
         x = items[i].value
         assert isinstance(x, s.Block)
+        eff = self.effective(items)
         if e.where == "after":
             old = _tops(x)[0] if _tops(x) else None
             at = i + 1
         else:
-            bottoms = _values(x, "bottom")
+            bottoms = [eff(b) for b in _values(x, "bottom")]
             old = bottoms[0] if bottoms else _last_top(items[:i])
             at = i
         chain = _Chain(old, fill=True)
@@ -1353,10 +1381,10 @@ class _Resolver:
                 continue
             lb = f.value
             assert isinstance(lb, s.Block)
-            reads = old in _values(lb, "bottom")
+            reads = old in [eff(b) for b in _values(lb, "bottom")]
             writes = old in _values(lb, "top")
             if reads:
-                lb = _map_blobs(lb, "bottom", lambda b: cur if b == old else b)
+                lb = _map_blobs(lb, "bottom", lambda b: cur if eff(b) == old else b)
                 if writes:
                     lb = _map_blobs(lb, "top", lambda b: cur if b == old else b)
                 out[j] = dataclasses.replace(f, value=lb)
@@ -1450,55 +1478,81 @@ def _rewire_fields(x: s.Block, body: s.Block, keep_type: bool) -> s.Block:
     return s.Block(tuple(items), body.span)
 
 
-def _identity_matches(f: s.Field, result: list[s.Field | None], from_base: list[bool]) -> list[int]:
+def _matches(f: s.Field, key: str | None, slots: list[list[s.Field]], from_base: list[bool],
+             prefix: bool) -> list[int]:
+    """Imported slots that `f` overrides: same key and name (or the instance's layers)."""
     over = f.value
     assert isinstance(over, s.Block)
-    name = _name(over)
-    layer = f.key == "layer"
-    if layer and name is None:
+    if f.key == "layer" and key is None:
         return []
-    matches = [i for i, g in enumerate(result)
-               if g is not None and from_base[i] and g.key == f.key
-               and isinstance(g.value, s.Block) and _name(g.value) == name]
+    matches = []
+    for i, slot in enumerate(slots):
+        if not from_base[i] or len(slot) != 1:
+            continue
+        g = slot[0]
+        if g.key != f.key or not isinstance(g.value, s.Block):
+            continue
+        name = _name(g.value)
+        if name == key or (prefix and name is not None and name.startswith(f"{key}/")):
+            matches.append(i)
     phase = _phase(over)
     if phase is None or not matches:
         return matches
-    same = [i for i in matches if _phase(result[i].value) == phase]  # type: ignore[union-attr, arg-type]
-    return same or [i for i in matches if _phase(result[i].value) is None]  # type: ignore[union-attr, arg-type]
+    same = [i for i in matches if _phase(slots[i][0].value) == phase]  # type: ignore[arg-type]
+    return same or [i for i in matches if _phase(slots[i][0].value) is None]  # type: ignore[arg-type]
 
 
-def _merge(base: list[s.Field], over: list[s.Field]) -> list[s.Field]:
-    """The importer's fields `over` the imported `base` (see the module docstring)."""
+def _merge(base: list[s.Field], over: list[s.Field],
+           units: Mapping[int, tuple[s.Field, str]] | None = None,
+           instances: Container[str] = ()) -> list[s.Field]:
+    """The importer's fields `over` the imported `base` (see the module docstring).
+
+    `units` tags the importer's layers made by a top-level group instance with that
+    instance's name, so that re-instantiating an imported instance (or giving a plain
+    layer its name) replaces all of its layers (``inst/...``) at their position.
+    """
     if not base:
         return list(over)
-    result: list[s.Field | None] = list(base)
+    slots: list[list[s.Field]] = [[f] for f in base]
     from_base = [True] * len(base)
+    unit_slot: dict[str, int] = {}
     for f in over:
+        unit = None
+        if units is not None and f.key == "layer":
+            hit = units.get(id(f))
+            unit = hit[1] if hit is not None and hit[0] is f else None
+        if unit is not None and unit in unit_slot:
+            slots[unit_slot[unit]].append(f)
+            continue
         if isinstance(f.value, s.Block):
-            matches = _identity_matches(f, result, from_base)
+            key = unit if unit is not None else _name(f.value)
+            prefix = unit is not None or key in instances
+            matches = _matches(f, key, slots, from_base, prefix)
             if matches and f.key == "layer":
-                result[matches[0]] = f
+                slots[matches[0]] = [f]
                 from_base[matches[0]] = False
                 for m in matches[1:]:
-                    result[m] = None
+                    slots[m] = []
+                if unit is not None:
+                    unit_slot[unit] = matches[0]
                 continue
             if matches:
                 for m in matches:
-                    g = result[m]
-                    assert g is not None and isinstance(g.value, s.Block)
+                    g = slots[m][0]
+                    assert isinstance(g.value, s.Block)
                     merged = s.Block(tuple(_merge(_fields(g.value), _fields(f.value))),
                                      g.value.span)
-                    result[m] = dataclasses.replace(g, value=merged)
+                    slots[m] = [dataclasses.replace(g, value=merged)]
                 continue
         else:
-            matches = [i for i, g in enumerate(result) if g is not None and from_base[i]
-                       and g.key == f.key and not isinstance(g.value, s.Block)]
+            matches = [i for i, slot in enumerate(slots) if from_base[i] and len(slot) == 1
+                       and slot[0].key == f.key and not isinstance(slot[0].value, s.Block)]
             if matches:
-                result[matches[0]] = f
+                slots[matches[0]] = [f]
                 from_base[matches[0]] = False
                 for m in matches[1:]:
-                    result[m] = None
+                    slots[m] = []
                 continue
-        result.append(f)
+        slots.append([f])
         from_base.append(False)
-    return [f for f in result if f is not None]
+    return [f for slot in slots for f in slot]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import re
 import time
 from pathlib import Path
@@ -15,6 +16,7 @@ from netdsl.parse import parse, parse_file
 from netdsl.resolve import default_loader, resolve
 
 FIXTURES = Path(__file__).parent / "fixtures" / "errors"
+resolve_mod = importlib.import_module("netdsl.resolve")
 
 
 # --------------------------------------------------------------------------- helpers
@@ -176,6 +178,29 @@ def test_imported_file_edits_apply_before_the_importer(tmp_path):
     assert get(spec, "a").scalar("k") == 2
 
 
+def test_importer_reinstantiates_an_imported_instance(tmp_path):
+    lib = TOWER + """\
+layer { name: "t1" type: tower bottom: "data" width: 16 }
+layer { name: "fc" type: InnerProduct bottom: "t1" }
+"""
+    spec = RF(tmp_path, {"lib.net": lib, "main.net": """\
+import "lib.net"
+layer { name: "t1" type: tower bottom: "data" width: 32 k: 1 }
+"""})
+    assert names(spec) == ["t1/conv", "t1/relu", "t1/pool", "fc"]
+    assert get(spec, "t1/conv").scalar("num_output") == 32
+    spec = RF(tmp_path, {"lib.net": lib, "main.net":
+                         'import "lib.net"\nlayer { name: "t1" type: Pooling bottom: "data" }\n'})
+    assert wiring(spec) == [("t1", ["data"], []), ("fc", ["t1"], [])]
+
+
+def test_importer_redefines_a_group(tmp_path):
+    spec = RF(tmp_path, {"lib.net": TOWER + 'layer { name: "t" type: tower width: 8 }\n',
+                         "main.net": 'import "lib.net"\n'
+                                     'group tower(width) { layer { name: "fc" v: $width } }\n'})
+    assert names(spec) == ["t/fc"]
+
+
 def test_import_with_custom_loader():
     seen = []
 
@@ -202,8 +227,8 @@ def test_import_cycle(tmp_path):
         resolve(parse_file(tmp_path / "a.net"))
     e = ei.value
     assert e.message == "import cycle: a.net -> b.net -> a.net"
-    assert e.span.path.endswith("b.net") and at(e) == (3, 3)
-    assert "'a.net' imports 'b.net'" in render(e)
+    assert e.span.path.endswith("a.net") and at(e) == (2, 1)
+    assert [(n, sp.line, sp.col) for n, sp in e.notes] == [("'b.net' imports 'a.net'", 3, 3)]
 
 
 def test_import_self_cycle(tmp_path):
@@ -646,29 +671,42 @@ def test_runaway_recursion():
     e = err('group g() { layer { name: "x" type: g } }\nlayer { name: "a" type: g bottom: "d" }\n')
     assert e.message.startswith("runaway expansion: groups nested more than 32 deep")
     assert at(e) == (1, 13)
-    assert len(e.notes) <= 13
+    assert len(e.notes) == 7 and e.notes[5] == ("...", None)
+    assert e.notes[-1][0] == "expanded from instance 'a' of group 'g'" and e.notes[-1][1].line == 2
     assert time.perf_counter() - start < 2
 
 
-def test_runaway_layer_count():
-    start = time.perf_counter()
+def test_runaway_layer_count(monkeypatch):
+    """The limit is MAX_LAYERS (100,000); a smaller one exercises the same check quickly."""
+    assert resolve_mod.MAX_LAYERS == 100_000
+    monkeypatch.setattr(resolve_mod, "MAX_LAYERS", 3000)
     e = err("""\
 group g() { repeat 1000 { layer { name: "${name}_x" type: ReLU } } }
 repeat 1000 as i { layer { name: "i${i}" type: g bottom: "d" } }
 """)
-    assert e.message == "runaway expansion: more than 100000 layers"
+    assert e.message == "runaway expansion: more than 3000 layers"
     assert at(e) == (1, 27)
-    assert time.perf_counter() - start < 10
+    assert e.notes[0][0] == "expanded from iteration 0 of repeat"
 
 
-def test_runaway_exponential_groups():
+def test_runaway_exponential_groups(monkeypatch):
+    monkeypatch.setattr(resolve_mod, "MAX_LAYERS", 3000)
     text = "group g0() { layer { name: \"x\" type: ReLU } }\n"
     for i in range(1, 30):
         text += (f"group g{i}() {{ layer {{ name: \"a\" type: g{i - 1} }} "
                  f"layer {{ name: \"b\" type: g{i - 1} }} }}\n")
     text += 'layer { name: "top" type: g29 bottom: "d" }\n'
+    start = time.perf_counter()
     e = err(text)
-    assert e.message == "runaway expansion: more than 100000 layers"
+    assert e.message == "runaway expansion: more than 3000 layers"
+    assert time.perf_counter() - start < 5
+
+
+def test_runaway_iterations(monkeypatch):
+    monkeypatch.setattr(resolve_mod, "MAX_ITERATIONS", 5000)
+    e = err("repeat 100 { repeat 100 { } }\n")
+    assert e.message == "runaway expansion: more than 5000 repeat iterations"
+    assert at(e) == (1, 21)
 
 
 # --------------------------------------------------------------------------- repeat
@@ -879,6 +917,32 @@ insert after "pool1" {
 """)
     assert wiring(spec)[4:] == [("b/n", ["pool1"], []), ("r0", ["b/n"], ["r0"]),
                                 ("r1", ["r0"], ["r1"]), ("fc", ["r1"], ["fc"])]
+
+
+def test_edits_look_through_instance_names():
+    spec = R(TOWER + """\
+layer { name: "t1" type: tower width: 8 }
+layer { name: "fc" type: InnerProduct bottom: "t1" }
+insert after "t1/pool" { layer { name: "bn" type: BatchNorm } }
+""")
+    assert wiring(spec)[-2:] == [("bn", ["t1/pool"], ["bn"]), ("fc", ["bn"], [])]
+    spec = R(TOWER + """\
+layer { name: "t1" type: tower width: 8 }
+layer { name: "fc" type: InnerProduct bottom: "t1" }
+remove "t1/pool"
+""")
+    assert wiring(spec)[-1] == ("fc", ["t1/conv"], [])
+
+
+def test_imported_edits_do_not_pin_instance_outputs(tmp_path):
+    lib = TOWER + """\
+layer { name: "t1" type: tower bottom: "data" width: 16 }
+layer { name: "fc" type: InnerProduct bottom: "t1" }
+update "fc" { num_output: 10 }
+"""
+    spec = RF(tmp_path, {"lib.net": lib, "main.net":
+                         'import "lib.net"\nlayer { name: "t1" type: Pooling bottom: "data" }\n'})
+    assert wiring(spec) == [("t1", ["data"], []), ("fc", ["t1"], [])]
 
 
 def test_edit_target_missing():
