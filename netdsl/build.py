@@ -155,7 +155,7 @@ class _Draft:
     explicit_bottom: bool
 
 
-def _input_block_layer(f: s.Field) -> s.Field:
+def input_block_layer(f: s.Field) -> s.Field:
     """netdsl's ``input { name: "data" shape: [3, 227, 227] }`` as an Input layer."""
     assert isinstance(f.value, s.Block)
     body = f.value
@@ -202,7 +202,7 @@ def build(spec: s.Spec, phase: Phase | str = Phase.TRAIN) -> Net:
     layer_fields = []
     for f in spec.items:
         if f.key == "input" and isinstance(f.value, s.Block):
-            layer_fields.append(_input_block_layer(f))
+            layer_fields.append(input_block_layer(f))
         elif f.key == "layer":
             if not isinstance(f.value, s.Block):
                 errors.append(SpecError("'layer' must be a block { ... }", f.value.span))
@@ -255,8 +255,7 @@ def _draft(f: s.Field, body: s.Block, index: int, net_devices: tuple[str, ...]) 
     if not tops and (kind.tops.min >= 1):
         tops = [name]
     specs = tuple(
-        convert(ParamSpec, p.value.items, f"param of '{name}'") if isinstance(p.value, s.Block)
-        else _bad_block(p) for p in body.fields("param")
+        convert(ParamSpec, b.items, f"param of '{name}'") for b in _param_blocks(body)
     )
     weights = _floats(body, "loss_weight")
     if not weights and kind.is_loss and tops:
@@ -276,8 +275,16 @@ def _draft(f: s.Field, body: s.Block, index: int, net_devices: tuple[str, ...]) 
                   spans, f.notes, index, bool(bottoms))
 
 
-def _bad_block(p: s.Field) -> ParamSpec:
-    raise SpecError("'param' must be a block { lr_mult: 1 decay_mult: 1 }", p.value.span)
+def _param_blocks(body: s.Block) -> list[s.Block]:
+    """``param { ... }`` blocks, or a list of them (``param: $lr`` with a list variable)."""
+    out: list[s.Block] = []
+    for p in body.fields("param"):
+        items = p.value.items if isinstance(p.value, s.ListValue) else (p.value,)
+        for v in items:
+            if not isinstance(v, s.Block):
+                raise SpecError("'param' must be a block { lr_mult: 1 decay_mult: 1 }", v.span)
+            out.append(v)
+    return out
 
 
 def _check_names(drafts: list[_Draft]) -> None:

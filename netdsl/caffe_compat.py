@@ -27,7 +27,7 @@ from .layers import REGISTRY, TYPES
 from .layers.base import LayerType
 
 _KEEP_BLOCKS = {"param", "include", "exclude", "weight_filler", "bias_filler", "filler"}
-_RENAME_BLOCKS = {"transform_param": "transform"}
+RENAME_BLOCKS = {"transform_param": "transform"}
 
 
 def _field(key: str, value: s.Value, span: Span) -> s.Field:
@@ -82,8 +82,8 @@ def _flatten_params(layer: s.Block, errors: list[SpecError]) -> s.Block:
         if key == "weight_decay":
             decays.append(item)
             continue
-        if isinstance(item.value, s.Block) and key in _RENAME_BLOCKS:
-            out.append(s.Field(_RENAME_BLOCKS[key], item.value, item.span, item.key_span))
+        if isinstance(item.value, s.Block) and key in RENAME_BLOCKS:
+            out.append(s.Field(RENAME_BLOCKS[key], item.value, item.span, item.key_span))
             continue
         if isinstance(item.value, s.Block) and key.endswith("_param") and key not in _KEEP_BLOCKS:
             if kind is not None and not kind.reads_param_block(key) and key in _caffe_blocks():

@@ -210,11 +210,9 @@ def _convert_parser(sub: Any) -> None:
 
 
 def cmd_convert(args: argparse.Namespace) -> int:
-    from .convert import net_to_prototxt, prototxt_to_net
+    from .convert import convert
 
-    to = args.to or ("prototxt" if args.spec.endswith(".net") else "net")
-    text = net_to_prototxt(args.spec, args.phase) if to == "prototxt" else prototxt_to_net(
-        args.spec)
+    text = convert(args.spec, args.to, args.phase)
     if args.output:
         from pathlib import Path
 

@@ -129,3 +129,13 @@ def test_arity_is_checked(tmp_path: Path) -> None:
     with pytest.raises(Exception) as e:
         load_text(tmp_path, text)
     assert isinstance(e.value, GraphError | netdsl.diagnostics.ErrorList)
+
+
+def test_param_from_a_list_variable(tmp_path: Path) -> None:
+    text = BASE + """
+    let lr = [{ lr_mult: 1 decay_mult: 1 }, { lr_mult: 2 decay_mult: 0 }]
+    layer { name: "conv" type: Convolution bottom: "data" num_output: 2 kernel_size: 3
+            param: $lr }
+    """
+    conv = load_text(tmp_path, text).layer("conv")
+    assert [(p.lr_mult, p.decay_mult) for p in conv.param_specs] == [(1, 1), (2, 0)]

@@ -1,0 +1,283 @@
+"""``netdsl convert``: Caffe prototxt <-> .net, checked by round trips through the loader.
+
+Every Caffe net in ../shared/caffe goes prototxt -> .net -> prototxt, and each step must
+give what ``netdsl shapes --format json`` gives for the original (layers, blobs, total
+parameters, in both phases) and the same typed layer parameters.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import netdsl
+from netdsl import syntax as s
+from netdsl.convert import (
+    canonical_filler,
+    convert,
+    net_to_prototxt,
+    param_block,
+    prototxt_to_net,
+)
+from netdsl.layers import TYPES
+from netdsl.layers.base import Filler, FillerType, VarianceNorm
+from netdsl.parse import parse
+from netdsl.report import shapes_json
+from netdsl.shapes import infer_shapes
+from tests.shared import DB_INPUTS, ROOT, SHARED_CAFFE, caffe_params
+
+PHASES = ("train", "test")
+SPECS = sorted((ROOT / "specs").glob("*.net"))
+
+
+def shapes(path: Path, phase: str, inputs: dict[str, tuple[int, ...]] | None = None,
+           batch: int | None = None) -> dict[str, Any]:
+    """What ``netdsl shapes --format json`` compares on: layers, blobs, parameters."""
+    d = shapes_json(infer_shapes(netdsl.load(path, phase), batch, inputs or {}))
+    for lay in d["layers"]:
+        lay.pop("devices")  # a Caffe net has no devices: --to prototxt drops them
+    return {k: d[k] for k in ("batch", "layers", "blobs", "total_params")}
+
+
+def _canon(v: Any) -> Any:
+    if isinstance(v, Filler):
+        return canonical_filler(v)
+    if dataclasses.is_dataclass(v):
+        return dataclasses.replace(v, **{f.name: _canon(getattr(v, f.name))
+                                         for f in dataclasses.fields(v)})
+    if isinstance(v, tuple):
+        return tuple(_canon(x) for x in v)
+    return v
+
+
+def typed(path: Path, phase: str) -> list[tuple[Any, ...]]:
+    """Each layer's typed parameters, fillers without the fields their kind ignores."""
+    net = netdsl.load(path, phase)
+    return [(lay.name, lay.type, _canon(lay.params), lay.param_specs, lay.loss_weights)
+            for lay in net.layers]
+
+
+def write(tmp_path: Path, name: str, text: str) -> Path:
+    p = tmp_path / name
+    p.write_text(text)
+    return p
+
+
+# --------------------------------------------------------------------------- round trips
+
+
+@pytest.mark.parametrize("proto", caffe_params())
+def test_caffe_file_round_trips(proto: Path, tmp_path: Path) -> None:
+    inputs = DB_INPUTS.get(proto.name, {})
+    net = write(tmp_path, proto.stem + ".net", prototxt_to_net(proto))
+    back = write(tmp_path, proto.stem + ".prototxt", net_to_prototxt(net))
+    for phase in PHASES:
+        want = shapes(proto, phase, inputs)
+        assert shapes(net, phase, inputs) == want, f"prototxt -> .net, {phase}"
+        assert shapes(back, phase, inputs) == want, f".net -> prototxt, {phase}"
+        assert typed(net, phase) == typed(proto, phase)
+        assert typed(back, phase) == typed(proto, phase)
+
+
+@pytest.mark.parametrize("spec", [pytest.param(p, id=p.name) for p in SPECS])
+def test_spec_round_trips_through_prototxt(spec: Path, tmp_path: Path) -> None:
+    back = write(tmp_path, spec.stem + ".prototxt", convert(spec, "prototxt"))
+    text = back.read_text()
+    assert "devices" not in text and "solver" not in text
+    for phase in PHASES:
+        assert shapes(back, phase) == shapes(spec, phase)
+
+
+def test_per_phase_prototxt_keeps_only_that_phase(tmp_path: Path) -> None:
+    spec = ROOT / "specs" / "alexnet.net"
+    for phase in PHASES:
+        back = write(tmp_path, f"{phase}.prototxt", net_to_prototxt(spec, phase))
+        assert "include" not in back.read_text()
+        for other in PHASES:
+            assert shapes(back, other) == shapes(spec, phase)
+
+
+# --------------------------------------------------------------------------- readability
+
+
+@pytest.fixture
+def alexnet_net() -> str:
+    proto = SHARED_CAFFE / "prototxt" / "bvlc_alexnet__train_val.prototxt"
+    if not proto.is_file():
+        pytest.skip("shared caffe reference data not present")
+    return prototxt_to_net(proto)
+
+
+def test_net_output_reads_like_netdsl(alexnet_net: str) -> None:
+    text = alexnet_net
+    assert text.startswith("# Converted from bvlc_alexnet__train_val.prototxt")
+    assert "_param" not in text  # convolution_param, data_param... are flattened
+    assert "weight_filler: gaussian(0.01)" in text
+    assert "bias_filler: constant(0.1)" in text
+    assert "weight_filler {" not in text
+    assert "type: Convolution" in text and '"Convolution"' not in text
+    assert "phase: TEST" in text and "include" not in text
+    assert "transform { mirror: true" in text
+    assert "param { lr_mult: 1 decay_mult: 1 }  param { lr_mult: 2 decay_mult: 0 }" in text
+    # bottoms that are the previous layer's top, tops that are the name: left out
+    assert 'layer { name: "relu1"  type: ReLU  top: "conv1" }' in text
+    assert 'layer { name: "pool1"  type: Pooling  kernel_size: 3  stride: 2 }' in text
+    # defaults left out: pool: MAX, local_size: 5, beta: 0.75, dropout_ratio: 0.5
+    assert "pool: MAX" not in text and "local_size" not in text
+    assert 'layer { name: "drop6"  type: Dropout  top: "fc6" }' in text
+    assert "backend: LMDB" in text
+    assert all(len(line) <= 100 for line in text.splitlines())
+
+
+def test_deploy_input_becomes_an_input_block(tmp_path: Path) -> None:
+    proto = write(tmp_path, "d.prototxt", 'name: "d"\ninput: "data"\ninput_dim: 10\n'
+                  'input_dim: 3\ninput_dim: 8\ninput_dim: 8\n'
+                  'layer { name: "c" type: "Convolution" bottom: "data" top: "c" '
+                  'convolution_param { num_output: 4 kernel_size: 3 } }\n')
+    text = prototxt_to_net(proto)
+    assert 'input { name: "data"  shape: [3, 8, 8]  batch: 10 }' in text
+    assert 'layer { name: "c"  type: Convolution  num_output: 4  kernel_size: 3 }' in text
+
+
+def test_fillers_become_calls_where_equivalent(tmp_path: Path) -> None:
+    def conv(name: str, filler: str) -> str:
+        return (f'layer {{ name: "{name}" type: "Convolution" bottom: "data" top: "{name}" '
+                f'convolution_param {{ num_output: 2 kernel_size: 1 weight_filler {{ {filler} }}'
+                ' } }\n')
+
+    proto = write(tmp_path, "f.prototxt", (
+        'input: "data" input_shape { dim: 1 dim: 1 dim: 4 dim: 4 }\n'
+        + conv("a", 'type: "gaussian" std: 0.01')
+        + conv("b", 'type: "gaussian" std: 0.5 mean: 1')
+        + conv("c", 'type: "xavier" std: 0.1')
+        + conv("d", 'type: "uniform" min: -1 max: 2')
+        + conv("e", 'type: "constant" value: 2')
+        + conv("f", 'type: "msra" variance_norm: AVERAGE')
+        + conv("g", 'type: "gaussian" std: 0.1 sparse: 1')
+        + conv("h", 'type: "bilinear"')))
+    text = prototxt_to_net(proto)
+    for call in ("gaussian(0.01)", "gaussian(0.5, 1)", "xavier()", "uniform(-1, 2)",
+                 "constant(2)", "bilinear()"):
+        assert f"weight_filler: {call}" in text
+    assert 'weight_filler { type: "msra"  variance_norm: AVERAGE }' in text
+    assert 'weight_filler { type: "gaussian"  std: 0.1  sparse: 1 }' in text
+    net = write(tmp_path, "f.net", text)
+    assert typed(net, "train") == typed(proto, "train")
+    back = write(tmp_path, "f2.prototxt", net_to_prototxt(net))
+    assert 'weight_filler { type: "msra" variance_norm: AVERAGE }' in back.read_text()
+    assert typed(back, "train") == typed(proto, "train")
+
+
+def test_canonical_filler_drops_what_the_kind_ignores() -> None:
+    assert canonical_filler(Filler(FillerType.xavier, std=0.1)) == Filler(FillerType.xavier)
+    g = Filler(FillerType.gaussian, std=0.1, value=3, variance_norm=VarianceNorm.AVERAGE)
+    assert canonical_filler(g) == Filler(FillerType.gaussian, std=0.1)
+
+
+# --------------------------------------------------------------------------- prototxt output
+
+
+def _layers(text: str) -> dict[str, s.Block]:
+    f = parse(text, "out.prototxt")
+    out = {}
+    for item in f.items:
+        if isinstance(item, s.Field) and item.key == "layer":
+            assert isinstance(item.value, s.Block)
+            out[str(item.value.scalar("name"))] = item.value
+    return out
+
+
+def test_prototxt_nests_fields_where_caffe_reads_them(tmp_path: Path) -> None:
+    spec = write(tmp_path, "n.net", """
+name: "n"
+devices: ["gpu:0", "gpu:1"]
+input { name: "data" shape: [3, 8, 8] }
+input { name: "label" shape: [] }
+layer { name: "ip" type: InnerProduct bottom: "data" num_output: 5 weight_filler: gaussian(0.01)
+        param { lr_mult: 1 } devices: ["gpu:1"] }
+layer { name: "act" type: PReLU channel_shared: true }
+layer { name: "loss" type: SoftmaxWithLoss bottom: ["act", "label"] axis: 1
+        ignore_label: 3 normalization: BATCH_SIZE }
+layer { name: "acc" type: Accuracy bottom: ["act", "label"] ignore_label: 3 phase: TEST }
+data { batch_size: 4 }
+solver { base_lr: 0.1 }
+""")
+    text = net_to_prototxt(spec)
+    layers = _layers(text)
+    assert list(layers) == ["data", "label", "ip", "act", "loss", "acc"]
+    data = layers["data"]
+    assert data.scalar("type") == "Input"
+    dims = data.first("input_param").value.first("shape").value  # type: ignore[union-attr]
+    assert [f.value.value for f in dims.fields("dim")] == [1, 3, 8, 8]  # type: ignore[union-attr]
+    ip = layers["ip"]
+    act = layers["act"]  # the implied bottom and top, written out
+    assert [str(f.value.value) for f in act.fields("bottom")] == ["ip"]  # type: ignore[union-attr]
+    assert [str(f.value.value) for f in act.fields("top")] == ["act"]  # type: ignore[union-attr]
+    assert ip.first("devices") is None and ip.first("num_output") is None
+    block = ip.first("inner_product_param").value  # type: ignore[union-attr]
+    assert block.scalar("num_output") == 5
+    assert block.first("weight_filler").value.scalar("type") == "gaussian"  # type: ignore[union-attr]
+    assert layers["act"].first("prelu_param") is not None
+    loss = layers["loss"]
+    assert loss.first("softmax_param").value.scalar("axis") == 1  # type: ignore[union-attr]
+    lp = loss.first("loss_param").value  # type: ignore[union-attr]
+    assert lp.scalar("ignore_label") == 3 and lp.scalar("normalization") == "BATCH_SIZE"
+    acc = layers["acc"]
+    assert acc.first("accuracy_param").value.scalar("ignore_label") == 3  # type: ignore[union-attr]
+    assert acc.first("include").value.scalar("phase") == "TEST"  # type: ignore[union-attr]
+    assert "solver" not in text and "data {" not in text and "devices" not in text
+    assert 'type: "InnerProduct"' in text and "normalization: BATCH_SIZE" in text
+
+
+def test_prototxt_transform_and_enum_strings(tmp_path: Path) -> None:
+    spec = write(tmp_path, "d.net", """
+layer { name: "d" type: Data top: ["data", "label"] source: "db" backend: "LMDB"
+        batch_size: 8 transform { crop_size: 4 mirror: true mean_value: [1, 2, 3] } }
+layer { name: "r" type: ReLU bottom: "data" engine: CAFFE }
+""")
+    text = net_to_prototxt(spec)
+    d = _layers(text)["d"]
+    assert d.first("transform_param").value.scalar("crop_size") == 4  # type: ignore[union-attr]
+    assert [f.value.value for f in d.first("transform_param").value.fields(  # type: ignore[union-attr]
+        "mean_value")] == [1, 2, 3]
+    assert "backend: LMDB" in text and 'source: "db"' in text and "engine: CAFFE" in text
+    assert _layers(text)["r"].first("relu_param") is not None
+
+
+def test_an_implied_bottom_that_differs_by_phase_makes_one_copy_per_phase(
+        tmp_path: Path) -> None:
+    spec = write(tmp_path, "p.net", """
+input { name: "data" shape: [2] }
+layer { name: "a" type: ReLU phase: TRAIN }
+layer { name: "b" type: TanH bottom: "data" phase: TEST }
+layer { name: "c" type: Sigmoid }
+""")
+    back = write(tmp_path, "p.prototxt", net_to_prototxt(spec))
+    for phase in PHASES:
+        assert shapes(back, phase) == shapes(spec, phase)
+        assert [lay.bottoms for lay in netdsl.load(back, phase).layers if lay.name == "c"] == [
+            ("a",) if phase == "train" else ("b",)]
+
+
+def test_every_type_has_a_caffe_param_block() -> None:
+    blocks = {name: param_block(t) for name, t in TYPES.items()}
+    assert blocks["ReLU"] == "relu_param" and blocks["PReLU"] == "prelu_param"
+    assert blocks["TanH"] == "tanh_param" and blocks["LRN"] == "lrn_param"
+    assert blocks["InnerProduct"] == "inner_product_param"
+    assert blocks["BatchNorm"] == "batch_norm_param" and blocks["HDF5Data"] == "hdf5_data_param"
+    assert blocks["Deconvolution"] == "convolution_param"
+    assert blocks["SoftmaxWithLoss"] == "softmax_param"
+    for name, t in TYPES.items():
+        assert t.reads_param_block(blocks[name]), name
+
+
+def test_convert_picks_the_direction_from_the_suffix(tmp_path: Path) -> None:
+    proto = write(tmp_path, "x.prototxt", 'input: "data" input_shape { dim: 1 dim: 2 }\n')
+    assert convert(proto).startswith("# Converted from x.prototxt")
+    net = write(tmp_path, "x.net", convert(proto))
+    assert "input_param" in convert(net)
+    with pytest.raises(ValueError):
+        convert(net, "onnx")
