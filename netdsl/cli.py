@@ -222,8 +222,63 @@ def cmd_convert(args: argparse.Namespace) -> int:
     return 0
 
 
+def _draw_parser(sub: Any) -> None:
+    p = sub.add_parser("draw", help="draw the placed net with Graphviz",
+                       description="Devices as clusters, shapes on edges, cross-device "
+                       "transfers dashed with their bytes per image.")
+    _spec_args(p)
+    p.add_argument("-o", "--output", required=True, help=".svg/.png/.pdf (needs Graphviz's "
+                   "dot) or .dot/.gv (the source)")
+    p.add_argument("--phase", choices=["train", "test"], default=None)
+    p.add_argument("--batch", type=_positive, default=None)
+    p.add_argument("--input", dest="inputs", action="append", type=_input_shape, default=[],
+                   metavar="NAME=C,H,W")
+    p.set_defaults(func=cmd_draw)
+
+
+def cmd_draw(args: argparse.Namespace) -> int:
+    from . import load_spec
+    from .build import build
+    from .draw import draw
+    from .placement import plan
+    from .shapes import infer_shapes
+
+    spec = load_spec(args.spec, dict(args.overrides))
+    net = build(spec, args.phase or default_phase(spec))
+    table = infer_shapes(net, args.batch, dict(args.inputs))
+    out = draw(table, plan(net, table), args.output)
+    print(f"wrote {out}")
+    return 0
+
+
+def _export_parser(sub: Any) -> None:
+    p = sub.add_parser("export", help="export the compiled net to ONNX",
+                       description="Compiles the spec on the CPU and writes ONNX, checked with "
+                       "onnx.checker. By default the graph ends where a deployed net would: "
+                       "at the blobs the loss and accuracy layers score.")
+    _spec_args(p)
+    p.add_argument("-o", "--output", required=True)
+    p.add_argument("--phase", choices=["train", "test"], default="test")
+    p.add_argument("--outputs", default=None, help="comma-separated blobs to return")
+    p.add_argument("--batch", type=_positive, default=1, help="batch of the example input")
+    p.add_argument("--weights", default=None, help="safetensors weights to export with")
+    p.add_argument("--opset", type=int, default=17)
+    p.set_defaults(func=cmd_export)
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from .export import export_onnx
+
+    outputs = [o.strip() for o in args.outputs.split(",")] if args.outputs else None
+    path = export_onnx(args.spec, args.output, phase=args.phase, outputs=outputs,
+                       batch=args.batch, overrides=dict(args.overrides), weights=args.weights,
+                       opset=args.opset)
+    print(f"wrote {path} (onnx.checker passed)")
+    return 0
+
+
 PARSERS: list[Callable[[Any], None]] = [_shapes_parser, _expand_parser, _convert_parser,
-                                        _weights_parser]
+                                        _draw_parser, _export_parser, _weights_parser]
 
 
 def make_parser() -> argparse.ArgumentParser:

@@ -19,7 +19,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .. import ops
-from .base import Filler, FillerType, Shape, VarianceNorm
+from ..fillers import fill_
+from .base import Filler, Shape
 from .flatten import flatten_shape
 from .reshape import reshape_shape
 
@@ -481,56 +482,9 @@ class DummyData(nn.Module):
         out = []
         for shape, filler in zip(self.shapes, self.fillers, strict=True):
             t = torch.empty(shape, dtype=a.dtype, device=a.device)
-            caffe_fill_(t, filler)
+            fill_(t, filler, torch.default_generator)
             out.append(t)
         return tuple(out)
 
     def extra_repr(self) -> str:
         return f"shapes={self.shapes}"
-
-
-@torch.no_grad()
-def caffe_fill_(t: Tensor, f: Filler, generator: torch.Generator | None = None) -> Tensor:
-    """Fill ``t`` in place the way Caffe's filler of the same settings does (filler.hpp).
-
-    Fan-in is ``count / shape[0]``, fan-out ``count / shape[1]`` (Caffe's convention;
-    right for conv weights [out, in, kh, kw] and InnerProduct weights [out, in]).
-    """
-    kind = f.type
-    n_out = t.shape[0] if t.dim() else 1
-    if kind is FillerType.constant:
-        return t.fill_(f.value)
-    if kind is FillerType.uniform:
-        return t.uniform_(f.min, f.max, generator=generator)
-    if kind is FillerType.gaussian:
-        t.normal_(f.mean, f.std, generator=generator)
-        if f.sparse >= 0:
-            if t.dim() < 2:
-                raise ValueError("a sparse gaussian filler needs a blob of at least 2 axes")
-            keep = torch.empty_like(t).bernoulli_(f.sparse / n_out, generator=generator)
-            t.mul_(keep)
-        return t
-    if kind in (FillerType.xavier, FillerType.msra):
-        count = t.numel()
-        fan_in = count / n_out
-        fan_out = count / t.shape[1] if t.dim() > 1 else count
-        n = {VarianceNorm.FAN_IN: fan_in, VarianceNorm.FAN_OUT: fan_out,
-             VarianceNorm.AVERAGE: (fan_in + fan_out) / 2}[f.variance_norm]
-        if kind is FillerType.xavier:
-            scale = math.sqrt(3.0 / n)
-            return t.uniform_(-scale, scale, generator=generator)
-        return t.normal_(0.0, math.sqrt(2.0 / n), generator=generator)
-    if kind is FillerType.positive_unitball:
-        t.uniform_(0.0, 1.0, generator=generator)
-        rows = t.view(n_out, -1)
-        rows.div_(rows.sum(dim=1, keepdim=True))
-        return t
-    if kind is FillerType.bilinear:
-        if t.dim() != 4 or t.shape[2] != t.shape[3]:
-            raise ValueError("the bilinear filler needs a 4-D blob with square kernels")
-        k = t.shape[3]
-        factor = math.ceil(k / 2)
-        c = (2 * factor - 1 - factor % 2) / (2.0 * factor)
-        r = 1 - (torch.arange(k, dtype=torch.float64) / factor - c).abs()
-        return t.copy_((r[:, None] * r[None, :]).expand_as(t))
-    raise ValueError(f"unknown filler type {kind}")

@@ -1,0 +1,157 @@
+"""The public entry point: a spec (or an ``ir.Net``) -> a runnable :class:`CompiledNet`.
+
+``compile`` runs the whole pipeline: load (parse, upgrade, resolve, build), shapes,
+placement, lowering. Logical devices (``gpu:0``, ``gpu:1``) are mapped to torch devices
+here; by default onto the CUDA devices there are, round-robin, else the CPU.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import types
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .diagnostics import PlacementError, UsageError
+from .ir import Net, Phase
+from .layers.base import Shape
+from .lower import CompiledNet, lower
+
+__all__ = ["CompiledNet", "compile", "default_devices", "parse_device_map", "physical_name"]
+
+log = logging.getLogger("netdsl")
+
+DeviceLike = str | torch.device
+
+
+def default_devices(logical: tuple[str, ...]) -> dict[str, torch.device]:
+    """Logical devices onto the CUDA devices there are, round-robin; else all on CPU."""
+    n = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if n:
+        return {d: torch.device("cuda", i % n) for i, d in enumerate(logical)}
+    return {d: torch.device("cpu") for d in logical}
+
+
+def parse_device_map(text: str) -> dict[str, str]:
+    """``"gpu:0=cuda:0,gpu:1=cpu"`` -> ``{"gpu:0": "cuda:0", "gpu:1": "cpu"}`` (for the CLI).
+
+    A bare device (``"cpu"``) maps every logical device onto it: ``{"*": "cpu"}``.
+    """
+    out: dict[str, str] = {}
+    for item in (t.strip() for t in text.split(",")):
+        if not item:
+            continue
+        if "=" not in item:
+            if len(text.split(",")) == 1:
+                return {"*": item}
+            raise UsageError(f"expected LOGICAL=DEVICE, got '{item}'", None,
+                             "e.g. --devices gpu:0=cuda:0,gpu:1=cuda:1 (or just --devices cpu)")
+        k, v = item.split("=", 1)
+        out[k.strip()] = v.strip()
+    return out
+
+
+def physical_name(device: torch.device) -> str:
+    """A stable name for a torch device (``cuda`` means the current CUDA device)."""
+    if device.type == "cuda" and device.index is None and torch.cuda.is_available():
+        device = torch.device("cuda", torch.cuda.current_device())
+    return str(device)
+
+
+def _resolve_devices(net: Net, devices: Mapping[str, DeviceLike] | DeviceLike | None
+                     ) -> dict[str, torch.device]:
+    if devices is None:
+        mapping = default_devices(net.devices)
+        log.info("netdsl: placing %s", ", ".join(f"{k} -> {v}" for k, v in mapping.items()))
+        return mapping
+    if isinstance(devices, str | torch.device):
+        return {d: torch.device(devices) for d in net.devices}
+    if set(devices) == {"*"}:
+        return {d: torch.device(devices["*"]) for d in net.devices}
+    unknown = [d for d in devices if d not in net.devices]
+    if unknown:
+        from .diagnostics import did_you_mean
+
+        raise PlacementError(
+            f"'{unknown[0]}' is not a device of net '{net.name}' "
+            f"(its devices: {', '.join(net.devices)})", None,
+            did_you_mean(unknown[0], net.devices))
+    missing = [d for d in net.devices if d not in devices]
+    if missing:
+        raise PlacementError(f"no torch device given for {', '.join(missing)}", None,
+                             "map every logical device, e.g. gpu:0=cuda:0,gpu:1=cuda:1")
+    out = {}
+    for d, v in devices.items():
+        try:
+            out[d] = torch.device(v)
+        except (RuntimeError, TypeError) as e:
+            raise PlacementError(f"'{v}' is not a torch device ({e})") from None
+    return out
+
+
+def compile(
+    spec: str | Path | Net,
+    phase: Phase | str = "train",
+    devices: Mapping[str, DeviceLike] | DeviceLike | None = None,
+    *,
+    batch: int | None = None,
+    inputs: Mapping[str, Shape] | None = None,
+    seed: int | None = None,
+    channels_last: bool = False,
+    dtype: torch.dtype | None = None,
+    torch_compile: bool = False,
+    fuse: bool = True,
+) -> CompiledNet:
+    """Compile a spec into a ``torch.nn.Module``.
+
+    Args:
+      spec: a ``.net`` or Caffe ``.prototxt`` path, or an already built ``ir.Net`` (whose
+        own phase is then used).
+      phase: ``"train"`` or ``"test"``; a test net comes back in eval mode.
+      devices: logical device -> torch device (``{"gpu:0": "cuda:0", "gpu:1": "cuda:1"}``),
+        or one device for all. Default: the CUDA devices round-robin, else the CPU.
+      batch, inputs: as for ``infer_shapes`` (only to size the modules; any batch runs).
+      seed: seeds the one generator the blobs are filled from; default the spec's
+        ``solver { random_seed }``, else a draw from torch's global generator.
+      channels_last: 4-D inputs and weights in channels-last memory format.
+      dtype: ``torch.bfloat16``/``torch.float16`` run under autocast (losses in float32);
+        ``torch.float64``/``float32`` store the parameters in that dtype.
+      torch_compile: run the forward pass through ``torch.compile``.
+      fuse: merge shards that land on one physical device (the default, and what you
+        want for speed). ``False`` keeps one module per logical shard and moves data
+        between them even on one device: for testing the sharded path on a CPU.
+    """
+    from .placement import plan as make_plan
+    from .shapes import infer_shapes
+
+    if isinstance(spec, Net):
+        net = spec
+    else:
+        from . import load
+
+        net = load(spec, phase)
+    net.check()
+    mapping = _resolve_devices(net, devices)
+    shapes = infer_shapes(net, batch, inputs)
+    if fuse:
+        the_plan = make_plan(net, shapes, {d: physical_name(t) for d, t in mapping.items()})
+    else:
+        the_plan = make_plan(net, shapes)
+    return lower(net, shapes, the_plan, mapping, seed=seed, channels_last=channels_last,
+                 dtype=dtype, torch_compile=torch_compile)
+
+
+class _CallableModule(types.ModuleType):
+    """``netdsl.compile`` is both this module and the function: importing the module
+    (``from netdsl.compile import parse_device_map``) makes Python set the package
+    attribute ``netdsl.compile`` to the module, so the module calls the function."""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> CompiledNet:
+        return compile(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallableModule

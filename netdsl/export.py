@@ -1,0 +1,89 @@
+"""``netdsl export``: a compiled net as ONNX, checked with ``onnx.checker``.
+
+The compiled net's forward runs a precomputed program of torch ops, so torch's
+TorchScript-based exporter traces it directly. By default the exported graph ends at
+what a deployed net returns: the net's outputs minus the losses and accuracies, or,
+when nothing else is left (a train/test net), the blobs those layers score (``fc8``).
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+from .diagnostics import DataError, Span, UsageError
+
+_SCORING = ("SoftmaxWithLoss", "EuclideanLoss", "Accuracy", "Silence")
+
+
+def deploy_outputs(net) -> tuple[str, ...]:
+    """The blobs a deployed net would return (see the module docstring)."""
+    scoring = [lay for lay in net.layers if lay.type in _SCORING]
+    scored = {t for lay in scoring for t in lay.tops}
+    outs = [o for o in net.outputs if o not in scored]
+    if outs:
+        return tuple(outs)
+    return tuple(dict.fromkeys(lay.bottoms[0] for lay in scoring if lay.bottoms))
+
+
+def export_onnx(spec: str | Path, output: str | Path, *, phase: str = "test",
+                outputs: Sequence[str] | None = None, batch: int = 1,
+                overrides: Mapping[str, str] | None = None, weights: str | Path | None = None,
+                opset: int = 17) -> Path:
+    """Compile ``spec`` on the CPU (with ``weights`` if given) and write it as ONNX."""
+    from . import compile as compile_net
+    from . import load
+
+    net = load(spec, phase, overrides)
+    compiled = compile_net(net, devices="cpu", batch=batch).eval()
+    if weights is not None:
+        from .weights import check_weights_fit, load_weights
+
+        got = load_weights(weights)
+        expected = {k: tuple(v.shape) for k, v in compiled.state_dict().items()}
+        check_weights_fit(expected, {k: tuple(v.shape) for k, v in got.items()}, path=weights)
+        compiled.load_state_dict(got)
+    return export_compiled(compiled, output, outputs=outputs, opset=opset)
+
+
+def export_compiled(compiled, output: str | Path, *, outputs: Sequence[str] | None = None,
+                    opset: int = 17) -> Path:
+    """Write an already compiled net (CPU, eval mode) as ONNX and check the file."""
+    import torch
+
+    try:
+        import onnx
+    except ImportError:
+        raise DataError("ONNX export needs the onnx package", Span(str(output)),
+                        "pip install onnx (or pip install 'netdsl[export]')") from None
+    net = compiled.net
+    chosen = tuple(outputs) if outputs else deploy_outputs(net)
+    blobs = {t for lay in net.layers for t in lay.tops}
+    for name in chosen:
+        if name not in blobs:
+            raise UsageError(f"--outputs names '{name}', which is not a blob of this net",
+                             Span(net.path), "blobs: " + ", ".join(sorted(blobs)))
+    required = sorted(compiled.required_inputs(chosen))
+    table = compiled.shapes
+    example = {n: torch.randn(*table.blobs[n]) for n in required}
+
+    class _Export(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.net = compiled
+
+        def forward(self, *xs: torch.Tensor) -> tuple[torch.Tensor, ...]:
+            out = self.net(outputs=list(chosen), **dict(zip(required, xs, strict=True)))
+            return tuple(out[o] for o in chosen)
+
+    out_path = Path(output)
+    dynamic = {n: {0: "batch"} for n in (*required, *chosen)}
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notice
+        # eval(): the exporter restores the wrapper's mode, and with it the net's, on exit
+        torch.onnx.export(_Export().eval(), tuple(example[n] for n in required), str(out_path),
+                          input_names=list(required), output_names=list(chosen),
+                          dynamic_axes=dynamic, opset_version=opset, dynamo=False)
+    onnx.checker.check_model(onnx.load(str(out_path)))
+    return out_path
