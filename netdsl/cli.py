@@ -277,7 +277,95 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
-PARSERS: list[Callable[[Any], None]] = [_shapes_parser, _expand_parser, _convert_parser,
+def _device_map(text: str) -> dict[str, str]:
+    from .compile import parse_device_map
+
+    return parse_device_map(text)
+
+
+def _run_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--devices", default=None, metavar="LOGICAL=DEVICE,...",
+                   help="map logical devices to torch devices, e.g. gpu:0=cuda:0,gpu:1=cpu "
+                   "(default: the CUDA devices round-robin, else the CPU)")
+    p.add_argument("--data", dest="data_path", default=None, metavar="PATH",
+                   help="where the data is (replaces the spec's data path)")
+    p.add_argument("--format", choices=["rich", "json"], default="rich",
+                   help="rich progress, or one JSON object per line")
+
+
+def _train_parser(sub: Any) -> None:
+    p = sub.add_parser("train", help="train a spec from its solver and data sections",
+                       description="Caffe's `caffe train`: the solver section's update rule, "
+                       "lr policy, tests and snapshots. Ctrl-C finishes the iteration, "
+                       "snapshots and exits 130; --resume latest continues exactly there.")
+    _spec_args(p)
+    _run_args(p)
+    p.add_argument("--resume", default=None, metavar="latest|PATH",
+                   help="continue from the newest snapshot, or a given one")
+    p.add_argument("--weights", default=None, metavar="FILE",
+                   help="fine-tune from a .safetensors or .caffemodel file")
+    p.add_argument("--tensorboard", dest="tensorboard_dir", default=None, metavar="DIR",
+                   help="also write the scalars as TensorBoard events (needs tensorboard)")
+    p.set_defaults(func=cmd_train)
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from runtime.train import train
+
+    devices = _device_map(args.devices) if args.devices else None
+    result = train(args.spec, overrides=dict(args.overrides), devices=devices,
+                   data_path=args.data_path, resume=args.resume, weights=args.weights,
+                   fmt=args.format, tensorboard_dir=args.tensorboard_dir)
+    return int(result.get("status", 0))
+
+
+def _test_parser(sub: Any) -> None:
+    p = sub.add_parser("test", help="top-1 and top-5 of trained weights on the test set",
+                       description="Caffe's `caffe test`, over the whole test set; --crops 10 "
+                       "averages the 4 corner, centre and mirrored crops (AlexNet's test).")
+    _spec_args(p)
+    _run_args(p)
+    p.add_argument("--weights", required=True, metavar="FILE")
+    p.add_argument("--crops", type=int, choices=[1, 10], default=None)
+    p.set_defaults(func=cmd_test)
+
+
+def cmd_test(args: argparse.Namespace) -> int:
+    from runtime.evaluate import test
+
+    devices = _device_map(args.devices) if args.devices else None
+    test(args.spec, weights=args.weights, crops=args.crops, overrides=dict(args.overrides),
+         devices=devices, data_path=args.data_path, fmt=args.format)
+    return 0
+
+
+def _time_parser(sub: Any) -> None:
+    p = sub.add_parser("time", help="per-layer forward and backward time, as caffe time",
+                       description="Times each layer's forward and backward pass on synthetic "
+                       "inputs of the net's shapes.")
+    _spec_args(p)
+    p.add_argument("--iterations", type=_positive, default=50)
+    p.add_argument("--batch", type=_positive, default=None)
+    p.add_argument("--phase", choices=["train", "test"], default="train")
+    p.add_argument("--input", dest="inputs", action="append", type=_input_shape, default=[],
+                   metavar="NAME=C,H,W")
+    p.add_argument("--devices", default=None, metavar="LOGICAL=DEVICE,...")
+    p.add_argument("--format", choices=["rich", "json"], default="rich")
+    p.set_defaults(func=cmd_time)
+
+
+def cmd_time(args: argparse.Namespace) -> int:
+    from runtime.evaluate import time
+
+    devices = _device_map(args.devices) if args.devices else None
+    time(args.spec, iterations=args.iterations, batch=args.batch, devices=devices,
+         fmt=args.format, overrides=dict(args.overrides), phase=args.phase,
+         inputs=dict(args.inputs) or None)
+    return 0
+
+
+PARSERS: list[Callable[[Any], None]] = [_train_parser, _test_parser, _time_parser,
+                                        _shapes_parser, _expand_parser, _convert_parser,
                                         _draw_parser, _export_parser, _weights_parser]
 
 

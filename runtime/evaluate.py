@@ -1,0 +1,431 @@
+"""``netdsl test`` and ``netdsl time``: Caffe's ``caffe test`` and ``caffe time``.
+
+:func:`test` scores trained weights on the whole test set, once per image: top-1 and top-5
+from the class scores (with 10-crop testing, the softmax averaged over the 4 corner and
+centre crops and their mirrors, as the AlexNet paper tests), plus the TEST net's own scalar
+outputs (loss, accuracy...) averaged over the images when testing one crop.
+
+:func:`time` measures each layer's forward and backward time on synthetic input of the net's
+input shapes, as ``caffe time`` prints it: module hooks around every layer's module, the
+device synchronised at each hook on GPUs so that the time lands on the right layer.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time as _time
+from collections.abc import Callable, Mapping
+from dataclasses import replace
+from typing import IO, Any
+
+import torch
+
+from netdsl.diagnostics import DataError, Span, UsageError
+from netdsl.ir import Net
+from runtime.config import data_config, data_span
+from runtime.data import average_crops, build_loader
+from runtime.progress import FORMATS, json_line
+from runtime.train import feeds_of, layer_input_shapes, load_net_weights, load_phases
+
+__all__ = ["prediction_blob", "test", "time"]
+
+
+def _check_fmt(fmt: str) -> None:
+    if fmt not in FORMATS:
+        raise UsageError(f"unknown output format '{fmt}'", None, f"one of {', '.join(FORMATS)}")
+
+
+def prediction_blob(net: Net) -> tuple[str, bool]:
+    """The blob holding the class scores, and whether it is already probabilities.
+
+    The first bottom of the first Accuracy layer, else of SoftmaxWithLoss; else the top of
+    the last Softmax layer (a deploy net's ``prob``).
+    """
+    for kind in ("Accuracy", "SoftmaxWithLoss"):
+        for lay in net.layers:
+            if lay.type == kind:
+                return lay.bottoms[0], False
+    for lay in reversed(net.layers):
+        if lay.type == "Softmax":
+            return lay.tops[0], True
+    raise DataError(
+        f"cannot tell which blob of net '{net.name}' holds the class scores",
+        Span(net.path),
+        hint="netdsl test reads the first bottom of an Accuracy or SoftmaxWithLoss layer, "
+        "or the top of a Softmax layer; add one",
+    )
+
+
+def test(
+    spec_path: str | os.PathLike[str],
+    *,
+    weights: str | None,
+    crops: int | None = None,
+    overrides: Mapping[str, str] | None = None,
+    devices: Mapping[str, str] | str | None = None,
+    data_path: str | None = None,
+    fmt: str = "rich",
+    out: IO[str] | None = None,
+) -> dict[str, Any]:
+    """Score ``weights`` on every image of the spec's test data, each image once.
+
+    Args:
+      weights: a ``.safetensors`` (a snapshot's weights file too) or ``.caffemodel``; every
+        blob of the TEST net must be in it. ``None`` tests the fillers' initial weights.
+      crops: 1 (centre crop) or 10 (corners, centre and mirrors, softmax averaged); default
+        the data's ``test_crops``.
+      overrides, devices, data_path: as for :func:`runtime.train.train`.
+      fmt: ``"rich"`` (progress bar and table), ``"json"`` (one JSON line) or ``"none"``.
+
+    Returns:
+      ``top1``, ``top5`` (fractions), ``images``, ``crops``, ``seconds`` and, with one crop,
+      the TEST net's scalar outputs averaged over the images (``accuracy``, ``loss``...).
+    """
+    import netdsl
+
+    _check_fmt(fmt)
+    stream = out if out is not None else sys.stdout
+    _, ir = load_phases(spec_path, overrides)
+    cfg = data_config(ir, "test", data_path)
+    n_crops = cfg.test_crops if crops is None else crops
+    if n_crops not in (1, 10):
+        raise UsageError(f"--crops must be 1 or 10, got {n_crops}")
+    if n_crops == 10 and not cfg.crop:
+        raise DataError(
+            "10-crop testing needs the data to be cropped (the crops are taken at that size)",
+            data_span(ir),
+            hint="set crop in the data's test { } block (and resize larger than the crop)",
+        )
+    cfg = replace(cfg, test_crops=n_crops)
+    seed = 0
+    net = netdsl.compile(ir, "test", devices, batch=cfg.batch_size,
+                         inputs=layer_input_shapes(ir, cfg), seed=seed)
+    if weights is not None:
+        load_net_weights(net, weights, strict=True)
+    feeds = feeds_of(net)
+    loader = build_loader(cfg, "test", feeds.shape, seed, span=data_span(ir))
+    pred, is_prob = prediction_blob(ir)
+    scalar_outputs = [o for o in net.outputs if o != pred]
+
+    n = loader.num_samples
+    batches = loader.epoch_size
+    bs = cfg.batch_size
+    correct1 = correct5 = 0
+    sums: dict[str, float] = {}
+    bar = _Bar(stream, fmt, "test", batches)
+    t0 = _time.perf_counter()
+    try:
+        with torch.no_grad():
+            for b in range(batches):
+                x, y = loader.next_batch()
+                k = min(bs, n - b * bs)  # the last batch wraps around: keep each image once
+                x, y = x[: k * n_crops], y[:k]
+                # One crop: also the net's own outputs (they need the labels as input).
+                with_outputs = n_crops == 1 and feeds.label is not None
+                wanted = [pred, *scalar_outputs] if with_outputs else [pred]
+                res = net(outputs=wanted, **feeds.inputs(x, y))
+                scores = res[pred].float().reshape(k * n_crops, -1)
+                probs = scores if is_prob else torch.softmax(scores, dim=1)
+                probs = average_crops(probs, n_crops)
+                labels = y.to(probs.device)
+                top = probs.topk(min(5, probs.shape[1]), dim=1).indices
+                hits = top == labels[:, None]
+                correct1 += int(hits[:, 0].sum())
+                correct5 += int(hits.any(dim=1).sum())
+                for o in wanted[1:]:
+                    v = res[o]
+                    if v.numel() == 1:
+                        sums[o] = sums.get(o, 0.0) + float(v.float().item()) * k
+                bar.advance()
+    finally:
+        bar.close()
+    seconds = _time.perf_counter() - t0
+    result: dict[str, Any] = {o: v / n for o, v in sums.items()}
+    result.update(top1=correct1 / n, top5=correct5 / n, images=n, crops=n_crops,
+                  seconds=seconds)
+    if fmt == "json":
+        stream.write(json_line(result) + "\n")
+        stream.flush()
+    elif fmt == "rich":
+        _print_test(stream, ir.name, result)
+    return result
+
+
+def _print_test(stream: IO[str], name: str, result: Mapping[str, Any]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console(file=stream, highlight=False)
+    console.print(f"{name}: {result['images']} images, {result['crops']} crop(s)", markup=False)
+    table = Table()
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for k, v in result.items():
+        if k in ("images", "crops"):
+            continue
+        if k == "seconds":
+            table.add_row("seconds", f"{v:.2f}")
+        elif k in ("top1", "top5"):
+            table.add_row(k, f"{100 * v:.2f}%")
+        else:
+            table.add_row(k, f"{v:.4f}")
+    console.print(table)
+
+
+class _Bar:
+    """A transient rich progress bar, or nothing for the other formats."""
+
+    def __init__(self, stream: IO[str], fmt: str, what: str, total: int) -> None:
+        self.progress: Any = None
+        if fmt == "rich":
+            from rich.console import Console
+            from rich.progress import Progress
+
+            self.progress = Progress(console=Console(file=stream), transient=True)
+            self.progress.start()
+            self.task = self.progress.add_task(what, total=total)
+
+    def advance(self) -> None:
+        if self.progress is not None:
+            self.progress.advance(self.task)
+
+    def close(self) -> None:
+        if self.progress is not None:
+            self.progress.stop()
+
+
+# ------------------------------------------------------------------------------- time
+
+
+class _Clock:
+    """Per-layer forward times from module hooks, backward times from autograd node hooks.
+
+    A layer's backward is the span from the first to the last of the autograd nodes its
+    forward created (found by walking back from its outputs to its inputs): the autograd
+    engine runs them one after another. Module backward hooks would do, but they wrap the
+    outputs in a view, which in-place layers (ReLU) refuse.
+    """
+
+    def __init__(self, sync: Callable[[], None]) -> None:
+        self.sync = sync
+        self.forward: dict[str, float] = {}
+        self.backward: dict[str, float] = {}
+        self._t0: dict[str, float] = {}
+        self._stops: dict[str, set[Any]] = {}
+        self._bspan: dict[str, list[float]] = {}
+        self.on = False
+
+    def attach(self, name: str, module: torch.nn.Module) -> None:
+        module.register_forward_pre_hook(lambda m, args: self._pre(name, args))
+        module.register_forward_hook(lambda m, args, out: self._post(name, out))
+
+    def _pre(self, name: str, args: tuple[Any, ...]) -> None:
+        if not self.on:
+            return
+        self._stops[name] = {a.grad_fn for a in args if isinstance(a, torch.Tensor)}
+        self.sync()
+        self._t0[name] = _time.perf_counter()
+
+    def _post(self, name: str, out: Any) -> None:
+        if not self.on:
+            return
+        self.sync()
+        dt = _time.perf_counter() - self._t0.pop(name)
+        self.forward[name] = self.forward.get(name, 0.0) + dt
+        outs = out if isinstance(out, tuple | list) else (out,)
+        stops = self._stops.pop(name, set())
+        todo = [o.grad_fn for o in outs if isinstance(o, torch.Tensor) and o.grad_fn is not None]
+        seen: set[Any] = set()
+        while todo:
+            node = todo.pop()
+            if node is None or node in stops or node in seen:
+                continue
+            seen.add(node)
+            node.register_prehook(lambda grads, n=name: self._bmark(n))
+            node.register_hook(lambda gi, go, n=name: self._bstop(n))
+            todo.extend(nxt for nxt, _ in node.next_functions)
+
+    def _bmark(self, name: str) -> None:
+        self.sync()
+        now = _time.perf_counter()
+        span = self._bspan.setdefault(name, [now, now])
+        span[0] = min(span[0], now)
+
+    def _bstop(self, name: str) -> None:
+        self.sync()
+        now = _time.perf_counter()
+        span = self._bspan.setdefault(name, [now, now])
+        span[1] = max(span[1], now)
+
+    def end_iteration(self) -> None:
+        """Fold this iteration's backward spans into the totals."""
+        for name, (a, b) in self._bspan.items():
+            self.backward[name] = self.backward.get(name, 0.0) + (b - a)
+        self._bspan.clear()
+
+
+def time(
+    spec_path: str | os.PathLike[str],
+    *,
+    iterations: int = 50,
+    batch: int | None = None,
+    devices: Mapping[str, str] | str | None = None,
+    fmt: str = "rich",
+    overrides: Mapping[str, str] | None = None,
+    phase: str = "train",
+    inputs: Mapping[str, tuple[int, ...]] | None = None,
+    out: IO[str] | None = None,
+) -> dict[str, Any]:
+    """Time every layer's forward and backward pass, as ``caffe time`` does.
+
+    Runs one untimed warm-up iteration, then ``iterations`` forward and backward passes of
+    the ``phase`` net (TRAIN, as Caffe) on random input of its input shapes (labels 0), the
+    batch from ``batch``, else the spec (data section or data layer), else 1. ``inputs``
+    gives the ``(C, H, W)`` of data blobs whose shape the spec cannot know (``--input``).
+    The backward pass starts from the loss, or from the sum of the outputs of a net without
+    one; the input is made to require a gradient, so that the first layer's backward is
+    timed in full.
+
+    Returns ``layers`` (in order: ``name``, ``type``, ``forward_ms``, ``backward_ms``, the
+    means per iteration), ``forward_ms``, ``backward_ms``, ``forward_backward_ms`` (means of
+    the whole passes), ``total_ms``, ``iterations``, ``batch`` and ``device``.
+    """
+    import netdsl
+
+    _check_fmt(fmt)
+    if iterations < 1:
+        raise UsageError(f"--iterations must be at least 1, got {iterations}")
+    stream = out if out is not None else sys.stdout
+    train_ir, test_ir = load_phases(spec_path, overrides)
+    ir = train_ir if phase == "train" else test_ir
+    b = batch or _spec_batch(ir) or 1
+    net = netdsl.compile(ir, phase, devices, batch=b, inputs=dict(inputs or {}), seed=0)
+    net.train(phase == "train")
+    device_types = {d.type for d in net._torch_devices.values()}
+
+    def sync() -> None:
+        if "cuda" in device_types:
+            torch.cuda.synchronize()
+
+    clock = _Clock(sync)
+    names = _layer_names(ir, net)
+    for key, module in net.layers.items():
+        name, _ = names.get(key, (key, ""))
+        for m in module if isinstance(module, torch.nn.ModuleList) else (module,):
+            clock.attach(name, m)
+
+    gen = torch.Generator().manual_seed(0)
+    feed = {}
+    for i in net.inputs:
+        shape = net.shapes.blobs[i]
+        if len(shape) == 1:
+            feed[i] = torch.zeros(shape, dtype=torch.int64)
+        else:
+            feed[i] = torch.rand(shape, generator=gen).requires_grad_(True)
+
+    def one() -> tuple[float, float]:
+        sync()
+        t0 = _time.perf_counter()
+        res = net(**feed)
+        sync()
+        t1 = _time.perf_counter()
+        if net.loss_weights:
+            objective = net.loss(res)
+        else:
+            objective = sum(v.float().sum() for v in res.values() if v.requires_grad)
+        if isinstance(objective, torch.Tensor) and objective.requires_grad:
+            objective.backward()
+        sync()
+        t2 = _time.perf_counter()
+        clock.end_iteration()
+        net.zero_grad(set_to_none=True)
+        for t in feed.values():
+            t.grad = None
+        return t1 - t0, t2 - t1
+
+    bar = _Bar(stream, fmt, "time", iterations)
+    try:
+        one()  # warm-up, untimed
+        clock.on = True
+        fwd = bwd = 0.0
+        start = _time.perf_counter()
+        for _ in range(iterations):
+            f, bk = one()
+            fwd += f
+            bwd += bk
+            bar.advance()
+        total = _time.perf_counter() - start
+    finally:
+        bar.close()
+    ms = 1000.0 / iterations
+    layers = []
+    for key in net.layers:
+        name, kind = names.get(key, (key, ""))
+        layers.append({
+            "name": name, "type": kind,
+            "forward_ms": clock.forward.get(name, 0.0) * ms,
+            "backward_ms": clock.backward.get(name, 0.0) * ms,
+        })
+    result: dict[str, Any] = {
+        "net": ir.name, "phase": phase, "batch": b, "iterations": iterations,
+        "device": ", ".join(sorted(str(d) for d in set(net._torch_devices.values()))),
+        "layers": layers,
+        "forward_ms": fwd * ms, "backward_ms": bwd * ms, "forward_backward_ms": (fwd + bwd) * ms,
+        "total_ms": total * 1000.0,
+    }
+    if fmt == "json":
+        stream.write(json_line(result) + "\n")
+        stream.flush()
+    elif fmt == "rich":
+        _print_time(stream, result)
+    return result
+
+
+def _spec_batch(net: Net) -> int:
+    """The batch the spec implies: a data layer's, else the data section's (TRAIN's)."""
+    if net.batch:
+        return net.batch
+    block = net.sections.get("data")
+    if block is None:
+        return 0
+    phase = net.phase.value
+    sub = block.first(phase)
+    if sub is not None and hasattr(sub.value, "scalar"):
+        v = sub.value.scalar("batch_size")  # type: ignore[union-attr]
+        if isinstance(v, int):
+            return v
+    v = block.scalar("batch_size")
+    return v if isinstance(v, int) else 0
+
+
+def _layer_names(ir: Net, net: Any) -> dict[str, tuple[str, str]]:
+    """ModuleDict key -> (layer name, type): the keys follow the layers that have modules."""
+    with_modules = [lay for lay in ir.layers if not (lay.kind.is_data and lay.type != "DummyData")]
+    keys = list(net.layers.keys())
+    if len(keys) != len(with_modules):
+        return {}
+    return {k: (lay.name, lay.type) for k, lay in zip(keys, with_modules, strict=True)}
+
+
+def _print_time(stream: IO[str], r: Mapping[str, Any]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console(file=stream, highlight=False)
+    console.print(f"{r['net']} ({r['phase']}): batch {r['batch']}, {r['iterations']} "
+                  f"iterations on {r['device']}", markup=False)
+    table = Table()
+    table.add_column("layer")
+    table.add_column("type")
+    table.add_column("forward ms", justify="right")
+    table.add_column("backward ms", justify="right")
+    for lay in r["layers"]:
+        table.add_row(lay["name"], lay["type"], f"{lay['forward_ms']:.3f}",
+                      f"{lay['backward_ms']:.3f}")
+    table.add_section()
+    table.add_row("Average Forward pass", "", f"{r['forward_ms']:.3f}", "")
+    table.add_row("Average Backward pass", "", "", f"{r['backward_ms']:.3f}")
+    table.add_row("Average Forward-Backward", "", f"{r['forward_backward_ms']:.3f}", "")
+    table.add_row("Total Time", "", f"{r['total_ms']:.3f}", "")
+    console.print(table)

@@ -1,0 +1,324 @@
+"""How training reports itself: a rich progress bar, JSON lines, TensorBoard scalars.
+
+The training loop talks to one :class:`Reporter`; :func:`make_reporter` builds it for a
+format:
+
+* ``"rich"``: a live progress bar (iterations, ETA, images/s, smoothed loss, lr) with
+  Caffe-like log lines printed above it at every display and test;
+* ``"json"``: one JSON object per line, flushed at once, for scripts::
+
+      {"iter": 20, "epoch": 0.89, "phase": "train", "lr": 0.01, "loss": 2.29, ...}
+      {"iter": 100, "epoch": 4.45, "phase": "test", "lr": 0.01, "loss": 0.31, "accuracy": 0.9}
+      {"event": "snapshot", "iter": 100, "path": "snapshots/x_iter_100.safetensors"}
+      {"event": "done", "iter": 690, "accuracy": 0.97, "loss": 0.1, "seconds": 41.2}
+
+  A train line carries every scalar output blob of the train net by name (the smoothed
+  objective is ``loss``, so an output blob named ``loss`` appears as that); a test line
+  carries each test output blob averaged over the test batches, and ``loss``, the
+  loss-weighted sum of the loss blobs. Non-finite numbers are written as ``null``;
+* ``"none"``: nothing (library use).
+
+``--tensorboard DIR`` adds a :class:`TensorBoardReporter` writing the same scalars
+(``train/<name>``, ``test/<name>``) with the iteration as the step.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from collections.abc import Mapping, Sequence
+from typing import IO, Any
+
+from netdsl.diagnostics import DataError, UsageError
+
+__all__ = [
+    "FORMATS",
+    "JsonReporter",
+    "MultiReporter",
+    "Reporter",
+    "RichReporter",
+    "TensorBoardReporter",
+    "json_line",
+    "make_reporter",
+]
+
+FORMATS = ("rich", "json", "none")
+_RESERVED = ("iter", "epoch", "phase", "lr", "event")
+
+
+def _finite(v: Any) -> Any:
+    if isinstance(v, float) and not math.isfinite(v):
+        return None
+    return v
+
+
+def json_line(record: Mapping[str, Any]) -> str:
+    """One record as compact, strictly valid JSON (NaN and infinities become ``null``)."""
+    return json.dumps({k: _finite(v) for k, v in record.items()}, allow_nan=False)
+
+
+def _number(v: float) -> str:
+    if not math.isfinite(v):
+        return str(v)
+    if v != 0 and (abs(v) < 1e-3 or abs(v) >= 1e5):
+        return f"{v:.4e}"
+    return f"{v:.4f}".rstrip("0").rstrip(".") if abs(v) < 1 else f"{v:.4f}"
+
+
+class Reporter:
+    """Receives the training loop's events; every method is optional (does nothing here)."""
+
+    def begin(self, *, net: str, start_iter: int, max_iter: int, batch: int) -> None:
+        """Training is about to run iterations ``start_iter .. max_iter - 1``."""
+
+    def advance(self, iteration: int, images_per_s: float | None) -> None:
+        """Iteration ``iteration - 1`` is done (called every iteration: keep it cheap)."""
+
+    def train(self, record: Mapping[str, Any]) -> None:
+        """A display line: ``iter``, ``epoch``, ``phase``, ``lr``, ``loss``, output blobs."""
+
+    def test_begin(self, iteration: int, batches: int) -> None:
+        """A test pass of ``batches`` batches starts."""
+
+    def test_advance(self) -> None:
+        """One test batch is done."""
+
+    def test(self, record: Mapping[str, Any]) -> None:
+        """A test result: ``iter``, ``epoch``, ``phase``, ``lr``, ``loss``, output blobs."""
+
+    def event(self, record: Mapping[str, Any]) -> None:
+        """A snapshot, the end of training or an interruption (``event`` says which)."""
+
+    def close(self) -> None:
+        """Training is over (also on errors): release the terminal or files."""
+
+
+class MultiReporter(Reporter):
+    """Fans every event out to several reporters."""
+
+    def __init__(self, reporters: Sequence[Reporter]) -> None:
+        self.reporters = tuple(reporters)
+
+    def begin(self, **kw: Any) -> None:
+        for r in self.reporters:
+            r.begin(**kw)
+
+    def advance(self, iteration: int, images_per_s: float | None) -> None:
+        for r in self.reporters:
+            r.advance(iteration, images_per_s)
+
+    def train(self, record: Mapping[str, Any]) -> None:
+        for r in self.reporters:
+            r.train(record)
+
+    def test_begin(self, iteration: int, batches: int) -> None:
+        for r in self.reporters:
+            r.test_begin(iteration, batches)
+
+    def test_advance(self) -> None:
+        for r in self.reporters:
+            r.test_advance()
+
+    def test(self, record: Mapping[str, Any]) -> None:
+        for r in self.reporters:
+            r.test(record)
+
+    def event(self, record: Mapping[str, Any]) -> None:
+        for r in self.reporters:
+            r.event(record)
+
+    def close(self) -> None:
+        for r in self.reporters:
+            r.close()
+
+
+class JsonReporter(Reporter):
+    """One JSON object per line on ``out``, flushed per line."""
+
+    def __init__(self, out: IO[str]) -> None:
+        self.out = out
+
+    def _write(self, record: Mapping[str, Any]) -> None:
+        self.out.write(json_line(record) + "\n")
+        self.out.flush()
+
+    def train(self, record: Mapping[str, Any]) -> None:
+        self._write(record)
+
+    def test(self, record: Mapping[str, Any]) -> None:
+        self._write(record)
+
+    def event(self, record: Mapping[str, Any]) -> None:
+        self._write(record)
+
+
+class RichReporter(Reporter):
+    """A rich progress bar with Caffe-like log lines above it."""
+
+    def __init__(self, out: IO[str]) -> None:
+        from rich.console import Console
+
+        self.console = Console(file=out, highlight=False)
+        self.progress: Any = None
+        self.task: Any = None
+        self.test_task: Any = None
+        self._loss: float | None = None
+        self._lr: float | None = None
+
+    def begin(self, *, net: str, start_iter: int, max_iter: int, batch: int) -> None:
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
+
+        self.progress = Progress(
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            TextColumn("eta"),
+            TimeRemainingColumn(),
+            TextColumn("{task.fields[stats]}"),
+            console=self.console,
+            transient=False,
+        )
+        self.progress.start()
+        self.task = self.progress.add_task(
+            net or "train", total=max_iter, completed=start_iter, stats=""
+        )
+        self.console.print(
+            f"Training {net} from iteration {start_iter} to {max_iter}, batch {batch}",
+            markup=False,
+        )
+
+    def _stats(self, images_per_s: float | None) -> str:
+        parts = []
+        if images_per_s is not None:
+            parts.append(f"{images_per_s:,.0f} img/s")
+        if self._loss is not None:
+            parts.append(f"loss {_number(self._loss)}")
+        if self._lr is not None:
+            parts.append(f"lr {_number(self._lr)}")
+        return "  ".join(parts)
+
+    def advance(self, iteration: int, images_per_s: float | None) -> None:
+        if self.progress is not None:
+            self.progress.update(
+                self.task, completed=iteration, stats=self._stats(images_per_s)
+            )
+
+    def train(self, record: Mapping[str, Any]) -> None:
+        self._loss = record.get("loss")
+        self._lr = record.get("lr")
+        extra = "".join(
+            f", {k} = {_number(v)}"
+            for k, v in record.items()
+            if k not in (*_RESERVED, "loss") and isinstance(v, float)
+        )
+        self.console.print(
+            f"Iteration {record['iter']} (epoch {record['epoch']:.2f}), lr = "
+            f"{_number(record['lr'])}, loss = {_number(record['loss'])}{extra}",
+            markup=False,
+        )
+
+    def test_begin(self, iteration: int, batches: int) -> None:
+        if self.progress is not None:
+            self.test_task = self.progress.add_task("test", total=batches, stats="")
+
+    def test_advance(self) -> None:
+        if self.progress is not None and self.test_task is not None:
+            self.progress.advance(self.test_task)
+
+    def test(self, record: Mapping[str, Any]) -> None:
+        if self.progress is not None and self.test_task is not None:
+            self.progress.remove_task(self.test_task)
+            self.test_task = None
+        values = ", ".join(
+            f"{k} = {_number(v)}"
+            for k, v in record.items()
+            if k not in _RESERVED and isinstance(v, float)
+        )
+        self.console.print(f"Test at iteration {record['iter']}: {values}", markup=False)
+
+    def event(self, record: Mapping[str, Any]) -> None:
+        kind = record.get("event")
+        if kind == "snapshot":
+            self.console.print(
+                f"Snapshot at iteration {record['iter']}: {record['path']}", markup=False
+            )
+        elif kind == "interrupted":
+            self.console.print(
+                f"Interrupted at iteration {record['iter']}; resume with --resume "
+                f"{record.get('path') or 'latest'}",
+                markup=False,
+            )
+        elif kind == "done":
+            values = ", ".join(
+                f"{k} = {_number(v)}"
+                for k, v in record.items()
+                if k not in (*_RESERVED, "seconds") and isinstance(v, float)
+            )
+            self.console.print(
+                f"Done: {record['iter']} iterations in {record['seconds']:.1f} s"
+                + (f"; {values}" if values else ""),
+                markup=False,
+            )
+
+    def close(self) -> None:
+        if self.progress is not None:
+            self.progress.stop()
+            self.progress = None
+
+
+class TensorBoardReporter(Reporter):
+    """The train and test scalars as TensorBoard events in ``log_dir``."""
+
+    def __init__(self, log_dir: str) -> None:
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError:
+            raise DataError(
+                "--tensorboard needs the tensorboard package, which is not installed",
+                hint="pip install tensorboard",
+            ) from None
+        self.writer = SummaryWriter(log_dir=log_dir)
+
+    def _scalars(self, phase: str, record: Mapping[str, Any]) -> None:
+        step = int(record["iter"])
+        for k, v in record.items():
+            if k not in ("iter", "phase", "event") and isinstance(v, int | float):
+                self.writer.add_scalar(f"{phase}/{k}", float(v), step)
+
+    def train(self, record: Mapping[str, Any]) -> None:
+        self._scalars("train", record)
+
+    def test(self, record: Mapping[str, Any]) -> None:
+        self._scalars("test", record)
+
+    def close(self) -> None:
+        self.writer.flush()
+        self.writer.close()
+
+
+def make_reporter(
+    fmt: str, out: IO[str] | None = None, tensorboard_dir: str | None = None
+) -> Reporter:
+    """The reporter for ``fmt`` (``"rich"``, ``"json"`` or ``"none"``), plus TensorBoard."""
+    if fmt not in FORMATS:
+        raise UsageError(f"unknown output format '{fmt}'", None, f"one of {', '.join(FORMATS)}")
+    stream = out if out is not None else sys.stdout
+    reporters: list[Reporter] = []
+    if fmt == "rich":
+        reporters.append(RichReporter(stream))
+    elif fmt == "json":
+        reporters.append(JsonReporter(stream))
+    if tensorboard_dir:
+        reporters.append(TensorBoardReporter(tensorboard_dir))
+    if len(reporters) == 1:
+        return reporters[0]
+    return MultiReporter(reporters)

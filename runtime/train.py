@@ -1,0 +1,752 @@
+"""``netdsl train``: Caffe's ``Solver::Solve``/``Step`` over a compiled net.
+
+One iteration, as ``Solver::Step`` does it:
+
+1. test first, if ``test_interval`` divides the iteration (at 0 only with
+   ``test_initialization``): ``test_iter`` batches through the TEST-phase net, each
+   scalar output blob averaged over them (``Solver::Test``); the ``plateau`` policy then
+   sees ``plateau_metric``;
+2. forward and backward ``iter_size`` batches, the gradients accumulating. The loss is
+   *not* divided by ``iter_size``: :meth:`CaffeOptimizer.step` divides the gradients, as
+   Caffe's ``Normalize`` does (the displayed loss is the mean over the batches);
+3. at ``display`` iterations, report the loss averaged over the last ``average_loss``
+   iterations and the train net's output blobs;
+4. apply the update at ``learning_rate(cfg, it)`` (clipping, ``iter_size``, weight decay,
+   momentum: :class:`CaffeOptimizer`), then count the iteration and write a snapshot when
+   ``snapshot`` divides it.
+
+Training runs to ``max_iter`` (or ``max_epochs`` of the training data). At the end a
+snapshot is written and the net tested once more; Caffe tests at the end only when
+``test_interval`` divides ``max_iter``, netdsl always does, so ``train`` can return the final
+test outputs (``test_iter`` batches, or the whole test set when ``test_iter`` is 0).
+
+The TEST-phase net is compiled from the same spec (it may have other layers, Accuracy, and
+other data) and holds the *same* tensors as the training net for every blob both have, as
+Caffe's ``ShareTrainedLayersWith``: nothing is copied before a test. It runs in eval mode
+(Dropout off, BatchNorm on its stored statistics). Periodic tests use one centre crop even
+where the data asks for 10-crop testing; ``netdsl test`` does the 10 crops.
+
+SIGINT and SIGTERM (Ctrl-C) set a flag: the current iteration finishes, a snapshot is
+written and :func:`train` returns with ``status`` :data:`INTERRUPTED` (130), which the CLI
+should exit with. A second signal stops at once (``KeyboardInterrupt``).
+
+A snapshot holds the weights and everything the loop needs to continue exactly: iteration,
+solver history, plateau state, the RNG states of python, numpy and torch, both data
+loaders' positions and the loss-smoothing window. On the CPU, a run resumed from a
+snapshot ends with the same weights, bit for bit, as one that was never interrupted.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import math
+import os
+import random
+import signal
+import sys
+import threading
+import time
+from collections import deque
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import IO, Any
+
+import numpy as np
+import torch
+
+from netdsl import syntax as s
+from netdsl.diagnostics import DataError, NetdslError, Span, SpecError, UsageError
+from netdsl.ir import Net
+from netdsl.weights import caffemodel_to_tensors, check_weights_fit, load_weights
+from runtime.config import data_config, data_span, has_data, solver_config
+from runtime.data import DataConfig, Loader, build_loader
+from runtime.lr_policy import PlateauState, learning_rate, plateau_update
+from runtime.progress import Reporter, make_reporter
+from runtime.snapshot import (
+    capture_rng_state,
+    find_latest,
+    read_snapshot,
+    restore_rng_state,
+    write_snapshot,
+)
+from runtime.solver import CaffeOptimizer, SolverConfig, resolve_max_iter
+
+__all__ = [
+    "INTERRUPTED",
+    "STATE_FORMAT",
+    "Trainer",
+    "Feeds",
+    "feeds_of",
+    "layer_input_shapes",
+    "load_net_weights",
+    "load_phases",
+    "share_weights",
+    "train",
+]
+
+#: Exit status of a run stopped by SIGINT/SIGTERM (after its snapshot), as a shell's 128 + 2.
+INTERRUPTED = 130
+
+#: The ``format`` of the training state inside a snapshot.
+STATE_FORMAT = "netdsl.train/1"
+
+
+def train(
+    spec_path: str | os.PathLike[str],
+    *,
+    overrides: Mapping[str, str] | None = None,
+    devices: Mapping[str, str] | str | None = None,
+    data_path: str | None = None,
+    resume: str | None = None,
+    weights: str | None = None,
+    fmt: str = "rich",
+    tensorboard_dir: str | None = None,
+    out: IO[str] | None = None,
+) -> dict[str, Any]:
+    """Train the net of ``spec_path`` as its ``solver {}`` and ``data {}`` sections say.
+
+    Args:
+      spec_path: a ``.net`` file, a Caffe ``train_val.prototxt``, or a Caffe
+        ``solver.prototxt`` (its ``net:`` is the net, relative to the current folder).
+      overrides: the CLI's ``--set`` pairs (``{"solver.max_iter": "100", "width": "0.5"}``).
+      devices: logical -> torch device (``{"gpu:0": "cuda:0"}``) or one device for all;
+        default: the CUDA devices there are, else the CPU.
+      data_path: ``--data``: where the data is (replaces the spec's path).
+      resume: ``"latest"`` (the newest complete snapshot under ``snapshot_prefix``) or a
+        snapshot file or prefix: continue exactly where it stopped.
+      weights: fine-tune from a ``.safetensors`` or ``.caffemodel`` file: blobs are matched
+        by ``<layer>.<blob>`` (layers the file lacks keep their fillers, as in Caffe), and
+        every matched blob must have the net's shape.
+      fmt: ``"rich"`` (progress bar), ``"json"`` (JSON lines) or ``"none"``.
+      tensorboard_dir: also write the scalars as TensorBoard events there.
+      out: where progress goes (default ``sys.stdout``).
+
+    Returns:
+      The final test outputs by blob name (and ``loss``), plus ``iter`` (iterations
+      done), ``seconds`` (wall time of the loop), ``snapshot`` (the last snapshot's weights
+      file) and ``status``: 0, or :data:`INTERRUPTED` after Ctrl-C/SIGTERM.
+    """
+    if resume is not None and weights is not None:
+        raise UsageError(
+            "give --resume to continue a run or --weights to fine-tune, not both",
+            None,
+            "a snapshot already holds the weights",
+        )
+    reporter = make_reporter(fmt, out if out is not None else sys.stdout, tensorboard_dir)
+    try:
+        trainer = Trainer(spec_path, overrides=overrides, devices=devices, data_path=data_path)
+        if weights is not None:
+            trainer.load_weights(weights)
+        if resume is not None:
+            trainer.resume(resume)
+        return trainer.run(reporter)
+    finally:
+        reporter.close()
+
+
+# ----------------------------------------------------------------------------- loading
+
+
+def load_phases(
+    spec_path: str | os.PathLike[str], overrides: Mapping[str, str] | None = None
+) -> tuple[Net, Net]:
+    """The TRAIN and TEST nets of a spec (parsed once), following a Caffe solver file's
+    ``net:`` / ``train_net:`` to the net it names (``--set solver.*`` then applies to the
+    solver file, the other overrides to the net)."""
+    from netdsl import load_spec
+    from netdsl.build import build
+    from netdsl.caffe_compat import upgrade
+    from netdsl.parse import parse_file
+    from netdsl.resolve import default_loader, resolve
+
+    overrides = dict(overrides or {})
+    file = upgrade(parse_file(spec_path))
+    block = _solver_file_block(file)
+    if block is None:
+        spec = resolve(file, default_loader, overrides)
+        return build(spec, "train"), build(spec, "test")
+    solver_overrides = {k: v for k, v in overrides.items() if k.startswith("solver.")}
+    solver_spec = resolve(file, default_loader, solver_overrides)
+    block = next(f.value for f in solver_spec.items if f.key == "solver")
+    assert isinstance(block, s.Block)
+    key = "net" if block.scalar("net") else "train_net"
+    named = str(block.scalar(key))
+    here = Path(os.fspath(spec_path)).parent
+    candidates = [Path(named), here / named, here / Path(named).name]
+    net_path = next((c for c in candidates if c.is_file()), None)
+    if net_path is None:
+        f = block.first(key)
+        raise DataError(
+            f"the solver's {key} '{named}' was not found",
+            f.span if f is not None else None,
+            hint="Caffe resolves it from the current folder; run from there, or pass the net "
+            "file itself",
+        )
+    net_overrides = {k: v for k, v in overrides.items() if not k.startswith("solver.")}
+    net_spec = load_spec(net_path, net_overrides)
+    nets = []
+    for phase in ("train", "test"):
+        net = build(net_spec, phase)
+        nets.append(dataclasses.replace(net, sections={**net.sections, "solver": block}))
+    return nets[0], nets[1]
+
+
+def _solver_file_block(file: s.File) -> s.Block | None:
+    """The solver block of a Caffe solver file that names its net, else None."""
+    fields_ = [i for i in file.items if isinstance(i, s.Field)]
+    if len(fields_) != 1 or len(file.items) != 1 or fields_[0].key != "solver":
+        return None
+    block = fields_[0].value
+    if not isinstance(block, s.Block):
+        return None
+    if not (block.scalar("net") or block.scalar("train_net")):
+        return None
+    return block
+
+
+@dataclasses.dataclass(frozen=True)
+class Feeds:
+    """Which input blob takes the images and which the labels (``None``: no label input)."""
+
+    data: str
+    label: str | None
+    shape: tuple[int, int, int]  # the image input's (C, H, W)
+
+    def inputs(self, x: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {self.data: x} if self.label is None else {self.data: x, self.label: y}
+
+
+def feeds_of(net: Any) -> Feeds:
+    """The image and label inputs of a compiled net, from its inputs' shapes: the image is
+    the input of shape ``(N, C, H, W)``, the label the one of shape ``(N,)``."""
+    blobs = net.shapes.blobs
+    images = [i for i in net.inputs if len(blobs[i]) == 4]
+    labels = [i for i in net.inputs if len(blobs[i]) == 1]
+    others = [i for i in net.inputs if i not in images and i not in labels]
+    where = Span(net.net.path)
+    if len(images) != 1 or len(labels) > 1 or others:
+        shown = ", ".join(f"{i} {list(blobs[i])}" for i in net.inputs) or "none"
+        raise DataError(
+            f"netdsl feeds a net one image input (N, C, H, W) and at most one label input "
+            f"(N,); net '{net.net.name}' has inputs {shown}",
+            where,
+            hint='declare input { name: "data" shape: [C, H, W] } and '
+            'input { name: "label" shape: [] }',
+        )
+    shape = tuple(int(d) for d in blobs[images[0]][1:])
+    return Feeds(images[0], labels[0] if labels else None, shape)  # type: ignore[arg-type]
+
+
+def layer_input_shapes(net: Net, cfg: DataConfig) -> dict[str, tuple[int, ...]]:
+    """Input shapes of a Caffe Data/ImageData layer that the spec cannot know (they are in
+    the database or the images), read from the data."""
+    layer = next((lay for lay in net.layers if lay.type in ("Data", "ImageData")), None)
+    if layer is None or "data" in net.sections:
+        return {}
+    from runtime.data import make_source
+
+    if cfg.source == "lmdb":
+        native = tuple(int(d) for d in make_source("lmdb", path=cfg.path).shape)
+    elif cfg.resize and not cfg.crop:
+        c = cfg.channels or 3
+        native = (c, *cfg.resize)
+    elif cfg.crop:
+        native = (cfg.channels or 3, cfg.crop, cfg.crop)
+    else:
+        src = make_source("list", path=cfg.path, root=cfg.root, channels=cfg.channels or 3,
+                          bgr=cfg.bgr)
+        native = tuple(int(d) for d in np.asarray(src.get(0)[0]).shape)
+    c = native[0] if not cfg.channels else cfg.channels
+    h, w = (cfg.crop, cfg.crop) if cfg.crop else native[1:]
+    return {layer.tops[0]: (c, h, w)}
+
+
+def share_weights(src: Any, dst: Any) -> list[str]:
+    """Make ``dst`` (a CompiledNet) hold ``src``'s tensors for every blob both have.
+
+    Returns the keys shared. A blob the two nets hold differently (other shards or
+    devices) cannot be shared: :class:`Trainer` copies those before each test.
+    """
+    shared = []
+    src_blobs = src._blobs
+    for key, ref in dst._blobs.items():
+        other = src_blobs.get(key)
+        if other is None or not _same_layout(ref, other):
+            continue
+        for part, theirs in zip(ref.parts, other.parts, strict=True):
+            setattr(part.module, part.attr, theirs.tensor)
+        shared.append(key)
+    return shared
+
+
+def _same_layout(a: Any, b: Any) -> bool:
+    if len(a.parts) != len(b.parts) or tuple(a.shape) != tuple(b.shape):
+        return False
+    for p, q in zip(a.parts, b.parts, strict=True):
+        t, u = p.tensor, q.tensor
+        if t.shape != u.shape or t.device != u.device or t.dtype != u.dtype:
+            return False
+        if type(t) is not type(u):  # a Parameter must stay a Parameter, a buffer a buffer
+            return False
+    return True
+
+
+def load_net_weights(net: Any, path: str | os.PathLike[str], *, strict: bool) -> list[str]:
+    """Load a ``.safetensors`` or ``.caffemodel`` file into a compiled net.
+
+    Blobs are matched by ``<layer>.<blob>``; a matched blob of another shape is an error
+    naming it (:func:`check_weights_fit`). ``strict``: every blob of the net must be in the
+    file (evaluating); otherwise blobs the file lacks keep their fillers and blobs the net
+    lacks are ignored (Caffe's ``CopyTrainedLayersFrom``, for fine-tuning). Returns the
+    keys loaded.
+    """
+    p = os.fspath(path)
+    if p.endswith(".solverstate.safetensors"):
+        raise DataError(
+            "this is a snapshot's solver state, not weights",
+            Span(p),
+            hint="give the snapshot's weights file (the .safetensors without .solverstate), "
+            "or use --resume to continue training",
+        )
+    tensors: Mapping[str, Any]
+    if p.endswith(".caffemodel"):
+        tensors = caffemodel_to_tensors(p)
+    else:
+        tensors = load_weights(p)
+    expected = {k: tuple(v.shape) for k, v in net.state_dict().items()}
+    got = {k: tuple(v.shape) for k, v in tensors.items()}
+    if strict:
+        check_weights_fit(expected, {k: v for k, v in got.items() if k in expected}, path=p)
+    else:
+        common = [k for k in got if k in expected]
+        if not common:
+            check_weights_fit(expected, got, path=p)  # nothing matches: list everything
+        check_weights_fit({k: expected[k] for k in common}, {k: got[k] for k in common}, path=p)
+    loaded = {k: v for k, v in tensors.items() if k in expected}
+    net.load_state_dict(
+        {k: v if isinstance(v, torch.Tensor) else torch.as_tensor(v) for k, v in loaded.items()},
+        strict=False,
+    )
+    return list(loaded)
+
+
+# ------------------------------------------------------------------------------- trainer
+
+
+class _Rate:
+    """Images per second over a sliding couple of seconds."""
+
+    def __init__(self) -> None:
+        self.t0 = time.perf_counter()
+        self.images = 0
+        self.value: float | None = None
+
+    def add(self, images: int) -> float | None:
+        self.images += images
+        now = time.perf_counter()
+        dt = now - self.t0
+        if dt >= 1.0:
+            self.value = self.images / dt
+            self.t0, self.images = now, 0
+        return self.value
+
+
+class Trainer:
+    """The training state of one spec: nets, loaders, solver, counters.
+
+    ``train()`` is the usual entry point; the class is public so that tests and tools can
+    run the loop piece by piece (and request a stop as the signal handler does).
+    """
+
+    def __init__(
+        self,
+        spec_path: str | os.PathLike[str],
+        *,
+        overrides: Mapping[str, str] | None = None,
+        devices: Mapping[str, str] | str | None = None,
+        data_path: str | None = None,
+    ) -> None:
+        import netdsl
+
+        self.spec_path = os.fspath(spec_path)
+        self.train_ir, self.test_ir = load_phases(spec_path, overrides)
+        self.name = self.train_ir.name or Path(self.spec_path).stem
+        cfg = solver_config(self.train_ir)
+
+        # The fillers and the data order have their own generators, seeded from this; the
+        # global ones (python, numpy, torch: Dropout) are seeded last, after everything
+        # that might draw from them while setting up.
+        if cfg.random_seed >= 0:
+            self.seed = int(cfg.random_seed)
+        else:
+            self.seed = int.from_bytes(os.urandom(4), "little") >> 1
+
+        self.train_data = data_config(self.train_ir, "train", data_path)
+        self.testing = has_data(self.test_ir)
+        if not self.testing and (cfg.test_interval > 0 or cfg.test_iter > 0):
+            raise DataError(
+                "the solver tests the net (test_interval/test_iter), but the TEST phase "
+                "has no data",
+                Span(self.train_ir.path),
+                hint="add a data { } section, or a data layer with include { phase: TEST }",
+            )
+        self.test_data = (
+            dataclasses.replace(data_config(self.test_ir, "test", data_path), test_crops=1)
+            if self.testing
+            else None
+        )
+
+        self.net = netdsl.compile(
+            self.train_ir, "train", devices, batch=self.train_data.batch_size,
+            inputs=layer_input_shapes(self.train_ir, self.train_data), seed=self.seed,
+        )
+        if not self.net.loss_weights:
+            raise SpecError(
+                f"net '{self.name}' has no loss to train: no layer has a loss_weight",
+                Span(self.train_ir.path),
+                hint="add a loss layer, e.g. layer { name: \"loss\" type: SoftmaxWithLoss "
+                'bottom: ["fc8", "label"] }',
+            )
+        self.feeds = feeds_of(self.net)
+        self.loader: Loader = build_loader(
+            self.train_data, "train", self.feeds.shape, self.seed, span=data_span(self.train_ir)
+        )
+        self.test_net: Any = None
+        self.test_loader: Loader | None = None
+        self._copied: list[str] = []
+        if self.testing:
+            assert self.test_data is not None
+            self.test_net = netdsl.compile(
+                self.test_ir, "test", devices, batch=self.test_data.batch_size,
+                inputs=layer_input_shapes(self.test_ir, self.test_data), seed=self.seed,
+            )
+            shared = set(share_weights(self.net, self.test_net))
+            train_keys = set(self.net.state_dict())
+            self._copied = [k for k in self.test_net._blobs if k in train_keys and k not in shared]
+            self.test_feeds = feeds_of(self.test_net)
+            self.test_loader = build_loader(
+                self.test_data, "test", self.test_feeds.shape, self.seed,
+                span=data_span(self.test_ir),
+            )
+
+        iters_per_epoch = self.loader.epoch_size / cfg.iter_size
+        self.cfg: SolverConfig = resolve_max_iter(cfg, iters_per_epoch)
+        self._check_plateau_metric()
+        self.opt = CaffeOptimizer(self.net.param_groups(), self.cfg)
+        self.plateau: PlateauState = PlateauState.initial(self.cfg)
+        self.window: deque[torch.Tensor] = deque(maxlen=self.cfg.average_loss)
+        self.iteration = 0
+        self.stop_signal: int | None = None
+        self.last_snapshot: Path | None = None
+        self._snapshot_iter = -1
+        self.last_test: dict[str, float] = {}
+        if cfg.random_seed >= 0:
+            random.seed(self.seed)
+            np.random.seed(self.seed % 2**32)
+            torch.manual_seed(self.seed)
+
+    # -------------------------------------------------------------- setup helpers
+
+    def _check_plateau_metric(self) -> None:
+        cfg = self.cfg
+        if cfg.lr_policy != "plateau":
+            return
+        outputs = tuple(self.test_net.outputs) if self.test_net is not None else ()
+        if cfg.plateau_metric not in outputs and cfg.plateau_metric != "loss":
+            from netdsl.diagnostics import did_you_mean
+
+            block = self.train_ir.sections.get("solver")
+            f = block.first("plateau_metric") if block is not None else None
+            raise SpecError(
+                f"plateau_metric '{cfg.plateau_metric}' is not an output of the TEST net "
+                f"(its outputs: {', '.join(outputs) or 'none'})",
+                f.span if f is not None else None,
+                did_you_mean(cfg.plateau_metric, outputs),
+            )
+
+    def load_weights(self, path: str | os.PathLike[str]) -> list[str]:
+        """Fine-tune: initialise from a weights file (see :func:`load_net_weights`)."""
+        return load_net_weights(self.net, path, strict=False)
+
+    def snapshot_prefix(self) -> str:
+        """``snapshot_prefix``, relative to the current folder as in Caffe; default
+        ``snapshots/<spec name>``."""
+        return self.cfg.snapshot_prefix or os.path.join("snapshots", Path(self.spec_path).stem)
+
+    # -------------------------------------------------------------- snapshots
+
+    def state(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+        """Everything but the weights that a snapshot holds: (tensors, JSON state)."""
+        rng_json, rng_tensors = capture_rng_state()
+        tensors = {**self.opt.state_tensors(), **self.plateau.as_tensors(), **rng_tensors}
+        state = {
+            "format": STATE_FORMAT,
+            "iteration": self.iteration,
+            "max_iter": self.cfg.max_iter,
+            "solver_type": self.cfg.type.value,
+            "rng": rng_json,
+            "train_loader": self.loader.state(),
+            "test_loader": self.test_loader.state() if self.test_loader is not None else None,
+            "loss_window": [float(t.item()) for t in self.window],
+        }
+        return tensors, state
+
+    def snapshot(self) -> Path:
+        """Write the snapshot of the current iteration; returns its weights file."""
+        tensors, state = self.state()
+        spath = write_snapshot(
+            self.snapshot_prefix(), self.iteration, self.net.state_dict(), tensors, state,
+            self.name,
+        )
+        wpath = Path(str(spath)[: -len(".solverstate.safetensors")] + ".safetensors")
+        self.last_snapshot = wpath
+        self._snapshot_iter = self.iteration
+        return wpath
+
+    def resume(self, where: str | os.PathLike[str]) -> Path:
+        """Continue from a snapshot: ``"latest"`` (under ``snapshot_prefix``), a prefix or
+        either file of a snapshot. Everything is checked before anything changes."""
+        target: str | os.PathLike[str] = where
+        if os.fspath(where) == "latest":
+            latest = find_latest(self.snapshot_prefix())
+            if latest is None:
+                raise DataError(
+                    f"no snapshot to resume from: none found with prefix "
+                    f"'{self.snapshot_prefix()}'",
+                    None,
+                    "snapshots are written every `snapshot` iterations, at the end and on "
+                    "Ctrl-C; give --resume PATH to name one",
+                )
+            target = latest
+        snap = read_snapshot(target, net_name=self.name)
+        where_span = Span(str(snap.path))
+        expected = {k: tuple(v.shape) for k, v in self.net.state_dict().items()}
+        check_weights_fit(
+            expected, {k: tuple(v.shape) for k, v in snap.weights.items()},
+            path=snap.weights_path,
+        )
+        st = snap.state
+        try:
+            if st.get("format") != STATE_FORMAT:
+                raise DataError(f"unknown training state format {st.get('format')!r}")
+            if st.get("solver_type") != self.cfg.type.value:
+                raise DataError(
+                    f"the snapshot was trained with solver {st.get('solver_type')}, this "
+                    f"spec uses {self.cfg.type.value}"
+                )
+            opt_tensors = {
+                k: v for k, v in snap.solver_tensors.items()
+                if k == "iter" or k.startswith("history.")
+            }
+            probe = CaffeOptimizer(self.net.param_groups(), self.cfg)
+            probe.load_state_tensors(opt_tensors)  # checks keys and shapes, changes nothing
+            plateau = PlateauState.from_tensors(snap.solver_tensors)
+            window = [float(v) for v in st["loss_window"]]
+            self._check_loader(self.loader, st["train_loader"])
+            if self.test_loader is not None and st.get("test_loader") is not None:
+                self._check_loader(self.test_loader, st["test_loader"])
+        except NetdslError as e:
+            raise DataError(
+                f"cannot resume from this snapshot: {e.message}", where_span, e.hint
+            ) from None
+        except (KeyError, TypeError, ValueError) as e:
+            raise DataError(
+                f"cannot resume from this snapshot: its training state is incomplete ({e})",
+                where_span,
+            ) from None
+        # Checked: now change things.
+        self.net.load_state_dict(snap.weights)
+        self.opt.load_state_tensors(opt_tensors)
+        self.plateau = plateau
+        self.window = deque(
+            (torch.tensor(v, dtype=torch.float32) for v in window), maxlen=self.cfg.average_loss
+        )
+        self.loader.load_state(st["train_loader"])
+        if self.test_loader is not None and st.get("test_loader") is not None:
+            self.test_loader.load_state(st["test_loader"])
+        restore_rng_state(st.get("rng", {}), snap.solver_tensors)
+        self.iteration = snap.iteration
+        self.last_snapshot = snap.weights_path
+        self._snapshot_iter = snap.iteration
+        return snap.path
+
+    @staticmethod
+    def _check_loader(loader: Loader, saved: dict[str, Any]) -> None:
+        """Whether ``loader.load_state(saved)`` would succeed, without moving ``loader``."""
+        before = loader.state()
+        loader.load_state(saved)
+        loader.load_state(before)
+
+    # -------------------------------------------------------------- the loop pieces
+
+    def request_stop(self, signum: int = signal.SIGINT) -> None:
+        """Stop after the current iteration, with a snapshot (what Ctrl-C does)."""
+        self.stop_signal = signum
+
+    def epoch(self) -> float:
+        """Training epochs done so far, from the loader's position."""
+        ld = self.loader
+        return ld.epoch + ld.index / ld.num_samples
+
+    def step(self) -> tuple[float, dict[str, torch.Tensor]]:
+        """One solver iteration (``iter_size`` forward/backward passes and one update).
+
+        Returns the rate used and the train net's outputs of the last pass.
+        """
+        cfg = self.cfg
+        it = self.iteration
+        lr = learning_rate(cfg, it, self.plateau)
+        self.net.zero_grad(set_to_none=True)
+        total: torch.Tensor | None = None
+        out: dict[str, torch.Tensor] = {}
+        for _ in range(cfg.iter_size):
+            x, y = self.loader.next_batch()
+            out = self.net(**self.feeds.inputs(x, y))
+            loss = self.net.loss(out)
+            loss.backward()
+            total = loss.detach() if total is None else total + loss.detach()
+        assert total is not None
+        self.window.append(total / cfg.iter_size if cfg.iter_size > 1 else total)
+        self.opt.step(lr)
+        self.iteration += 1
+        return lr, out
+
+    def smoothed_loss(self) -> float:
+        """The loss averaged over the last ``average_loss`` iterations (Caffe's display)."""
+        if not self.window:
+            return math.nan
+        return sum(float(t.item()) for t in self.window) / len(self.window)
+
+    def test(self, batches: int, reporter: Reporter | None = None) -> dict[str, float]:
+        """Run ``batches`` test batches; each scalar output blob averaged over them, and
+        ``loss``: the loss-weighted sum of the loss blobs (``Solver::Test``)."""
+        assert self.test_net is not None and self.test_loader is not None
+        if self._copied:
+            src = self.net.state_dict()
+            self.test_net.load_state_dict({k: src[k] for k in self._copied}, strict=False)
+        sums: dict[str, torch.Tensor] = {}
+        if reporter is not None:
+            reporter.test_begin(self.iteration, batches)
+        with torch.no_grad():
+            for _ in range(batches):
+                x, y = self.test_loader.next_batch()
+                out = self.test_net(**self.test_feeds.inputs(x, y))
+                for k, v in out.items():
+                    if v.numel() == 1:
+                        v = v.detach().reshape(()).double()
+                        sums[k] = v if k not in sums else sums[k] + v.to(sums[k].device)
+                if reporter is not None:
+                    reporter.test_advance()
+        means = {k: float(v.item()) / batches for k, v in sums.items()}
+        weights = self.test_net.loss_weights
+        if any(k in means for k in weights):
+            means["loss"] = sum(w * means[k] for k, w in weights.items() if k in means)
+        return means
+
+    def _record(self, it: int, phase: str, lr: float, loss: float | None,
+                blobs: Mapping[str, float]) -> dict[str, Any]:
+        rec: dict[str, Any] = {
+            "iter": it, "epoch": round(self.epoch(), 6), "phase": phase, "lr": lr,
+        }
+        if loss is not None:
+            rec["loss"] = loss
+        for k, v in blobs.items():
+            if k not in rec and k not in ("event",):
+                rec[k] = v
+        return rec
+
+    def _run_test(self, batches: int, reporter: Reporter) -> dict[str, float]:
+        means = self.test(batches, reporter)
+        lr = learning_rate(self.cfg, self.iteration, self.plateau)
+        reporter.test(self._record(self.iteration, "test", lr, means.get("loss"), means))
+        self.last_test = means
+        if self.cfg.lr_policy == "plateau":
+            metric = means.get(self.cfg.plateau_metric, math.nan)
+            self.plateau = plateau_update(self.cfg, self.plateau, metric)
+        return means
+
+    # -------------------------------------------------------------- the loop
+
+    def run(self, reporter: Reporter | None = None) -> dict[str, Any]:
+        """Train from the current iteration to ``max_iter`` (see the module docstring)."""
+        reporter = reporter if reporter is not None else Reporter()
+        cfg = self.cfg
+        batch = self.train_data.batch_size
+        reporter.begin(
+            net=self.name, start_iter=self.iteration, max_iter=cfg.max_iter,
+            batch=batch * cfg.iter_size,
+        )
+        rate = _Rate()
+        last_test_at = -1
+        t0 = time.perf_counter()
+        with _stop_on_signals(self):
+            while self.iteration < cfg.max_iter:
+                it = self.iteration
+                if (
+                    self.testing and cfg.test_interval > 0 and it % cfg.test_interval == 0
+                    and (it > 0 or cfg.test_initialization)
+                ):
+                    self._run_test(cfg.test_iter, reporter)
+                    last_test_at = it
+                lr, out = self.step()
+                if cfg.display > 0 and it % cfg.display == 0:
+                    blobs = {
+                        k: float(v.detach().float().item())
+                        for k, v in out.items() if v.numel() == 1
+                    }
+                    # Caffe prints the iteration before counting it.
+                    reporter.train(self._record(it, "train", lr, self.smoothed_loss(), blobs))
+                reporter.advance(self.iteration, rate.add(batch * cfg.iter_size))
+                if cfg.snapshot > 0 and self.iteration % cfg.snapshot == 0:
+                    self._snapshot(reporter)
+                if self.stop_signal is not None:
+                    break
+        seconds = time.perf_counter() - t0
+        if self._snapshot_iter != self.iteration:
+            self._snapshot(reporter)
+        result: dict[str, Any]
+        if self.stop_signal is not None:
+            result = {**self.last_test, "iter": self.iteration, "seconds": seconds}
+            result.update(snapshot=str(self.last_snapshot), status=INTERRUPTED)
+            reporter.event({"event": "interrupted", "iter": self.iteration,
+                            "path": str(self.last_snapshot), "seconds": seconds})
+            return result
+        if self.testing and last_test_at != self.iteration:
+            assert self.test_loader is not None
+            self._run_test(cfg.test_iter or self.test_loader.epoch_size, reporter)
+        seconds = time.perf_counter() - t0
+        final = dict(self.last_test)
+        reporter.event({"event": "done", "iter": self.iteration, **final, "seconds": seconds})
+        return {**final, "iter": self.iteration, "seconds": seconds,
+                "snapshot": str(self.last_snapshot), "status": 0}
+
+    def _snapshot(self, reporter: Reporter) -> None:
+        path = self.snapshot()
+        reporter.event({"event": "snapshot", "iter": self.iteration, "path": str(path)})
+
+
+@contextlib.contextmanager
+def _stop_on_signals(trainer: Trainer) -> Iterator[None]:
+    """SIGINT/SIGTERM ask ``trainer`` to stop after the current iteration; a second one
+    raises KeyboardInterrupt. Only the main thread can install handlers: elsewhere this
+    does nothing."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous: dict[int, Any] = {}
+
+    def handler(signum: int, frame: Any) -> None:
+        if trainer.stop_signal is not None:
+            for sig, old in previous.items():
+                signal.signal(sig, old)
+            raise KeyboardInterrupt
+        trainer.request_stop(signum)
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        previous[sig] = signal.signal(sig, handler)
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
