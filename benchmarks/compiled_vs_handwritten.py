@@ -22,7 +22,6 @@ import argparse
 import os
 import statistics
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -36,48 +35,7 @@ sys.path.insert(0, str(ROOT))
 
 import netdsl  # noqa: E402
 from netdsl import ops  # noqa: E402
-
-#: specs/alexnet.net without variables, for trees where resolve.py is not there yet.
-ALEXNET_FLAT = """
-name: "AlexNet"
-devices: ["gpu:0", "gpu:1"]
-input { name: "data"  shape: [3, 227, 227] }
-input { name: "label" shape: [] }
-layer { name: "conv1" type: Convolution bottom: "data" num_output: 96 kernel_size: 11 stride: 4
-        weight_filler { type: "gaussian" std: 0.01 } }
-layer { name: "relu1" type: ReLU bottom: "conv1" top: "conv1" }
-layer { name: "norm1" type: LRN bottom: "conv1" local_size: 5 alpha: 5e-4 beta: 0.75 k: 2 }
-layer { name: "pool1" type: Pooling bottom: "norm1" pool: MAX kernel_size: 3 stride: 2 }
-layer { name: "conv2" type: Convolution bottom: "pool1" num_output: 256 kernel_size: 5 pad: 2
-        group: 2 weight_filler { type: "gaussian" std: 0.01 }
-        bias_filler { type: "constant" value: 1 } }
-layer { name: "relu2" type: ReLU bottom: "conv2" top: "conv2" }
-layer { name: "norm2" type: LRN bottom: "conv2" local_size: 5 alpha: 5e-4 beta: 0.75 k: 2 }
-layer { name: "pool2" type: Pooling bottom: "norm2" pool: MAX kernel_size: 3 stride: 2 }
-layer { name: "conv3" type: Convolution bottom: "pool2" num_output: 384 kernel_size: 3 pad: 1
-        weight_filler { type: "gaussian" std: 0.01 } }
-layer { name: "relu3" type: ReLU bottom: "conv3" top: "conv3" }
-layer { name: "conv4" type: Convolution bottom: "conv3" num_output: 384 kernel_size: 3 pad: 1
-        group: 2 weight_filler { type: "gaussian" std: 0.01 }
-        bias_filler { type: "constant" value: 1 } }
-layer { name: "relu4" type: ReLU bottom: "conv4" top: "conv4" }
-layer { name: "conv5" type: Convolution bottom: "conv4" num_output: 256 kernel_size: 3 pad: 1
-        group: 2 weight_filler { type: "gaussian" std: 0.01 }
-        bias_filler { type: "constant" value: 1 } }
-layer { name: "relu5" type: ReLU bottom: "conv5" top: "conv5" }
-layer { name: "pool5" type: Pooling bottom: "conv5" pool: MAX kernel_size: 3 stride: 2 }
-layer { name: "fc6" type: InnerProduct bottom: "pool5" num_output: 4096
-        weight_filler { type: "gaussian" std: 0.005 } bias_filler { type: "constant" value: 1 } }
-layer { name: "relu6" type: ReLU bottom: "fc6" top: "fc6" }
-layer { name: "drop6" type: Dropout bottom: "fc6" top: "fc6" dropout_ratio: 0.5 }
-layer { name: "fc7" type: InnerProduct bottom: "fc6" num_output: 4096
-        weight_filler { type: "gaussian" std: 0.005 } bias_filler { type: "constant" value: 1 } }
-layer { name: "relu7" type: ReLU bottom: "fc7" top: "fc7" }
-layer { name: "drop7" type: Dropout bottom: "fc7" top: "fc7" dropout_ratio: 0.5 }
-layer { name: "fc8" type: InnerProduct bottom: "fc7" num_output: 1000
-        weight_filler { type: "gaussian" std: 0.01 } }
-layer { name: "loss" type: SoftmaxWithLoss bottom: ["fc8", "label"] }
-"""
+from tests.test_lower import HandAlexNet  # noqa: E402
 
 
 class CaffeLRN(nn.Module):
@@ -87,50 +45,10 @@ class CaffeLRN(nn.Module):
         return ops.lrn(x, 5, 5e-4, 0.75, 2.0)
 
 
-class HandAlexNet(nn.Module):
-    """AlexNet (Krizhevsky et al. 2012) as one would write it in PyTorch."""
-
-    def __init__(self, lrn: str = "torch") -> None:
-        super().__init__()
-        self.conv1 = nn.Conv2d(3, 96, 11, stride=4)
-        self.conv2 = nn.Conv2d(96, 256, 5, padding=2, groups=2)
-        self.conv3 = nn.Conv2d(256, 384, 3, padding=1)
-        self.conv4 = nn.Conv2d(384, 384, 3, padding=1, groups=2)
-        self.conv5 = nn.Conv2d(384, 256, 3, padding=1, groups=2)
-        self.fc6 = nn.Linear(256 * 6 * 6, 4096)
-        self.fc7 = nn.Linear(4096, 4096)
-        self.fc8 = nn.Linear(4096, 1000)
-        # torch's alpha is divided by the size too, like Caffe's: the same numbers.
-        self.norm = nn.LocalResponseNorm(5, alpha=5e-4, beta=0.75, k=2.0) if lrn == "torch" \
-            else CaffeLRN()
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = F.max_pool2d(self.norm(F.relu(self.conv1(x), inplace=True)), 3, 2)
-        x = F.max_pool2d(self.norm(F.relu(self.conv2(x), inplace=True)), 3, 2)
-        x = F.relu(self.conv3(x), inplace=True)
-        x = F.relu(self.conv4(x), inplace=True)
-        x = F.max_pool2d(F.relu(self.conv5(x), inplace=True), 3, 2)
-        x = torch.flatten(x, 1)
-        x = F.dropout(F.relu(self.fc6(x), inplace=True), 0.5, self.training)
-        x = F.dropout(F.relu(self.fc7(x), inplace=True), 0.5, self.training)
-        return self.fc8(x)
-
-
 def compiled_alexnet(**kw: object) -> netdsl.CompiledNet:
-    try:
-        net = netdsl.load(ROOT / "specs" / "alexnet.net", "train")
-    except ImportError:  # no resolve.py yet: the same net without variables
-        from netdsl import syntax
-        from netdsl.build import build
-        from netdsl.caffe_compat import upgrade
-        from netdsl.parse import parse_file
-
-        with tempfile.NamedTemporaryFile("w", suffix=".net", delete=False) as f:
-            f.write(ALEXNET_FLAT)
-        file = parse_file(f.name)
-        os.unlink(f.name)
-        net = build(syntax.Spec(file.path, upgrade(file).items), "train")
-    return netdsl.compile(net, devices="cpu", seed=0, **kw)  # type: ignore[arg-type]
+    """specs/alexnet.net; its two logical devices land on the CPU and are fused."""
+    return netdsl.compile(ROOT / "specs" / "alexnet.net", "train", devices="cpu", seed=0,
+                          **kw)  # type: ignore[arg-type]
 
 
 def timed(fn: Callable[[], object]) -> float:
@@ -156,7 +74,9 @@ def main() -> None:
     dtype = torch.bfloat16 if args.bf16 else None
     comp = compiled_alexnet(channels_last=args.channels_last, dtype=dtype,
                             torch_compile=args.compile)
-    hand = HandAlexNet(args.lrn)
+    hand = HandAlexNet()  # the test's hand-written AlexNet (tests/test_lower.py)
+    if args.lrn == "netdsl":
+        hand.norm = CaffeLRN()
     hand.load_state_dict(comp.state_dict())
     fmt = torch.channels_last if args.channels_last else torch.contiguous_format
     hand = hand.to(memory_format=fmt)

@@ -51,14 +51,14 @@ class HandAlexNet(nn.Module):
         self.norm = nn.LocalResponseNorm(5, alpha=alpha, beta=0.75, k=k)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = F.max_pool2d(self.norm(F.relu(self.conv1(x))), 3, 2)
-        x = F.max_pool2d(self.norm(F.relu(self.conv2(x))), 3, 2)
-        x = F.relu(self.conv3(x))
-        x = F.relu(self.conv4(x))
-        x = F.max_pool2d(F.relu(self.conv5(x)), 3, 2)
+        x = F.max_pool2d(self.norm(F.relu(self.conv1(x), inplace=True)), 3, 2)
+        x = F.max_pool2d(self.norm(F.relu(self.conv2(x), inplace=True)), 3, 2)
+        x = F.relu(self.conv3(x), inplace=True)
+        x = F.relu(self.conv4(x), inplace=True)
+        x = F.max_pool2d(F.relu(self.conv5(x), inplace=True), 3, 2)
         x = torch.flatten(x, 1)
-        x = F.dropout(F.relu(self.fc6(x)), 0.5, self.training)
-        x = F.dropout(F.relu(self.fc7(x)), 0.5, self.training)
+        x = F.dropout(F.relu(self.fc6(x), inplace=True), 0.5, self.training)
+        x = F.dropout(F.relu(self.fc7(x), inplace=True), 0.5, self.training)
         return self.fc8(x)
 
 
