@@ -354,15 +354,29 @@ def test_resume_and_weights_together_is_a_usage_error(spec: Path) -> None:
     assert "not both" in e.message
 
 
-def test_tensorboard_missing_is_a_message(spec: Path) -> None:
-    try:
-        import tensorboard  # noqa: F401
-    except ImportError:
-        pass
-    else:
-        pytest.skip("tensorboard is installed")
+def test_tensorboard_missing_is_a_message(spec: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+
+    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)  # as if not installed
     e = _train_error(spec, tensorboard_dir="tb")
     assert "pip install tensorboard" in (e.hint or "")
+
+
+def test_tensorboard_gets_the_same_scalars(spec: Path, tmp_path: Path) -> None:
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    _, lines = run_json(spec, tensorboard_dir=str(tmp_path / "tb"))
+    acc = EventAccumulator(str(tmp_path / "tb"))
+    acc.Reload()
+    tags = set(acc.Tags()["scalars"])
+    tests = [r for r in lines if r.get("phase") == "test"]
+    assert tests and tags
+    for record in tests:
+        for key in ("loss", "accuracy"):
+            tag = next(t for t in tags if t.startswith("test") and t.endswith(key))
+            values = {e.step: e.value for e in acc.Scalars(tag)}
+            assert values[record["iter"]] == pytest.approx(record[key], rel=1e-6)
 
 
 def test_plateau_metric_must_be_a_test_output(spec: Path) -> None:
