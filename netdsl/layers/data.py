@@ -38,6 +38,18 @@ def _data_input(type_name: str) -> torch.nn.Module:
     return DataInput(type_name)
 
 
+class DataLayer(LayerType):
+    """Base of the types whose tops are the net's inputs: no bottoms, and a lowering the
+    compiler never calls (it feeds the inputs itself)."""
+
+    bottoms = Arity.exact(0)
+    is_data = True
+
+    def lower(self, p: object, bottoms: tuple[Shape, ...], tops: tuple[Shape, ...]
+              ) -> torch.nn.Module:
+        return _data_input(self.name)
+
+
 def _with_batch(batch: int, chw: Shape) -> Shape:
     return (batch, *chw)
 
@@ -58,13 +70,11 @@ class InputParams:
 
 
 @register
-class Input(LayerType):
+class Input(DataLayer):
     """Declares input blobs and their shapes (Caffe InputLayer, `input:` / `input_dim:`)."""
 
     caffe_names = ("INPUT",)
-    bottoms = Arity.exact(0)
     tops = Arity(1)
-    is_data = True
     Params = InputParams
 
     def shape(self, p: InputParams, bottoms: tuple[Shape, ...], ctx: ShapeContext):
@@ -88,9 +98,6 @@ class Input(LayerType):
             out.append(_with_batch(ctx.batch, s))
         return tuple(out)
 
-    def lower(self, p: InputParams, bottoms: tuple[Shape, ...], tops: tuple[Shape, ...]
-              ) -> torch.nn.Module:
-        return _data_input(self.name)
 
 
 @dataclass(frozen=True)
@@ -123,21 +130,16 @@ def _db_shape(ctx: ShapeContext, what: str) -> tuple[Shape, ...]:
 
 
 @register
-class Data(LayerType):
+class Data(DataLayer):
     """Reads examples from an LMDB/LevelDB database (Caffe DataLayer)."""
 
     caffe_names = ("DATA",)
-    bottoms = Arity.exact(0)
     tops = Arity(1, 2)
-    is_data = True
     Params = DataParams
 
     def shape(self, p: DataParams, bottoms: tuple[Shape, ...], ctx: ShapeContext):
         return _db_shape(ctx, "database")
 
-    def lower(self, p: DataParams, bottoms: tuple[Shape, ...], tops: tuple[Shape, ...]
-              ) -> torch.nn.Module:
-        return _data_input(self.name)
 
 
 @dataclass(frozen=True)
@@ -158,13 +160,11 @@ class ImageDataParams:
 
 
 @register
-class ImageData(LayerType):
+class ImageData(DataLayer):
     """Reads images named in a list file (Caffe ImageDataLayer)."""
 
     caffe_names = ("IMAGE_DATA",)
-    bottoms = Arity.exact(0)
     tops = Arity(1, 2)
-    is_data = True
     Params = ImageDataParams
 
     def shape(self, p: ImageDataParams, bottoms: tuple[Shape, ...], ctx: ShapeContext):
@@ -181,9 +181,6 @@ class ImageData(LayerType):
                 return _db_shape(ctx, "images (no new_height/new_width or crop_size)")
         return (given, *(_label_shape(ctx) for _ in ctx.tops[1:]))
 
-    def lower(self, p: ImageDataParams, bottoms: tuple[Shape, ...], tops: tuple[Shape, ...]
-              ) -> torch.nn.Module:
-        return _data_input(self.name)
 
 
 @dataclass(frozen=True)
@@ -196,22 +193,17 @@ class MemoryDataParams:
 
 
 @register
-class MemoryData(LayerType):
+class MemoryData(DataLayer):
     """Examples handed in from memory (Caffe MemoryDataLayer)."""
 
     caffe_names = ("MEMORY_DATA",)
-    bottoms = Arity.exact(0)
     tops = Arity(1, 2)
-    is_data = True
     Params = MemoryDataParams
 
     def shape(self, p: MemoryDataParams, bottoms: tuple[Shape, ...], ctx: ShapeContext):
         data = _input_override(ctx, ctx.tops[0]) or (ctx.batch, p.channels, p.height, p.width)
         return (data, *(_label_shape(ctx) for _ in ctx.tops[1:]))
 
-    def lower(self, p: MemoryDataParams, bottoms: tuple[Shape, ...], tops: tuple[Shape, ...]
-              ) -> torch.nn.Module:
-        return _data_input(self.name)
 
 
 @dataclass(frozen=True)
@@ -222,13 +214,11 @@ class HDF5DataParams:
 
 
 @register
-class HDF5Data(LayerType):
+class HDF5Data(DataLayer):
     """Reads blobs from HDF5 files (Caffe HDF5DataLayer); shapes via --input."""
 
     caffe_names = ("HDF5_DATA",)
-    bottoms = Arity.exact(0)
     tops = Arity(1)
-    is_data = True
     Params = HDF5DataParams
 
     def shape(self, p: HDF5DataParams, bottoms: tuple[Shape, ...], ctx: ShapeContext):
@@ -243,6 +233,3 @@ class HDF5Data(LayerType):
             out.append(given)
         return tuple(out)
 
-    def lower(self, p: HDF5DataParams, bottoms: tuple[Shape, ...], tops: tuple[Shape, ...]
-              ) -> torch.nn.Module:
-        return _data_input(self.name)
