@@ -386,6 +386,31 @@ def _version() -> str:
     return f"netdsl {__version__}"
 
 
+def _log_to_stderr() -> None:
+    """netdsl's own log lines (such as where the devices were placed) go to stderr,
+    plainly, so that stdout stays clean for --format json."""
+    import logging
+
+    class _Stderr(logging.StreamHandler):
+        """Writes to whatever sys.stderr is when it emits (tests swap it)."""
+
+        @property  # type: ignore[override]
+        def stream(self):  # noqa: ANN202
+            return sys.stderr
+
+        @stream.setter
+        def stream(self, value) -> None:  # noqa: ANN001
+            pass
+
+    log = logging.getLogger("netdsl")
+    if not log.handlers:
+        handler = _Stderr()
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        log.addHandler(handler)
+        log.setLevel(logging.INFO)
+        log.propagate = False
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit status."""
     parser = make_parser()
@@ -393,6 +418,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = parser.parse_args(list(argv) if argv is not None else None)
     except SystemExit as e:  # argparse already printed the message
         return int(e.code or 0)
+    _log_to_stderr()
     try:
         return int(args.func(args))
     except UsageError as e:

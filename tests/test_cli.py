@@ -96,3 +96,12 @@ def test_shapes_does_not_import_torch() -> None:
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           check=False)
     assert proc.returncode == 0, proc.stderr
+
+
+def test_default_placement_is_one_log_line(capsys: pytest.CaptureFixture[str]) -> None:
+    small = str(ROOT / "specs" / "alexnet_small.net")
+    assert main(["time", small, "--iterations", "1", "--batch", "2", "--format", "json"]) == 0
+    captured = capsys.readouterr()
+    placing = [ln for ln in captured.err.splitlines() if "placing" in ln]
+    assert placing == ["netdsl: placing gpu:0 -> cpu"]
+    assert json.loads(captured.out)["batch"] == 2
