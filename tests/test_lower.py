@@ -398,13 +398,21 @@ BIG = {"vgg16__VGG_ILSVRC_16_layers_deploy.prototxt"}  # 138M parameters: too sl
 
 @pytest.mark.parametrize("path", caffe_params())
 def test_lowered_shapes_match_shape_inference(path: Path) -> None:
-    if path.name in BIG:
-        pytest.skip("too large for the CPU test budget")
     file = parse_file(path)
     spec = syntax.Spec(file.path, upgrade(file).items)
     phase = "test" if "deploy" in path.name or "lenet.prototxt" in path.name else "train"
     net_ir = build(spec, phase)
     shapes = infer_shapes(net_ir, 1, DB_INPUTS.get(path.name))
+    if path.name in BIG:  # too big to compile whole here: each Pooling layer's module alone
+        pools = [(lay, row) for lay, row in zip(net_ir.layers, shapes.layers, strict=True)
+                 if lay.type == "Pooling"]
+        assert pools
+        for lay, row in pools:
+            mod = lay.kind.lower(lay.params, row.bottoms, row.tops)
+            with torch.no_grad():
+                (top,) = mod(torch.zeros(row.bottoms[0]))
+            assert tuple(top.shape) == row.tops[0], lay.name
+        return
     net = netdsl.compile(net_ir, devices="cpu", batch=1, inputs=DB_INPUTS.get(path.name), seed=0)
     feeds = {n: torch.zeros(shapes.blobs[n]) for n in net.inputs}
     with torch.no_grad():
