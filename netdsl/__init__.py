@@ -36,12 +36,9 @@ def load(path: str | Path, phase: Phase | str = Phase.TRAIN,
 def __getattr__(name: str):
     """Lazy exports: ``compile`` and ``CompiledNet`` import torch, the rest does not."""
     if name in ("compile", "CompiledNet"):
-        import importlib
+        from . import compiler
 
-        # The submodule netdsl.compile shares the function's name: importing it sets the
-        # package attribute to the module, so put the function back over it.
-        module = importlib.import_module(f"{__name__}.compile")
-        globals()["compile"] = module.compile
-        globals()["CompiledNet"] = module.CompiledNet
+        globals()["compile"] = compiler.compile
+        globals()["CompiledNet"] = compiler.CompiledNet
         return globals()[name]
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

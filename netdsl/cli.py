@@ -278,7 +278,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def _device_map(text: str) -> dict[str, str]:
-    from .compile import parse_device_map
+    from .compiler import parse_device_map
 
     return parse_device_map(text)
 

@@ -21,7 +21,7 @@ import netdsl
 from netdsl import syntax
 from netdsl.build import build
 from netdsl.caffe_compat import upgrade
-from netdsl.compile import parse_device_map
+from netdsl.compiler import parse_device_map
 from netdsl.diagnostics import DataError, PlacementError
 from netdsl.ir import Net
 from netdsl.lower import CompiledNet, LRNHalo

@@ -8,11 +8,8 @@ here; by default onto the CUDA devices there are, round-robin, else the CPU.
 from __future__ import annotations
 
 import logging
-import sys
-import types
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
 
 import torch
 
@@ -143,15 +140,3 @@ def compile(
         the_plan = make_plan(net, shapes)
     return lower(net, shapes, the_plan, mapping, seed=seed, channels_last=channels_last,
                  dtype=dtype, torch_compile=torch_compile)
-
-
-class _CallableModule(types.ModuleType):
-    """``netdsl.compile`` is both this module and the function: importing the module
-    (``from netdsl.compile import parse_device_map``) makes Python set the package
-    attribute ``netdsl.compile`` to the module, so the module calls the function."""
-
-    def __call__(self, *args: Any, **kwargs: Any) -> CompiledNet:
-        return compile(*args, **kwargs)
-
-
-sys.modules[__name__].__class__ = _CallableModule
