@@ -11,7 +11,8 @@ from pathlib import Path
 
 from .ir import Net, Phase
 
-__all__ = ["CompiledNet", "Net", "Phase", "compile", "load", "load_spec", "__version__"]
+__all__ = ["CompiledNet", "Net", "Phase", "compile", "compile_net", "load", "load_spec",
+           "__version__"]
 __version__ = "0.1.0"
 
 
@@ -35,10 +36,10 @@ def load(path: str | Path, phase: Phase | str = Phase.TRAIN,
 
 def __getattr__(name: str):
     """Lazy exports: ``compile`` and ``CompiledNet`` import torch, the rest does not."""
-    if name in ("compile", "CompiledNet"):
+    if name in ("compile", "compile_net", "CompiledNet"):
         from . import compiler
 
-        globals()["compile"] = compiler.compile
+        globals()["compile"] = globals()["compile_net"] = compiler.compile
         globals()["CompiledNet"] = compiler.CompiledNet
         return globals()[name]
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
