@@ -79,15 +79,21 @@ def default_phase(spec: Any) -> str:
     return "train"
 
 
-def cmd_shapes(args: argparse.Namespace) -> int:
+def _net_and_shapes(args: argparse.Namespace) -> tuple[Any, Any]:
+    """The spec's net for --phase (default: the file's) and its shapes for --batch/--input."""
     from . import load_spec
     from .build import build
-    from .report import shapes_json, shapes_table
     from .shapes import infer_shapes
 
     spec = load_spec(args.spec, dict(args.overrides))
     net = build(spec, args.phase or default_phase(spec))
-    table = infer_shapes(net, args.batch, dict(args.inputs))
+    return net, infer_shapes(net, args.batch, dict(args.inputs))
+
+
+def cmd_shapes(args: argparse.Namespace) -> int:
+    from .report import shapes_json, shapes_table
+
+    net, table = _net_and_shapes(args)
     plan = None
     if args.placement:
         from .placement import plan as make_plan
@@ -170,13 +176,11 @@ def cmd_weights_save(args: argparse.Namespace) -> int:
 def cmd_weights_load(args: argparse.Namespace) -> int:
     from . import compile as compile_net
     from . import load
-    from .weights import check_weights_fit, load_weights
+    from .weights import load_net_weights
 
     net = compile_net(load(args.spec, "train", dict(args.overrides)), "train")
-    got = load_weights(args.file)
-    expected = {k: tuple(v.shape) for k, v in net.state_dict().items()}
-    check_weights_fit(expected, {k: tuple(v.shape) for k, v in got.items()}, path=args.file)
-    print(f"{args.file} fits {args.spec}: {len(got)} blobs")
+    loaded = load_net_weights(net, args.file, strict=True)
+    print(f"{args.file} fits {args.spec}: {len(loaded)} blobs")
     return 0
 
 
@@ -237,15 +241,10 @@ def _draw_parser(sub: Any) -> None:
 
 
 def cmd_draw(args: argparse.Namespace) -> int:
-    from . import load_spec
-    from .build import build
     from .draw import draw
     from .placement import plan
-    from .shapes import infer_shapes
 
-    spec = load_spec(args.spec, dict(args.overrides))
-    net = build(spec, args.phase or default_phase(spec))
-    table = infer_shapes(net, args.batch, dict(args.inputs))
+    net, table = _net_and_shapes(args)
     out = draw(table, plan(net, table), args.output)
     print(f"wrote {out}")
     return 0

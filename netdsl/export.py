@@ -38,12 +38,9 @@ def export_onnx(spec: str | Path, output: str | Path, *, phase: str = "test",
     net = load(spec, phase, overrides)
     compiled = compile_net(net, devices="cpu", batch=batch).eval()
     if weights is not None:
-        from .weights import check_weights_fit, load_weights
+        from .weights import load_net_weights
 
-        got = load_weights(weights)
-        expected = {k: tuple(v.shape) for k, v in compiled.state_dict().items()}
-        check_weights_fit(expected, {k: tuple(v.shape) for k, v in got.items()}, path=weights)
-        compiled.load_state_dict(got)
+        load_net_weights(compiled, weights, strict=True)
     return export_compiled(compiled, output, outputs=outputs, opset=opset)
 
 

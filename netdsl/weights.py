@@ -16,6 +16,7 @@ import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -35,6 +36,7 @@ __all__ = [
     "load_weights",
     "load_weights_with_metadata",
     "check_weights_fit",
+    "load_net_weights",
     "as_cpu_tensors",
     "fsync_dir",
 ]
@@ -383,3 +385,42 @@ def check_weights_fit(
 
 def _fmt(shape: tuple[int, ...]) -> str:
     return str(tuple(int(d) for d in shape))
+
+
+def load_net_weights(net: Any, path: str | os.PathLike[str], *, strict: bool) -> list[str]:
+    """Load a ``.safetensors`` or ``.caffemodel`` file into a compiled net.
+
+    Blobs are matched by ``<layer>.<blob>``; a matched blob of another shape is an error
+    naming it (:func:`check_weights_fit`). ``strict``: every blob of the net must be in the
+    file (evaluating); otherwise blobs the file lacks keep their fillers and blobs the net
+    lacks are ignored (Caffe's ``CopyTrainedLayersFrom``, for fine-tuning). Returns the
+    keys loaded.
+    """
+    p = os.fspath(path)
+    if p.endswith(".solverstate.safetensors"):
+        raise DataError(
+            "this is a snapshot's solver state, not weights",
+            Span(p),
+            hint="give the snapshot's weights file (the .safetensors without .solverstate), "
+            "or use --resume to continue training",
+        )
+    tensors: Mapping[str, Any]
+    if p.endswith(".caffemodel"):
+        tensors = caffemodel_to_tensors(p)
+    else:
+        tensors = load_weights(p)
+    expected = {k: tuple(v.shape) for k, v in net.state_dict().items()}
+    got = {k: tuple(v.shape) for k, v in tensors.items()}
+    if strict:
+        check_weights_fit(expected, {k: v for k, v in got.items() if k in expected}, path=p)
+    else:
+        common = [k for k in got if k in expected]
+        if not common:
+            check_weights_fit(expected, got, path=p)  # nothing matches: list everything
+        check_weights_fit({k: expected[k] for k in common}, {k: got[k] for k in common}, path=p)
+    loaded = {k: v for k, v in tensors.items() if k in expected}
+    net.load_state_dict(
+        {k: v if isinstance(v, torch.Tensor) else torch.as_tensor(v) for k, v in loaded.items()},
+        strict=False,
+    )
+    return list(loaded)

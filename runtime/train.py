@@ -58,7 +58,7 @@ import torch
 from netdsl import syntax as s
 from netdsl.diagnostics import DataError, NetdslError, Span, SpecError, UsageError
 from netdsl.ir import Net
-from netdsl.weights import caffemodel_to_tensors, check_weights_fit, load_weights
+from netdsl.weights import check_weights_fit, load_net_weights
 from runtime.config import data_config, data_span, has_data, solver_config
 from runtime.data import DataConfig, Loader, build_loader
 from runtime.lr_policy import PlateauState, learning_rate, plateau_update
@@ -290,45 +290,6 @@ def _same_layout(a: Any, b: Any) -> bool:
         if type(t) is not type(u):  # a Parameter must stay a Parameter, a buffer a buffer
             return False
     return True
-
-
-def load_net_weights(net: Any, path: str | os.PathLike[str], *, strict: bool) -> list[str]:
-    """Load a ``.safetensors`` or ``.caffemodel`` file into a compiled net.
-
-    Blobs are matched by ``<layer>.<blob>``; a matched blob of another shape is an error
-    naming it (:func:`check_weights_fit`). ``strict``: every blob of the net must be in the
-    file (evaluating); otherwise blobs the file lacks keep their fillers and blobs the net
-    lacks are ignored (Caffe's ``CopyTrainedLayersFrom``, for fine-tuning). Returns the
-    keys loaded.
-    """
-    p = os.fspath(path)
-    if p.endswith(".solverstate.safetensors"):
-        raise DataError(
-            "this is a snapshot's solver state, not weights",
-            Span(p),
-            hint="give the snapshot's weights file (the .safetensors without .solverstate), "
-            "or use --resume to continue training",
-        )
-    tensors: Mapping[str, Any]
-    if p.endswith(".caffemodel"):
-        tensors = caffemodel_to_tensors(p)
-    else:
-        tensors = load_weights(p)
-    expected = {k: tuple(v.shape) for k, v in net.state_dict().items()}
-    got = {k: tuple(v.shape) for k, v in tensors.items()}
-    if strict:
-        check_weights_fit(expected, {k: v for k, v in got.items() if k in expected}, path=p)
-    else:
-        common = [k for k in got if k in expected]
-        if not common:
-            check_weights_fit(expected, got, path=p)  # nothing matches: list everything
-        check_weights_fit({k: expected[k] for k in common}, {k: got[k] for k in common}, path=p)
-    loaded = {k: v for k, v in tensors.items() if k in expected}
-    net.load_state_dict(
-        {k: v if isinstance(v, torch.Tensor) else torch.as_tensor(v) for k, v in loaded.items()},
-        strict=False,
-    )
-    return list(loaded)
 
 
 # ------------------------------------------------------------------------------- trainer
