@@ -4,16 +4,25 @@ Each policy reproduces ``SGDSolver::GetLearningRate`` (caffe/src/caffe/solvers/s
 for the iteration ``it`` (Caffe's ``iter_``, counted from 0, before the update of that
 iteration is applied):
 
-=========  =====================================================
+=========  =====================================================  ===========================
+policy     rate                                                   ranges (``validate``)
+=========  =====================================================  ===========================
 fixed      ``base_lr``
-step       ``base_lr * gamma ** floor(it / stepsize)``
-exp        ``base_lr * gamma ** it``
-inv        ``base_lr * (1 + gamma * it) ** (-power)``
-multistep  ``base_lr * gamma ** (number of stepvalue[k] <= it)``
-poly       ``base_lr * (1 - it / max_iter) ** power``
-sigmoid    ``base_lr / (1 + exp(-gamma * (it - stepsize)))``
-plateau    ``base_lr * gamma ** drops`` (netdsl's, see :func:`plateau_update`)
-=========  =====================================================
+step       ``base_lr * gamma ** floor(it / stepsize)``            gamma > 0, stepsize > 0
+exp        ``base_lr * gamma ** it``                              gamma > 0
+inv        ``base_lr * (1 + gamma * it) ** (-power)``             gamma >= 0
+multistep  ``base_lr * gamma ** (number of stepvalue[k] <= it)``  gamma > 0, stepvalue rising
+poly       ``base_lr * (1 - it / max_iter) ** power``             max_iter > 0, power >= 0
+sigmoid    ``base_lr / (1 + exp(-gamma * (it - stepsize)))``      any gamma, stepsize > 0
+plateau    ``base_lr * gamma ** drops`` (netdsl's)                gamma > 0
+=========  =====================================================  ===========================
+
+A negative gamma would flip the sign of the rate at every other drop (step, multistep, exp,
+plateau) or make ``1 + gamma * it`` negative (inv), so :meth:`SolverConfig.validate` refuses
+it there. For sigmoid the sign of gamma picks the shape: ``gamma < 0`` decays from ``base_lr``
+to 0 around ``stepsize`` (the "sigmoid decay" of Caffe's docs), ``gamma > 0`` rises from 0 to
+``base_lr``. Caffe 1.0 accepts either; BVLC master since late 2017 checks ``gamma >= 0`` for
+sigmoid too, which leaves only the rising shape.
 
 Caffe's own ``plateau`` (in some forks) watches the smoothed training loss; netdsl's follows
 the paper instead: the rate is divided (multiplied by ``gamma``) when a *validation* metric
@@ -74,8 +83,14 @@ def exp(cfg: SolverConfig, it: int) -> float:
 
 
 def inv(cfg: SolverConfig, it: int) -> float:
-    """``base_lr * (1 + gamma * it) ** (-power)``."""
-    return cfg.base_lr * math.pow(1.0 + cfg.gamma * it, -cfg.power)
+    """``base_lr * (1 + gamma * it) ** (-power)``; needs ``1 + gamma * it > 0`` (gamma >= 0)."""
+    base = 1.0 + cfg.gamma * it
+    if base <= 0.0:
+        raise SpecError(
+            f"lr_policy 'inv' is undefined at iteration {it}: 1 + gamma * iter = {base:g}",
+            hint=f"inv needs gamma >= 0, got {cfg.gamma}",
+        )
+    return cfg.base_lr * math.pow(base, -cfg.power)
 
 
 def multistep(cfg: SolverConfig, it: int) -> float:
@@ -109,7 +124,11 @@ def poly(cfg: SolverConfig, it: int) -> float:
 
 
 def sigmoid(cfg: SolverConfig, it: int) -> float:
-    """``base_lr * 1 / (1 + exp(-gamma * (it - stepsize)))``."""
+    """``base_lr * 1 / (1 + exp(-gamma * (it - stepsize)))``, ``base_lr / 2`` at ``stepsize``.
+
+    ``gamma < 0`` decays from ``base_lr`` towards 0, ``gamma > 0`` rises from 0 towards
+    ``base_lr``; ``|gamma|`` sets how sharply the rate turns around ``stepsize``.
+    """
     try:
         e = math.exp(-cfg.gamma * (float(it) - float(cfg.stepsize)))
     except OverflowError:  # Caffe's float gives inf here, hence a rate of 0

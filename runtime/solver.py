@@ -21,7 +21,7 @@ iteration, after ``iter_size`` accumulated backward passes, and zeroes the gradi
 import enum
 import functools
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
@@ -106,7 +106,9 @@ class SolverConfig:
 
     # --- learning-rate schedule
     lr_policy: str = _f("fixed", "fixed, step, multistep, exp, inv, poly, sigmoid or plateau")
-    gamma: float = _f(0.0, "rate factor of step, multistep, exp, inv, sigmoid and plateau")
+    gamma: float = _f(
+        0.0, "rate factor of step, multistep, exp, inv and plateau; sigmoid's slope (< 0 decays)"
+    )
     stepsize: int = _f(0, "iterations between drops (step); midpoint of the sigmoid")
     stepvalue: tuple[int, ...] = _f((), "iterations at which multistep multiplies lr by gamma")
     power: float = _f(0.0, "exponent of inv and poly")
@@ -188,8 +190,20 @@ class SolverConfig:
                 span = spans.get(name) or spans.get(_BLAME.get(name, ""))
             errors.append(SpecError(message, span=span, hint=hint))
 
+        # NaN or inf in a float field: refused here, and left out of the range checks below
+        # (which NaN would fail with a less helpful message, or pass).
+        nonfinite = set()
+        for name in _FINITE_FIELDS:
+            value = getattr(self, name)
+            if not math.isfinite(value):
+                nonfinite.add(name)
+                err(name, f"{name} must be a finite number, got {value}", _FINITE_HINTS.get(name))
+
+        def checked(name: str) -> bool:
+            return name not in nonfinite
+
         policy = self.lr_policy
-        if self.base_lr < 0:
+        if checked("base_lr") and self.base_lr < 0:
             err("base_lr", f"base_lr must not be negative, got {self.base_lr}")
         if policy not in POLICIES:
             err(
@@ -197,14 +211,8 @@ class SolverConfig:
                 f"unknown lr_policy '{policy}'",
                 did_you_mean(policy, POLICIES) or f"one of {', '.join(POLICIES)}",
             )
-        if self.gamma < 0:
-            err("gamma", f"gamma must not be negative, got {self.gamma}")
-        elif self.gamma == 0 and policy in ("step", "multistep", "exp", "plateau"):
-            err(
-                "gamma",
-                f"lr_policy '{policy}' needs gamma, the factor applied to the rate",
-                "e.g. gamma: 0.1 divides the rate by 10",
-            )
+        if checked("gamma"):
+            self._check_gamma(policy, err)
         if policy == "step" and self.stepsize <= 0:
             err(
                 "stepsize",
@@ -230,7 +238,7 @@ class SolverConfig:
         if policy == "poly":
             if self.max_iter <= 0 and self.max_epochs <= 0:
                 err("max_iter", "lr_policy 'poly' needs max_iter (or max_epochs) > 0")
-            if self.power < 0:
+            if checked("power") and self.power < 0:
                 err("power", f"lr_policy 'poly' needs power >= 0, got {self.power}")
         if policy == "plateau":
             if self.patience < 1:
@@ -252,7 +260,7 @@ class SolverConfig:
                 )
         if self.max_iter < 0:
             err("max_iter", f"max_iter must not be negative, got {self.max_iter}")
-        if self.max_epochs < 0:
+        if checked("max_epochs") and self.max_epochs < 0:
             err("max_epochs", f"max_epochs must not be negative, got {self.max_epochs}")
         if self.max_iter > 0 and self.max_epochs > 0:
             err("max_epochs", "set max_iter or max_epochs, not both")
@@ -263,21 +271,25 @@ class SolverConfig:
                 "regularization_type",
                 f"regularization_type must be 'L1' or 'L2', got '{self.regularization_type}'",
             )
-        if self.weight_decay < 0:
+        if checked("weight_decay") and self.weight_decay < 0:
             err("weight_decay", f"weight_decay must not be negative, got {self.weight_decay}")
-        if self.delta < 0:
+        if checked("delta") and self.delta < 0:
             err("delta", f"delta must not be negative, got {self.delta}")
-        if not 0 <= self.momentum < 1:
+        if checked("momentum") and not 0 <= self.momentum < 1:
             err("momentum", f"momentum must lie in [0, 1), got {self.momentum}")
-        if self.type in (SolverType.AdaGrad, SolverType.RMSProp) and self.momentum != 0:
+        if (
+            checked("momentum")
+            and self.type in (SolverType.AdaGrad, SolverType.RMSProp)
+            and self.momentum != 0
+        ):
             err("momentum", f"momentum cannot be used with {self.type.value}")
-        if self.type is SolverType.Adam and not 0 <= self.momentum2 < 1:
+        if self.type is SolverType.Adam and checked("momentum2") and not 0 <= self.momentum2 < 1:
             err("momentum2", f"momentum2 must lie in [0, 1), got {self.momentum2}")
-        if self.type is SolverType.RMSProp and not 0 <= self.rms_decay < 1:
+        if self.type is SolverType.RMSProp and checked("rms_decay") and not 0 <= self.rms_decay < 1:
             err("rms_decay", f"rms_decay must lie in [0, 1), got {self.rms_decay}")
         if self.warmup_iter < 0:
             err("warmup_iter", f"warmup_iter must not be negative, got {self.warmup_iter}")
-        if not 0 <= self.warmup_start_factor <= 1:
+        if checked("warmup_start_factor") and not 0 <= self.warmup_start_factor <= 1:
             err(
                 "warmup_start_factor",
                 f"warmup_start_factor must lie in [0, 1], got {self.warmup_start_factor}",
@@ -306,6 +318,89 @@ class SolverConfig:
                         "remove the deprecated solver_type",
                     )
         raise_all(errors)
+
+    def _check_gamma(self, policy: str, err: Callable[[str, str, str | None], None]) -> None:
+        """gamma's range under ``policy``, as Caffe's ``GetLearningRate`` uses it.
+
+        * step, multistep, exp, plateau: the rate is ``base_lr * gamma ** k``; a negative gamma
+          flips the rate's sign at every drop (Caffe 1.0 let it through; its master has
+          ``CHECK_GE(gamma, 0)``), and gamma 0 leaves the rate 0 after the first drop.
+        * inv: ``(1 + gamma * iter) ** -power`` is undefined once ``1 + gamma * iter`` drops to 0
+          or below, which a negative gamma reaches at iteration ``ceil(1 / -gamma)`` (Caffe's
+          master has ``CHECK_GE(gamma, 0)`` here too).
+        * sigmoid: ``1 / (1 + exp(-gamma * (iter - stepsize)))`` is defined for any gamma: a
+          negative gamma decays from base_lr to 0 around stepsize, a positive one rises from 0
+          to base_lr (gamma 0 keeps base_lr / 2). Caffe 1.0 accepts any gamma; BVLC master has
+          since added ``CHECK_GE(gamma, 0)``, which rules out the decay its own docs describe.
+        * fixed, poly: gamma is not used.
+        """
+        gamma = self.gamma
+        if policy in _GAMMA_FACTOR_POLICIES:
+            if gamma < 0:
+                err(
+                    "gamma",
+                    f"lr_policy '{policy}' needs gamma >= 0, got {gamma}: the rate is "
+                    f"base_lr * gamma^k, so a negative gamma would make it negative at "
+                    f"every other {_GAMMA_STEP[policy]}",
+                    _GAMMA_HINTS[policy],
+                )
+            elif gamma == 0:
+                err(
+                    "gamma",
+                    f"lr_policy '{policy}' needs gamma, the factor applied to the rate",
+                    _GAMMA_HINTS[policy],
+                )
+        elif policy == "inv" and gamma < 0:
+            err(
+                "gamma",
+                f"lr_policy 'inv' needs gamma >= 0, got {gamma}: the rate is "
+                f"base_lr * (1 + gamma * iter)^(-power), which is undefined once "
+                f"1 + gamma * iter <= 0 ({_inv_breakdown(gamma)})",
+                "inv decays the rate for gamma > 0, e.g. gamma: 0.0001 power: 0.75",
+            )
+
+
+# Float fields that must hold a finite number (the converter lets nan and inf through).
+_FINITE_FIELDS: tuple[str, ...] = (
+    "base_lr",
+    "gamma",
+    "power",
+    "momentum",
+    "momentum2",
+    "delta",
+    "rms_decay",
+    "weight_decay",
+    "clip_gradients",
+    "warmup_start_factor",
+    "max_epochs",
+)
+_FINITE_HINTS: dict[str, str] = {
+    "clip_gradients": "a negative clip_gradients (the default, -1) turns clipping off",
+    "max_epochs": "give the number of epochs to train, or max_iter instead",
+}
+
+# Policies whose rate is base_lr * gamma ** k, and what k counts.
+_GAMMA_STEP: dict[str, str] = {
+    "step": "step",
+    "multistep": "stepvalue",
+    "exp": "iteration",
+    "plateau": "drop",
+}
+_GAMMA_FACTOR_POLICIES = tuple(_GAMMA_STEP)
+_GAMMA_HINTS: dict[str, str] = {
+    "step": "e.g. gamma: 0.1 divides the rate by 10 every stepsize iterations",
+    "multistep": "e.g. gamma: 0.1 divides the rate by 10 at each stepvalue",
+    "exp": "gamma multiplies the rate every iteration, e.g. gamma: 0.9999",
+    "plateau": "e.g. gamma: 0.1 divides the rate by 10 at each drop",
+}
+
+
+def _inv_breakdown(gamma: float) -> str:
+    """From which iteration ``1 + gamma * iter <= 0``, for a negative ``gamma``, in words."""
+    limit = -1.0 / gamma
+    if not math.isfinite(limit):
+        return "only after more iterations than any run has"
+    return f"from iteration {math.ceil(limit)} on"
 
 
 # Where to point when a field left at its default is wrong because of another field.

@@ -111,6 +111,44 @@ def test_sigmoid() -> None:
     assert learning_rate(c, 0) == 0.0
 
 
+def test_sigmoid_negative_gamma_decays() -> None:
+    # Caffe's "sigmoid decay": gamma < 0 gives base_lr / (1 + exp(0.5 * (iter - 100))),
+    # near base_lr well before stepsize, base_lr / 2 at it, near 0 well after.
+    c = cfg(base_lr=0.01, lr_policy="sigmoid", gamma=-0.5, stepsize=100)
+    c.validate()
+    assert learning_rate(c, 100) == approx(0.005, rel=1e-12)
+    assert learning_rate(c, 0) == approx(0.01 / (1 + math.exp(-50)), rel=1e-12)
+    assert learning_rate(c, 90) == approx(0.01 / (1 + math.exp(-5)), rel=1e-12)
+    assert learning_rate(c, 110) == approx(0.01 / (1 + math.exp(5)), rel=1e-12)
+    assert learning_rate(c, 110) == approx(6.692850924284856e-05, rel=1e-9)
+    assert learning_rate(c, 200) == approx(0.01 / (1 + math.exp(50)), rel=1e-12)
+    lrs = [learning_rate(c, it) for it in range(0, 301, 10)]
+    assert all(a >= b for a, b in zip(lrs, lrs[1:], strict=False))
+    assert lrs[0] > 0.0099 and lrs[-1] < 1e-40
+    # far past the midpoint exp overflows in double (Caffe's float: inf), so the rate is 0
+    assert learning_rate(c, 10**6) == 0.0
+    # the mirror image of the rising sigmoid: the two rates add up to base_lr
+    rising = cfg(base_lr=0.01, lr_policy="sigmoid", gamma=0.5, stepsize=100)
+    for it in (0, 50, 99, 100, 101, 150, 300):
+        assert learning_rate(c, it) + learning_rate(rising, it) == approx(0.01, rel=1e-12)
+
+
+def test_sigmoid_zero_gamma_is_half_the_rate() -> None:
+    c = cfg(base_lr=0.01, lr_policy="sigmoid", gamma=0.0, stepsize=100)
+    c.validate()
+    assert [learning_rate(c, it) for it in (0, 100, 10**6)] == [0.005] * 3
+
+
+def test_inv_refuses_a_non_positive_base_instead_of_a_math_error() -> None:
+    # validate() refuses gamma < 0 for inv; called anyway, the rate is a SpecError, not
+    # math.pow's ValueError, once 1 + gamma * iter <= 0 (iteration 4 for gamma -0.25).
+    c = cfg(base_lr=0.01, lr_policy="inv", gamma=-0.25, power=0.75)
+    assert learning_rate(c, 3) == approx(0.01 * 0.25**-0.75, rel=1e-12)
+    with pytest.raises(SpecError, match="iteration 4") as e:
+        learning_rate(c, 4)
+    assert e.value.hint is not None and "gamma >= 0" in e.value.hint
+
+
 def test_unknown_policy() -> None:
     with pytest.raises(SpecError) as e:
         learning_rate(cfg(lr_policy="stpe"), 0)

@@ -5,13 +5,17 @@ import dataclasses
 import enum
 import math
 import typing
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
+import netdsl
 from netdsl.diagnostics import DataError, ErrorList, Span, SpecError
+from runtime.config import solver_config
+from runtime.lr_policy import learning_rate
 from runtime.solver import CaffeOptimizer, SolverConfig, SolverType, resolve_max_iter
 
 # --------------------------------------------------------------------------- reference
@@ -494,7 +498,49 @@ BAD: dict[str, tuple[dict[str, object], str]] = {
     ),
     "plateau without tests": ({"lr_policy": "plateau", "gamma": 0.1}, "test_interval"),
     "iter_size 0": ({"iter_size": 0}, "iter_size"),
-    "negative gamma": ({"lr_policy": "inv", "gamma": -1.0}, "gamma"),
+    "inv negative gamma": ({"lr_policy": "inv", "gamma": -1.0, "power": 0.75}, "gamma"),
+    "step negative gamma": ({"lr_policy": "step", "gamma": -0.5, "stepsize": 10}, "gamma"),
+    "multistep negative gamma": (
+        {"lr_policy": "multistep", "gamma": -0.5, "stepvalue": (10, 20)},
+        "gamma",
+    ),
+    "exp negative gamma": ({"lr_policy": "exp", "gamma": -0.5}, "gamma"),
+    "plateau negative gamma": (
+        {"lr_policy": "plateau", "gamma": -0.5, "test_interval": 10, "test_iter": 1},
+        "gamma",
+    ),
+    "exp without gamma": ({"lr_policy": "exp"}, "gamma"),
+    "sigmoid stepsize 0 with negative gamma": (
+        {"lr_policy": "sigmoid", "gamma": -0.5},
+        "stepsize",
+    ),
+    "poly without max_iter, power 0": ({"lr_policy": "poly"}, "max_iter"),
+    "poly negative power": ({"lr_policy": "poly", "power": -1.0, "max_iter": 10}, "power"),
+    "nan base_lr": ({"base_lr": math.nan}, "base_lr"),
+    "inf base_lr": ({"base_lr": math.inf}, "base_lr"),
+    "nan gamma under sigmoid": (
+        {"lr_policy": "sigmoid", "gamma": math.nan, "stepsize": 10},
+        "gamma",
+    ),
+    "-inf gamma under sigmoid": (
+        {"lr_policy": "sigmoid", "gamma": -math.inf, "stepsize": 10},
+        "gamma",
+    ),
+    "nan gamma under step": ({"lr_policy": "step", "gamma": math.nan, "stepsize": 10}, "gamma"),
+    "inf power": ({"lr_policy": "inv", "gamma": 0.1, "power": math.inf}, "power"),
+    "nan momentum": ({"momentum": math.nan}, "momentum"),
+    "nan momentum under AdaGrad": ({"type": SolverType.AdaGrad, "momentum": math.nan}, "momentum"),
+    "nan momentum2": ({"type": SolverType.Adam, "momentum2": math.nan}, "momentum2"),
+    "inf delta": ({"delta": math.inf}, "delta"),
+    "nan rms_decay": ({"type": SolverType.RMSProp, "rms_decay": math.nan}, "rms_decay"),
+    "nan weight_decay": ({"weight_decay": math.nan}, "weight_decay"),
+    "negative weight_decay": ({"weight_decay": -0.1}, "weight_decay"),
+    "-inf clip_gradients": ({"clip_gradients": -math.inf}, "clip_gradients"),
+    "nan warmup_start_factor": (
+        {"warmup_iter": 10, "warmup_start_factor": math.nan},
+        "warmup_start_factor",
+    ),
+    "inf max_epochs": ({"max_epochs": math.inf}, "max_epochs"),
     "regularization": ({"regularization_type": "L3"}, "regularization_type"),
     "momentum 1": ({"momentum": 1.0}, "momentum"),
     "adagrad momentum": ({"type": SolverType.AdaGrad, "momentum": 0.9}, "momentum"),
@@ -555,3 +601,133 @@ def test_validate_accepts_reasonable_configs() -> None:
     SolverConfig(
         type=SolverType.Adam, momentum=0.9, lr_policy="multistep", gamma=0.5, stepvalue=(100, 200)
     ).validate()
+    # sigmoid takes any finite gamma: < 0 decays (Caffe's "sigmoid decay"), > 0 rises
+    for gamma in (-0.5, -1e-4, 0.0, 0.01):
+        SolverConfig(lr_policy="sigmoid", gamma=gamma, stepsize=100).validate()
+    # gamma is unused by fixed and poly, so its sign does not matter there
+    SolverConfig(lr_policy="fixed", gamma=-0.5).validate()
+    SolverConfig(lr_policy="poly", gamma=-0.5, power=1.0, max_iter=100).validate()
+    SolverConfig(lr_policy="inv", gamma=0.0, power=0.75).validate()
+    SolverConfig(clip_gradients=-1.0, max_epochs=2.5).validate()
+
+
+@pytest.mark.parametrize(
+    ("policy", "extra", "every"),
+    [
+        ("step", {"stepsize": 10}, "step"),
+        ("multistep", {"stepvalue": (10,)}, "stepvalue"),
+        ("exp", {}, "iteration"),
+        ("plateau", {"test_interval": 10, "test_iter": 1}, "drop"),
+    ],
+)
+def test_negative_gamma_message_says_why(policy: str, extra: dict, every: str) -> None:
+    with pytest.raises(SpecError) as e:
+        SolverConfig(lr_policy=policy, gamma=-0.5, **extra).validate()
+    msg = e.value.message
+    assert f"lr_policy '{policy}' needs gamma >= 0, got -0.5" in msg
+    assert f"negative at every other {every}" in msg
+    assert e.value.hint is not None and "gamma: 0." in e.value.hint
+
+
+def test_inv_negative_gamma_says_where_the_rate_breaks_down() -> None:
+    with pytest.raises(SpecError) as e:
+        SolverConfig(lr_policy="inv", gamma=-0.001, power=0.75).validate()
+    assert "1 + gamma * iter <= 0 (from iteration 1000 on)" in e.value.message
+    with pytest.raises(SpecError, match="more iterations than any run has"):
+        SolverConfig(lr_policy="inv", gamma=-5e-324, power=0.75).validate()
+
+
+def test_non_finite_float_is_one_error_per_field() -> None:
+    # NaN fails every range comparison; it is reported once, as not finite.
+    with pytest.raises(SpecError) as e0:
+        SolverConfig(type=SolverType.RMSProp, momentum=math.nan).validate()
+    assert e0.value.message == "momentum must be a finite number, got nan"
+    with pytest.raises(ErrorList) as e:
+        SolverConfig(base_lr=math.nan, gamma=math.inf, lr_policy="step", stepsize=10).validate()
+    assert [x.message for x in e.value.errors] == [
+        "base_lr must be a finite number, got nan",
+        "gamma must be a finite number, got inf",
+    ]
+    with pytest.raises(SpecError) as e1:
+        SolverConfig(clip_gradients=math.nan).validate()
+    assert e1.value.hint is not None and "turns clipping off" in e1.value.hint
+
+
+def test_every_float_field_is_checked_for_nan() -> None:
+    hints = typing.get_type_hints(SolverConfig)
+    floats = [f.name for f in dataclasses.fields(SolverConfig) if hints[f.name] is float]
+    assert len(floats) == 11
+    for name in floats:
+        with pytest.raises(SpecError) as e:
+            SolverConfig(**{name: math.nan}).validate()
+        assert e.value.message == f"{name} must be a finite number, got nan"
+
+
+# --------------------------------------------------------------------------- from spec text
+
+SOLVER_SPEC = """solver {
+  base_lr: 0.01
+  lr_policy: "step"
+  gamma: 0.1
+  stepsize: 100
+  max_iter: 1000
+}
+"""
+
+
+def _solver_from_text(tmp_path: Path, text: str, overrides: dict[str, str] | None = None):
+    path = tmp_path / "solver.net"
+    path.write_text(text)
+    return solver_config(netdsl.load(path, "train", overrides or {})), path
+
+
+def test_set_sigmoid_with_negative_gamma_is_accepted(tmp_path: Path) -> None:
+    # issue 9: --set solver.lr_policy=sigmoid --set solver.gamma=-0.5
+    cfg, _ = _solver_from_text(
+        tmp_path, SOLVER_SPEC, {"solver.lr_policy": "sigmoid", "solver.gamma": "-0.5"}
+    )
+    assert (cfg.lr_policy, cfg.gamma, cfg.stepsize) == ("sigmoid", -0.5, 100)
+    assert learning_rate(cfg, 100) == pytest.approx(0.005, rel=1e-12)
+    assert learning_rate(cfg, 110) == pytest.approx(0.01 / (1 + math.exp(5)), rel=1e-12)
+
+
+@pytest.mark.parametrize("policy", ["step", "exp", "inv"])
+def test_set_negative_gamma_is_located_at_the_override(tmp_path: Path, policy: str) -> None:
+    with pytest.raises(SpecError) as e:
+        _solver_from_text(
+            tmp_path,
+            SOLVER_SPEC,
+            {"solver.lr_policy": policy, "solver.gamma": "-0.5"},
+        )
+    assert f"lr_policy '{policy}' needs gamma >= 0, got -0.5" in e.value.message
+    # the value of "solver.gamma=-0.5" starts at column 13 + 1
+    assert (e.value.span.path, e.value.span.line, e.value.span.col) == (
+        "<--set solver.gamma>",
+        1,
+        len("solver.gamma=") + 1,
+    )
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "field_name"),
+    [
+        ('lr_policy: "step"', 'lr_policy: "exp"', "gamma"),  # gamma: 0.1 -> -0.5 below
+        ("base_lr: 0.01", "base_lr: nan", "base_lr"),
+        ("max_iter: 1000", "momentum: inf", "momentum"),
+    ],
+)
+def test_spec_refusal_points_at_the_field(
+    tmp_path: Path, old: str, new: str, field_name: str
+) -> None:
+    text = SOLVER_SPEC.replace(old, new)
+    if field_name == "gamma":
+        text = text.replace("gamma: 0.1", "gamma: -0.5")
+    with pytest.raises(SpecError) as e:
+        _solver_from_text(tmp_path, text)
+    lines = text.splitlines()
+    want_line = next(i for i, t in enumerate(lines, 1) if t.startswith(f"  {field_name}:"))
+    span = e.value.span
+    assert (Path(span.path).name, span.line, span.col) == ("solver.net", want_line, 3)
+    assert e.value.message.startswith(
+        "lr_policy 'exp' needs gamma >= 0" if field_name == "gamma" else f"{field_name} must be"
+    )
