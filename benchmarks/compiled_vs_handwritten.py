@@ -34,7 +34,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import netdsl  # noqa: E402
-from netdsl import ops  # noqa: E402
+from netdsl.kernels.lrn import lrn  # noqa: E402
 from tests.test_lower import HandAlexNet  # noqa: E402
 
 
@@ -42,7 +42,7 @@ class CaffeLRN(nn.Module):
     """The LRN kernel netdsl uses, for ``--lrn netdsl``."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return ops.lrn(x, 5, 5e-4, 0.75, 2.0)
+        return lrn(x, 5, 5e-4, 0.75, 2.0)
 
 
 def compiled_alexnet(**kw: object) -> netdsl.CompiledNet:

@@ -1,4 +1,4 @@
-"""Benchmark netdsl.ops.lrn against torch.nn.functional.local_response_norm.
+"""Benchmark netdsl.kernels.lrn.lrn against torch.nn.functional.local_response_norm.
 
 Shape defaults to AlexNet's norm1 input (16 x 96 x 55 x 55, float32) with its LRN
 parameters (local_size 5, alpha 1e-4, beta 0.75, k 1). Torch's ``alpha`` is also
@@ -23,7 +23,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from netdsl.ops import lrn  # noqa: E402
+from netdsl.kernels.lrn import lrn  # noqa: E402
 
 
 def _time_ms(

@@ -24,7 +24,7 @@ from .diagnostics import (
 )
 from .fields import convert, doc, field_spans
 from .ir import Layer, Net, ParamSpec, Phase
-from .layers import lookup
+from .layers import INPUT_TYPE, lookup
 from .layers.base import Split
 
 #: Fields every layer may have, whatever its type (the rest belong to the type's Params).
@@ -163,7 +163,7 @@ def input_block_layer(f: s.Field) -> s.Field:
     if name is None:
         raise SpecError("input needs a name", body.span, 'input { name: "data" shape: [C, H, W] }')
     items: list[s.Item] = [
-        s.Field("type", s.Scalar("Input", "word", f.key_span), f.key_span, f.key_span),
+        s.Field("type", s.Scalar(INPUT_TYPE, "word", f.key_span), f.key_span, f.key_span),
         s.Field("top", name.value, name.span, name.key_span),
     ]
     for i in body.items:
@@ -225,7 +225,7 @@ def build(spec: s.Spec, phase: Phase | str = Phase.TRAIN) -> Net:
     _default_bottoms(drafts)
     ordered = _order(drafts)
     layers = _assign_devices(ordered, net_devices)
-    inputs = tuple(t for lay in layers if lay.kind.is_data for t in lay.tops)
+    inputs = tuple(t for lay in layers if lay.kind.is_input for t in lay.tops)
     outputs = _outputs(layers)
     sections = {f.key: f.value for f in spec.items
                 if f.key in ("solver", "data") and isinstance(f.value, s.Block)}
@@ -431,7 +431,7 @@ def _outputs(layers: tuple[Layer, ...]) -> tuple[str, ...]:
 def _batch(layers: tuple[Layer, ...]) -> int:
     for lay in layers:
         if lay.kind.is_data:
-            b = getattr(lay.params, "batch", 0) or getattr(lay.params, "batch_size", 0)
+            b = lay.kind.batch_size(lay.params)
             if b:
                 return int(b)
     return 0

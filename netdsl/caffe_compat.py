@@ -23,7 +23,7 @@ from functools import lru_cache
 
 from . import syntax as s
 from .diagnostics import Span, SpecError, raise_all
-from .layers import REGISTRY, TYPES
+from .layers import INPUT_TYPE, REGISTRY, TYPES
 from .layers.base import LayerType
 
 _KEEP_BLOCKS = {"param", "include", "exclude", "weight_filler", "bias_filler", "filler"}
@@ -142,7 +142,7 @@ def _input_layers(items: tuple[s.Item, ...], errors: list[SpecError]) -> list[s.
         span = name.span
         body = [
             _field("name", name.value, span),
-            _field("type", s.Scalar("Input", "word", span), span),
+            _field("type", s.Scalar(INPUT_TYPE, "word", span), span),
             _field("top", name.value, span),
         ]
         if values:
@@ -244,7 +244,7 @@ def _upgrade_item(item: s.Item, errors: list[SpecError]) -> s.Item:
             and isinstance(item.value, s.Block):
         caffe_shapes = _has_caffe_shapes(item.value)
         body = _flatten_params(item.value, errors)
-        if caffe_shapes and _type_word(body) in ("Input", "INPUT"):
+        if caffe_shapes and REGISTRY.get(str(_type_word(body))) is REGISTRY[INPUT_TYPE]:
             body = _input_batch(body)
         return s.Field("layer", body, item.span, item.key_span, item.notes)
     if isinstance(item, s.GroupDef | s.Repeat | s.Replace | s.Update | s.Insert):

@@ -10,15 +10,27 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import torch
 
+from . import fillers
+from .compiled import CompiledNet
 from .diagnostics import PlacementError, UsageError
 from .ir import Net, Phase
 from .layers.base import Shape
-from .lower import CompiledNet, lower
+from .lower import AUTOCAST_DTYPES, lower_program
+from .placement import Plan
+from .shapes import ShapeTable
 
-__all__ = ["CompiledNet", "compile", "default_devices", "parse_device_map", "physical_name"]
+__all__ = [
+    "CompiledNet",
+    "compile",
+    "default_devices",
+    "lower",
+    "parse_device_map",
+    "physical_name",
+]
 
 log = logging.getLogger("netdsl")
 
@@ -90,6 +102,42 @@ def _resolve_devices(net: Net, devices: Mapping[str, DeviceLike] | DeviceLike | 
     return out
 
 
+def _seed(net: Net, seed: int | None) -> int:
+    """An explicit seed, else the spec's ``solver { random_seed }`` (Caffe's), else one
+    drawn from torch's global generator (so ``torch.manual_seed`` makes it repeatable)."""
+    if seed is not None:
+        return int(seed)
+    solver = net.sections.get("solver")
+    if solver is not None:
+        s = solver.scalar("random_seed")  # type: ignore[attr-defined]
+        if isinstance(s, int) and s >= 0:
+            return s
+    return int(torch.randint(0, 2**62, (1,)).item())
+
+
+def lower(net: Net, shapes: ShapeTable, plan: Plan, devices: Mapping[str, torch.device], *,
+          seed: int | None = None, channels_last: bool = False, dtype: torch.dtype | None = None,
+          torch_compile: bool | Mapping[str, Any] = False) -> CompiledNet:
+    """Stage 10: the :class:`CompiledNet` of a plan.
+
+    ``devices`` maps the net's logical devices to torch devices. A plan made with a
+    ``device_map`` is in physical names already (``torch.device(name)``). Blobs are
+    filled from one CPU generator seeded with ``seed`` (see :func:`_seed`), in layer and
+    blob order, so the values do not depend on the placement.
+    """
+    if plan.logical:
+        missing = [d for d in plan.devices if d not in devices]
+        if missing:
+            raise PlacementError(f"no torch device given for {', '.join(missing)}")
+        torch_devices = {d: torch.device(devices[d]) for d in plan.devices}
+    else:
+        torch_devices = {d: torch.device(d) for d in plan.devices}
+    gen = fillers.generator(_seed(net, seed))
+    program = lower_program(net, shapes, plan, torch_devices, gen, dtype in AUTOCAST_DTYPES)
+    return CompiledNet(net, shapes, plan, devices, torch_devices, program,
+                       channels_last=channels_last, dtype=dtype, torch_compile=torch_compile)
+
+
 def compile(
     spec: str | Path | Net,
     phase: Phase | str = "train",
@@ -100,7 +148,8 @@ def compile(
     seed: int | None = None,
     channels_last: bool = False,
     dtype: torch.dtype | None = None,
-    torch_compile: bool = False,
+    torch_compile: bool | Mapping[str, Any] = False,
+    cuda_graphs: bool = False,
     fuse: bool = True,
 ) -> CompiledNet:
     """Compile a spec into a ``torch.nn.Module``.
@@ -117,7 +166,13 @@ def compile(
       channels_last: 4-D inputs and weights in channels-last memory format.
       dtype: ``torch.bfloat16``/``torch.float16`` run under autocast (losses in float32);
         ``torch.float64``/``float32`` store the parameters in that dtype.
-      torch_compile: run the forward pass through ``torch.compile``.
+      torch_compile: run the forward pass through ``torch.compile``, as one graph (per
+        set of requested outputs); a mapping gives ``torch.compile``'s keyword arguments
+        (``{"backend": "aot_eager"}``, ``{"mode": "max-autotune"}``).
+      cuda_graphs: replay the compiled graph as a CUDA graph (``torch.compile``'s
+        ``reduce-overhead`` mode): less launch overhead for static shapes. Implies
+        ``torch_compile``; needs the net on CUDA devices. An output of one call is
+        overwritten by the next: clone what you keep.
       fuse: merge shards that land on one physical device (the default, and what you
         want for speed). ``False`` keeps one module per logical shard and moves data
         between them even on one device: for testing the sharded path on a CPU.
@@ -133,6 +188,14 @@ def compile(
         net = load(spec, phase)
     net.check()
     mapping = _resolve_devices(net, devices)
+    if cuda_graphs:
+        if any(d.type != "cuda" for d in mapping.values()):
+            raise UsageError(
+                "CUDA graphs need the net on CUDA devices; it is placed on "
+                + ", ".join(sorted({str(d) for d in mapping.values()})),
+                None, "drop --cuda-graphs, or place the net on GPUs (--devices)")
+        options = {} if torch_compile in (True, False) else dict(torch_compile)  # type: ignore[arg-type]
+        torch_compile = {**options, "mode": "reduce-overhead"}
     shapes = infer_shapes(net, batch, inputs)
     if fuse:
         the_plan = make_plan(net, shapes, {d: physical_name(t) for d, t in mapping.items()})

@@ -32,7 +32,7 @@ from .caffe_compat import RENAME_BLOCKS
 from .diagnostics import Span, SpecError
 from .fields import convert as convert_fields
 from .ir import Phase
-from .layers import lookup
+from .layers import INPUT_TYPE, lookup
 from .layers.base import Filler, FillerType, LayerType
 from .printer import WIDTH, expr, print_spec, quote
 from .resolve import FUNCTIONS
@@ -410,7 +410,7 @@ def _net_layer(lay: _Layer) -> list[str]:
 def _as_input_block(lay: _Layer) -> bool:
     """An Input layer that ``input { name: ... shape: ... }`` says exactly."""
     keys = {f.key for f in lay.body.items if isinstance(f, s.Field)}
-    return (lay.kind.name == "Input" and lay.tops == [lay.name]
+    return (lay.kind.name == INPUT_TYPE and lay.tops == [lay.name]
             and keys <= {"name", "type", "top", "shape", "batch"})
 
 
@@ -542,7 +542,7 @@ def _caffe_layer(lay: _Layer, bottoms: list[str], batch: int, phase: Phase | Non
     own = param_block(lay.kind)
     for k in lay.keys:
         v = getattr(lay.params, k)
-        if lay.kind.name == "Input" and k in ("shape", "batch"):
+        if lay.kind.name == INPUT_TYPE and k in ("shape", "batch"):
             continue  # below: Caffe keeps the batch as the first dim
         if k in _LAYER_BLOCKS:
             blocks.setdefault(_LAYER_BLOCKS[k], []).extend(
@@ -551,7 +551,7 @@ def _caffe_layer(lay: _Layer, bottoms: list[str], batch: int, phase: Phase | Non
         target = "loss_param" if k in _LOSS_FIELDS and lay.kind.reads_param_block(
             "loss_param") else own
         blocks.setdefault(target, []).extend(_caffe_values(k, v, span, _is_word(lay, k)))
-    if lay.kind.name == "Input":
+    if lay.kind.name == INPUT_TYPE:
         n = lay.params.batch or batch or 1
         blocks.setdefault(own, []).extend(
             field("shape", _dims((n, *shp), span)) for shp in lay.params.shape)

@@ -13,13 +13,15 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from .diagnostics import DataError, Span, UsageError
+from .layers.base import Role
 
-_SCORING = ("SoftmaxWithLoss", "EuclideanLoss", "Accuracy", "Silence")
+#: Layers a deployed net leaves out: they score its outputs against labels.
+_SCORING = (Role.LOSS, Role.METRIC, Role.SINK)
 
 
 def deploy_outputs(net) -> tuple[str, ...]:
     """The blobs a deployed net would return (see the module docstring)."""
-    scoring = [lay for lay in net.layers if lay.type in _SCORING]
+    scoring = [lay for lay in net.layers if lay.kind.role in _SCORING]
     scored = {t for lay in scoring for t in lay.tops}
     outs = [o for o in net.outputs if o not in scored]
     if outs:

@@ -1,123 +1,70 @@
-"""Stage 10: ``Plan`` + device map -> :class:`CompiledNet`, a ``torch.nn.Module``.
+"""Stage 10: ``Plan`` + torch devices -> a :class:`Program`, emitted as a ``torch.fx`` graph.
 
-Each shard of the plan becomes the module its layer type's ``lower()`` builds, with the
-shard's params (a convolution shard computing 128 of 256 outputs with 1 of 2 groups is
-``replace(params, num_output=128, group=1)``), placed on its device. The plan's inputs
-become *assemble* steps: ``narrow`` the parts a shard reads, ``.to(device)`` the ones
-held elsewhere, ``cat`` them. The forward pass is one flat list of such steps over a
-list of tensors ("slots"), built once: no graph walking, no dict of blobs, per call.
+Each shard of the plan becomes the kernel its layer type's ``lower_shard()`` builds (a
+module with the layer's blobs, or a stateless call), placed on its device. The plan's
+inputs become explicit transfer nodes: ``narrow`` the parts a shard reads, ``.to(device)``
+the ones held elsewhere, ``torch.cat`` them. The program is plain data (steps over value
+ids); :func:`emit` turns the steps one set of outputs needs into an ``fx.Graph``, which
+prints as Python (``CompiledNet.code``) and which ``torch.compile`` takes whole.
 
 Parameters (the design choice). Each shard owns its slice of every learnable blob as
 its own ``nn.Parameter`` on its own device: true model parallelism, no parameter
-traffic per step, and autograd sees ordinary leaves (slicing one full-size parameter
-in forward would copy the slice across devices every step and make every shard's
-backward write a full-size gradient). Caffe's view is restored at the edges:
-
-* ``state_dict()`` has exactly the keys ``<layer>.<blob>`` with Caffe's full shapes
-  (shard slices concatenated on the first shard's device), and ``load_state_dict``
-  splits them back; a layer sharing a blob by ``ParamSpec.name`` lists it under its
-  own key too, as pycaffe does.
-* ``named_parameters()`` names a whole blob ``<layer>.<blob>`` and a shard's slice
-  ``<layer>.<blob>[start:stop]`` (the range along the blob's divided axis).
-* ``param_groups()`` gives optimizer groups by ``lr_mult``/``decay_mult``.
-
+traffic per step, and autograd sees ordinary leaves. Caffe's view is restored at the
+edges by :class:`netdsl.compiled.CompiledNet` (``state_dict()`` in Caffe's layout).
 When shards land on one physical device the plan has already merged them (see
 ``placement.plan(device_map=...)``), so a 2-device AlexNet on one GPU or CPU runs conv2
 as one ``groups=2`` convolution with one full-size parameter: exactly the module a
-person would write. ``compile(fuse=False)`` keeps the logical shards apart (tests use
-it to run the real sharded path, transfers included, on one CPU).
+person would write.
+
+Nothing here names a layer type: what a layer is (input, loss, metric...), how it
+divides, its kernel and its in-place form are its type's answers.
 """
 
 from __future__ import annotations
 
-import contextlib
-import dataclasses
-from collections.abc import Callable, Iterator, Mapping, Sequence
+import inspect
+import operator
+import re
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor, fx, nn
 
-from . import fillers, ops
-from .diagnostics import DataError, PlacementError, SpecError
-from .ir import Net, ParamSpec
-from .layers.base import Filler, Shape, Split
+from . import fillers
+from .diagnostics import PlacementError, SpecError
+from .ir import Layer, Net, ParamSpec
+from .layers.base import Alias, Call, Filler, Kernel, Role, Shape, Split
 from .placement import Input, LayerPlan, Plan, Shard
 from .shapes import ShapeTable
 
-__all__ = ["AUTOCAST_DTYPES", "CompiledNet", "lower"]
+__all__ = ["AUTOCAST_DTYPES", "BlobPart", "BlobRef", "Program", "Step", "emit", "lower_program"]
 
 #: dtypes that mean "autocast to this", not "store the parameters in this".
 AUTOCAST_DTYPES = (torch.bfloat16, torch.float16)
 
-Slots = list  # the forward pass's working list of tensors (one entry per slot)
-Step = Callable[[list], None]
-
-
-# --------------------------------------------------------------------------------------
-# Small modules the lowering adds
-# --------------------------------------------------------------------------------------
-
-
-class LRNHalo(nn.Module):
-    """LRN across channels of a channel slice given its halo (``ops.lrn_shard``)."""
-
-    def __init__(self, local_size: int, alpha: float, beta: float, k: float,
-                 below: int, above: int) -> None:
-        super().__init__()
-        self.local_size, self.alpha, self.beta, self.k = local_size, alpha, beta, k
-        self.below, self.above = below, above
-
-    def forward(self, x: Tensor) -> tuple[Tensor]:
-        return (ops.lrn_shard(x, self.below, self.above, self.local_size, self.alpha,
-                              self.beta, self.k),)
-
-    def extra_repr(self) -> str:
-        return (f"local_size={self.local_size}, alpha={self.alpha}, beta={self.beta}, "
-                f"k={self.k}, halo=({self.below}, {self.above})")
-
-
-class InPlaceReLU(nn.Module):
-    """ReLU (or leaky ReLU) overwriting its input, for Caffe's in-place ReLU layers where
-    that is safe (see ``_Lowerer.in_place``): no new activation per call."""
-
-    def __init__(self, negative_slope: float = 0.0) -> None:
-        super().__init__()
-        self.negative_slope = negative_slope
-
-    def forward(self, x: Tensor) -> tuple[Tensor]:
-        if self.negative_slope == 0:
-            return (torch.relu_(x),)
-        return (torch.nn.functional.leaky_relu_(x, self.negative_slope),)
-
-    def extra_repr(self) -> str:
-        return f"negative_slope={self.negative_slope}, in_place=True"
-
-
-#: Layer types whose output is a fresh tensor that their backward does not need, so a
-#: ReLU may overwrite it (Sigmoid, TanH, ELU, ReLU itself keep their output for backward;
-#: Split, Concat of one, Flatten and Reshape return their input or a view of it).
-FRESH_OUTPUT = frozenset({
-    "Convolution", "InnerProduct", "Deconvolution", "Pooling", "LRN", "BatchNorm", "Scale",
-    "Bias", "Eltwise",
-})
+#: Roles whose layers run in float32 under autocast (a bf16 softmax loss is coarse).
+FLOAT32_ROLES = (Role.LOSS, Role.METRIC, Role.PROBABILITIES)
 
 
 class Float32(nn.Module):
-    """Runs a loss or metric in float32 outside autocast (a bf16 softmax loss is coarse)."""
+    """Runs a kernel in float32 outside autocast (losses, metrics, probabilities)."""
 
-    def __init__(self, inner: nn.Module, device_type: str) -> None:
+    def __init__(self, inner: Kernel, device_type: str) -> None:
         super().__init__()
         self.inner, self.device_type = inner, device_type
 
-    def forward(self, *xs: Tensor) -> tuple[Tensor, ...]:
+    def forward(self, *xs: Tensor) -> Any:
         with torch.autocast(self.device_type, enabled=False):
             return self.inner(*(x.float() if x.is_floating_point() else x for x in xs))
 
+    def extra_repr(self) -> str:
+        return f"{getattr(self.inner, 'fn', self.inner)!r}, device_type={self.device_type!r}"
+
 
 # --------------------------------------------------------------------------------------
-# Bookkeeping
+# The program, as data
 # --------------------------------------------------------------------------------------
 
 
@@ -157,43 +104,32 @@ class BlobRef:
         return torch.cat([t.to(dev) for t in ts], self.axis if self.axis is not None else 0)
 
 
-@dataclass
-class _StepInfo:
-    """One step of the forward pass, as data (closures are built per CompiledNet, so a
-    deep copy or an unpickled net runs its own modules).
+#: A piece of an assembled value: (value id, (offset, length) to narrow or None,
+#: device to move to or None).
+Piece = tuple[int, "tuple[int, int] | None", "torch.device | None"]
 
-    A module step calls ``module`` on slots ``reads`` and stores its tops in ``writes``
-    (``fp32``: the device type to run it on in float32, outside autocast). An assemble
-    step (``module is None``) concatenates ``pieces`` ``(slot, narrow, device)`` along
-    ``axis`` into its one ``writes`` slot.
+
+@dataclass
+class Step:
+    """One node (or, for an assembly, a few) of the program.
+
+    A kernel step calls ``kernel`` (held at ``target`` under ``layers`` when it is a
+    module) on values ``reads`` and defines ``writes``, one per top. An assembly step
+    (``kernel is None``) concatenates ``pieces`` along ``axis`` into its one write.
+    ``layer`` is the layer the step belongs to (a transfer belongs to its reader), and
+    ``names`` name the values it writes in the printed code.
     """
 
+    layer: str
     reads: tuple[int, ...]
     writes: tuple[int, ...]
-    module: nn.Module | None = None
-    fp32: str | None = None
-    layer_type: str = ""
-    in_place: bool = False  # the layer's top is its bottom (Caffe's in-place layer)
+    names: tuple[str, ...]
+    kernel: Kernel | None = None
+    target: str | None = None
+    fresh: bool = False  # writes a new tensor its backward does not need
+    in_place: bool = False  # the layer's top is its bottom in the spec (Caffe in-place)
     axis: int = 1
-    pieces: tuple[tuple[int, tuple[int, int] | None, torch.device | None], ...] = ()
-
-    def build(self) -> Step:
-        if self.module is not None:
-            mod = self.module if self.fp32 is None else Float32(self.module, self.fp32)
-            return _module_step(mod, self.reads, self.writes)
-        fns = [_piece_fn(slot, self.axis, narrow, dev) for slot, narrow, dev in self.pieces]
-        return _assemble_step(self.writes[0], self.axis, fns)
-
-
-@dataclass
-class _Program:
-    """The steps one set of requested outputs needs, with its input feeds."""
-
-    steps: tuple[Step, ...]
-    feeds: tuple[tuple[str, int, Callable[[Any], Tensor]], ...]
-    outputs: tuple[tuple[str, int], ...]
-    required: frozenset[str]
-    run: Callable[[list], None] | None = None
+    pieces: tuple[Piece, ...] = ()
 
 
 @dataclass
@@ -201,83 +137,53 @@ class _Segment:
     device: str
     start: int
     stop: int
-    slot: int
+    value: int
 
 
 @dataclass
-class _Lowered:
-    """Everything lowering builds (the CompiledNet's private state)."""
+class Program:
+    """Everything lowering builds: the modules, the steps over value ids, where every
+    blob's parts live, and the Caffe blobs."""
 
     modules: dict[str, nn.Module] = field(default_factory=dict)
-    steps: list[_StepInfo] = field(default_factory=list)
-    n_slots: int = 0
-    inputs: dict[str, tuple[int, str]] = field(default_factory=dict)  # name -> slot, device
+    steps: list[Step] = field(default_factory=list)
+    n_values: int = 0
+    inputs: dict[str, tuple[int, str]] = field(default_factory=dict)  # blob -> value, device
     segments: dict[str, list[_Segment]] = field(default_factory=dict)
     layouts: dict[str, list[_Segment]] = field(default_factory=dict)  # the parts only
     axis: dict[str, int] = field(default_factory=dict)
     outputs: dict[str, int] = field(default_factory=dict)
     blobs: list[BlobRef] = field(default_factory=list)
+    layer_keys: dict[str, str] = field(default_factory=dict)  # layer name -> module key
 
-    def slot(self) -> int:
-        self.n_slots += 1
-        return self.n_slots - 1
+    def value(self) -> int:
+        self.n_values += 1
+        return self.n_values - 1
 
-
-# --------------------------------------------------------------------------------------
-# Step builders: closures over slot indices, specialised by arity
-# --------------------------------------------------------------------------------------
-
-
-def _module_step(mod: nn.Module, ins: tuple[int, ...], outs: tuple[int, ...]) -> Step:
-    if len(ins) == 1 and len(outs) == 1:
-        (i,), (o,) = ins, outs
-
-        def one(v: list) -> None:
-            v[o] = mod(v[i])[0]
-        return one
-    if len(outs) == 1:
-        (o,) = outs
-
-        def many_one(v: list) -> None:
-            v[o] = mod(*[v[i] for i in ins])[0]
-        return many_one
-
-    def general(v: list) -> None:
-        res = mod(*[v[i] for i in ins])
-        for o, t in zip(outs, res, strict=True):
-            v[o] = t
-    return general
-
-
-def _piece_fn(slot: int, axis: int, narrow: tuple[int, int] | None,
-              device: torch.device | None) -> Callable[[list], Tensor]:
-    nb = device is not None and device.type != "cpu"  # a D2H copy must block
-    if narrow is None and device is None:
-        return lambda v: v[slot]
-    if device is None:
-        off, n = narrow  # type: ignore[misc]
-        return lambda v: v[slot].narrow(axis, off, n)
-    if narrow is None:
-        return lambda v: v[slot].to(device, non_blocking=nb)
-    off, n = narrow
-    return lambda v: v[slot].narrow(axis, off, n).to(device, non_blocking=nb)
-
-
-def _assemble_step(out: int, axis: int, pieces: list[Callable[[list], Tensor]]) -> Step:
-    if len(pieces) == 1:
-        (p,) = pieces
-
-        def single(v: list) -> None:
-            v[out] = p(v)
-        return single
-
-    def cat(v: list) -> None:
-        v[out] = torch.cat([p(v) for p in pieces], axis)
-    return cat
+    def output_value(self, name: str, first: str, device: torch.device) -> int | None:
+        """The value holding blob ``name`` whole on device ``first`` (adding the gather
+        step if needed); ``None`` if there is no such blob."""
+        if name in self.outputs:
+            return self.outputs[name]
+        if name not in self.segments:
+            return None
+        segs, parts = self.segments[name], self.layouts[name]
+        size = parts[-1].stop
+        whole = sorted((s for s in segs if s.start == 0 and s.stop == size),
+                       key=lambda s: s.device != first)
+        if whole and whole[0].device == first:
+            return whole[0].value
+        pieces = tuple((s.value, None, device if s.device != first else None)
+                       for s in whole[:1] or parts)
+        out = self.value()
+        self.steps.append(Step("", tuple(p[0] for p in pieces), (out,), (name,),
+                               axis=self.axis[name], pieces=pieces))
+        self.outputs[name] = out
+        return out
 
 
 # --------------------------------------------------------------------------------------
-# Lowering
+# Plan -> Program
 # --------------------------------------------------------------------------------------
 
 
@@ -287,29 +193,20 @@ def _with_axis(shape: Shape, axis: int, size: int) -> Shape:
     return (*shape[:axis], size, *shape[axis + 1:])
 
 
-def _shard_params(lay: Any, lp: LayerPlan, shard: Shard, n_devices: int) -> Any:
-    """The layer params of what one shard computes (CHANNELS layers only)."""
-    p = lay.params
-    if shard.channels is None or lp.split is not Split.CHANNELS:
-        return p
-    lo, hi = shard.channels
-    n = p.num_output
-    changes: dict[str, int] = {"num_output": hi - lo}
-    group = getattr(p, "group", 1)
-    if group > 1 and n_devices > 1:
-        changes["group"] = group * (hi - lo) // n
-    return dataclasses.replace(p, **changes)
-
-
-def _module_key(name: str, taken: set[str]) -> str:
-    key = name.replace(".", "_") or "_"
-    if hasattr(nn.ModuleDict, key) or key in taken:
-        base, i = key, 1
-        while f"{base}_{i}" in taken or hasattr(nn.ModuleDict, f"{base}_{i}"):
-            i += 1
-        key = f"{base}_{i}"
-    taken.add(key)
+def _module_key(name: str, taken: Mapping[str, Any]) -> str:
+    """A Python identifier for a layer's modules (``inception_3a/1x1`` ->
+    ``inception_3a_1x1``), unique among ``taken``."""
+    key = re.sub(r"\W", "_", name) or "_"
+    if key[0].isdigit():
+        key = "_" + key
+    base, i = key, 1
+    while key in taken or hasattr(nn.ModuleDict, key):
+        key, i = f"{base}_{i}", i + 1
     return key
+
+
+def _ident(text: str) -> str:
+    return re.sub(r"\W", "_", text)
 
 
 class _Lowerer:
@@ -320,7 +217,7 @@ class _Lowerer:
         self.dev = dict(torch_devices)  # plan device name -> torch device
         self.gen = gen
         self.autocast = autocast
-        self.out = _Lowered()
+        self.out = Program()
         self.shared: dict[str, BlobRef] = {}  # ParamSpec.name -> owner's blob
 
     # --- inputs of a shard -------------------------------------------------------------
@@ -331,85 +228,98 @@ class _Lowerer:
                 return s
         raise AssertionError(f"no segment of {blob} covers {start}:{stop} on {device}")
 
-    def assemble(self, inp: Input, dst: str) -> int:
-        """The slot holding what ``inp`` describes on ``dst``; adds steps if needed."""
+    def assemble(self, inp: Input, dst: str, layer: str) -> int:
+        """The value holding what ``inp`` describes on ``dst``; adds a step if needed."""
         lo, hi = inp.channels
-        pieces = []
-        reads = []
+        pieces: list[Piece] = []
         for pc in inp.pieces:
             seg = self.find(inp.bottom, pc.device, pc.start, pc.stop)
             narrow = None
             if (pc.start, pc.stop) != (seg.start, seg.stop):
                 narrow = (pc.start - seg.start, pc.stop - pc.start)
             move = self.dev[dst] if pc.device != dst else None
-            pieces.append((seg.slot, narrow, move))
-            reads.append(seg.slot)
+            pieces.append((seg.value, narrow, move))
         if len(pieces) == 1 and pieces[0][1] is None and pieces[0][2] is None:
             return pieces[0][0]
-        out = self.out.slot()
-        self.out.steps.append(_StepInfo(tuple(reads), (out,), axis=inp.axis,
-                                        pieces=tuple(pieces)))
+        out = self.out.value()
+        name = f"{inp.bottom}_{lo}_{hi}" if inp.transfers == () else f"{inp.bottom}_to_{dst}"
+        self.out.steps.append(Step(layer, tuple(p[0] for p in pieces), (out,), (name,),
+                                   axis=inp.axis, pieces=tuple(pieces)))
         if inp.transfers:  # the planner keeps a moved copy for later readers: so do we
             self.out.segments[inp.bottom].append(_Segment(dst, lo, hi, out))
         return out
 
     # --- one layer ---------------------------------------------------------------------
 
-    def shard_module(self, lay: Any, lp: LayerPlan, row: Any, shard: Shard) -> nn.Module:
+    def shard_kernel(self, lay: Layer, lp: LayerPlan, row: Any, shard: Shard) -> Kernel:
         kind = lay.kind
-        if lay.type == "LRN" and shard.inputs[0].halo != (0, 0):
-            p = lay.params
-            below, above = shard.inputs[0].halo
-            return LRNHalo(p.local_size, p.alpha, p.beta, p.k, below, above)
-        if len(lp.shards) == 1 and lp.split is not Split.CHANNELS:
+        if len(lp.shards) == 1 and shard.channels is None:
             return kind.lower(lay.params, row.bottoms, row.tops)
-        params = _shard_params(lay, lp, shard, len(lay.devices))
         bottoms = tuple(_with_axis(b, i.axis, i.channels[1] - i.channels[0])
                         for b, i in zip(row.bottoms, shard.inputs, strict=True))
-        tops = row.tops
+        tops, outputs = row.tops, None
         if shard.channels is not None:
             lo, hi = shard.channels
             tops = tuple(_with_axis(t, lay_t.axis, hi - lo)
                          for t, lay_t in zip(row.tops, lp.tops, strict=True))
-        return kind.lower(params, bottoms, tops)
+            if lp.split is Split.CHANNELS:
+                outputs = shard.channels
+        halo = shard.inputs[0].halo if shard.inputs else (0, 0)
+        return kind.lower_shard(lay.params, bottoms, tops, outputs, halo)
 
-    def layer(self, index: int, lay: Any, lp: LayerPlan) -> None:
+    def layer(self, index: int, lay: Layer, lp: LayerPlan) -> None:
         row = self.shapes.layers[index]
         out = self.out
-        if lay.kind.is_data and lay.type != "DummyData":
+        if lay.kind.is_input:
             (shard,) = lp.shards
             for top, layout in zip(lay.tops, lp.tops, strict=True):
-                slot = out.slot()
-                out.inputs[top] = (slot, shard.device)
-                out.segments[top] = [_Segment(shard.device, 0, layout.size, slot)]
-                out.layouts[top] = list(out.segments[top])
-                out.axis[top] = layout.axis
+                v = out.value()
+                out.inputs[top] = (v, shard.device)
+                self.define(top, layout.axis, [_Segment(shard.device, 0, layout.size, v)])
             return
         modules: list[nn.Module] = []
-        top_slots: list[tuple[int, ...]] = []
-        for shard in lp.shards:
-            ins = tuple(self.assemble(i, shard.device) for i in shard.inputs)
-            mod = self.shard_module(lay, lp, row, shard).to(self.dev[shard.device])
-            fp32 = None
-            if self.autocast and (lay.kind.is_loss or lay.type in ("Accuracy", "Softmax")):
-                fp32 = self.dev[shard.device].type
-            outs = tuple(out.slot() for _ in lay.tops)
-            out.steps.append(_StepInfo(ins, outs, mod, fp32, lay.type, lay.in_place))
-            modules.append(mod)
-            top_slots.append(outs)
+        held: list[nn.Module] = []
+        top_values: list[tuple[int, ...]] = []
+        key = _module_key(lay.name, out.modules)
+        for k, shard in enumerate(lp.shards):
+            ins = tuple(self.assemble(i, shard.device, lay.name) for i in shard.inputs)
+            kernel = self.shard_kernel(lay, lp, row, shard)
+            if isinstance(kernel, Alias):
+                top_values.append((ins[0],) * len(lay.tops))
+                continue
+            if isinstance(kernel, nn.Module):
+                kernel = kernel.to(self.dev[shard.device])
+                modules.append(kernel)
+            if self.autocast and lay.kind.role in FLOAT32_ROLES:
+                kernel = Float32(kernel, self.dev[shard.device].type)
+            target = None
+            if isinstance(kernel, nn.Module):
+                target = f"{key}.{k}" if len(lp.shards) > 1 else key
+                held.append(kernel)
+            writes = tuple(out.value() for _ in lay.tops)
+            suffix = f"_{k}" if len(lp.shards) > 1 else ""
+            names = ((lay.name + suffix,) if len(lay.tops) == 1
+                     else tuple(t + suffix for t in lay.tops))
+            out.steps.append(Step(lay.name, ins, writes, names, kernel, target,
+                                  lay.kind.fresh_output, lay.in_place))
+            top_values.append(writes)
         for j, (top, layout) in enumerate(zip(lay.tops, lp.tops, strict=True)):
-            out.segments[top] = [_Segment(dev, lo, hi, top_slots[k][j])
-                                 for k, (dev, lo, hi) in enumerate(layout.parts)]
-            out.layouts[top] = list(out.segments[top])
-            out.axis[top] = layout.axis
+            self.define(top, layout.axis, [_Segment(dev, lo, hi, top_values[k][j])
+                                           for k, (dev, lo, hi) in enumerate(layout.parts)])
         if modules:
             self.blobs(lay, row, modules)
-            key = _module_key(lay.name, set(out.modules))
-            out.modules[key] = modules[0] if len(modules) == 1 else nn.ModuleList(modules)
+        if held:
+            out.modules[key] = held[0] if len(lp.shards) == 1 else nn.ModuleList(held)
+            out.layer_keys[lay.name] = key
+
+    def define(self, blob: str, axis: int, segments: list[_Segment]) -> None:
+        self.out.segments[blob] = segments
+        self.out.layouts[blob] = list(segments)
+        self.out.axis[blob] = axis
 
     # --- learnable blobs ---------------------------------------------------------------
 
-    def blobs(self, lay: Any, row: Any, modules: list[nn.Module]) -> None:
+    def blobs(self, lay: Layer, row: Any, modules: list[nn.Module]) -> None:
         if not row.blobs:
             return
         fills = lay.kind.fillers(lay.params)
@@ -439,7 +349,7 @@ class _Lowerer:
             self.out.blobs.append(ref)
 
     @staticmethod
-    def split_axis(lay: Any, blob: str, full: Shape, shards: list[Shape]) -> int | None:
+    def split_axis(lay: Layer, blob: str, full: Shape, shards: list[Shape]) -> int | None:
         if len(shards) == 1:
             if shards[0] != tuple(full):
                 raise AssertionError(f"{lay.name}.{blob}: lowered {shards[0]} for {full}")
@@ -450,7 +360,7 @@ class _Lowerer:
                 f"{lay.name}.{blob}: shards {shards} do not divide {full} along one axis")
         return diff.pop()
 
-    def fill(self, lay: Any, ref: BlobRef, filler: Filler) -> None:
+    def fill(self, lay: Layer, ref: BlobRef, filler: Filler) -> None:
         try:
             if len(ref.parts) == 1:  # straight into the tensor (no copy if CPU float32)
                 fillers.fill_(ref.parts[0].tensor, filler, self.gen)
@@ -466,7 +376,7 @@ class _Lowerer:
                                                                     p.stop - p.start)
                 p.tensor.copy_(src)
 
-    def share(self, lay: Any, ref: BlobRef, owner: BlobRef) -> None:
+    def share(self, lay: Layer, ref: BlobRef, owner: BlobRef) -> None:
         """Make ``ref``'s shards use the owner's tensors (Caffe's ParamSpec.name)."""
         mine = [tuple(p.tensor.shape) for p in ref.parts]
         theirs = [tuple(p.tensor.shape) for p in owner.parts]
@@ -483,454 +393,142 @@ class _Lowerer:
 
     # --- whole net -------------------------------------------------------------------
 
-    def run(self) -> _Lowered:
+    def run(self) -> Program:
         for i, (lay, lp) in enumerate(zip(self.net.layers, self.plan.layers, strict=True)):
             self.layer(i, lay, lp)
         first = self.plan.devices[0]
         for name, inp in zip(self.net.outputs, self.plan.outputs, strict=True):
-            self.out.outputs[name] = self.assemble(inp, first)
+            self.out.outputs[name] = self.assemble(inp, first, "")
         self.in_place()
         return self.out
 
     def in_place(self) -> None:
-        """Run Caffe's in-place ReLUs in place where nothing can tell the difference.
+        """Run Caffe's in-place layers in place where nothing can tell the difference.
 
         Safe when the layer is in-place in the spec (so the old value has no name any
-        more), its input tensor is read by no other step, and was made by a layer type
-        that returns a fresh tensor its backward does not need (``FRESH_OUTPUT``): then
-        neither a later reader nor autograd sees the overwritten value.
+        more), its type has an in-place kernel, its input is read by no other step, and
+        was made by a kernel that returns a fresh tensor its backward does not need:
+        then neither a later reader nor autograd sees the overwritten value.
         """
         steps = self.out.steps
         readers: dict[int, int] = {}
-        producer: dict[int, _StepInfo] = {}
+        producer: dict[int, Step] = {}
         for st in steps:
             for r in st.reads:
                 readers[r] = readers.get(r, 0) + 1
             for w in st.writes:
                 producer[w] = st
-        swaps: dict[int, nn.Module] = {}
+        by_name = {lay.name: lay for lay in self.net.layers}
         for st in steps:
-            if st.module is None or st.layer_type != "ReLU" or not st.in_place:
+            if st.kernel is None or not st.in_place or len(st.reads) != 1:
                 continue
-            (slot,) = st.reads
-            prod = producer.get(slot)
-            if (prod is None or prod.module is None or prod.layer_type not in FRESH_OUTPUT
-                    or readers[slot] != 1):
+            prod = producer.get(st.reads[0])
+            if prod is None or not prod.fresh or readers[st.reads[0]] != 1:
                 continue
-            new = InPlaceReLU(st.module.negative_slope)
-            swaps[id(st.module)] = new
-            st.module = new
-        for key, mod in list(self.out.modules.items()):
-            if isinstance(mod, nn.ModuleList):
-                for i, m in enumerate(mod):
-                    if id(m) in swaps:
-                        mod[i] = swaps[id(m)]
-            elif id(mod) in swaps:
-                self.out.modules[key] = swaps[id(mod)]
+            lay = by_name[st.layer]
+            kernel = lay.kind.lower_in_place(lay.params)
+            if kernel is not None and not isinstance(st.kernel, nn.Module):
+                st.kernel = kernel
 
 
-def _forget_shard_keys(module: CompiledNet, incompatible: Any) -> None:
-    """After torch's recursive load: the shard modules' paths were never keys."""
-    inner = module._load_prefix + "layers."
-    incompatible.missing_keys[:] = [k for k in incompatible.missing_keys
-                                    if not k.startswith(inner)]
-
-
-def _seed(net: Net, seed: int | None) -> int:
-    """An explicit seed, else the spec's ``solver { random_seed }`` (Caffe's), else one
-    drawn from torch's global generator (so ``torch.manual_seed`` makes it repeatable)."""
-    if seed is not None:
-        return int(seed)
-    solver = net.sections.get("solver")
-    if solver is not None:
-        s = solver.scalar("random_seed")  # type: ignore[attr-defined]
-        if isinstance(s, int) and s >= 0:
-            return s
-    return int(torch.randint(0, 2**62, (1,)).item())
-
-
-def lower(net: Net, shapes: ShapeTable, plan: Plan, devices: Mapping[str, torch.device], *,
-          seed: int | None = None, channels_last: bool = False, dtype: torch.dtype | None = None,
-          torch_compile: bool = False) -> CompiledNet:
-    """Build the :class:`CompiledNet` of a plan.
-
-    ``devices`` maps the net's logical devices to torch devices. A plan made with a
-    ``device_map`` is in physical names already (``torch.device(name)``). Blobs are
-    filled from one CPU generator seeded with ``seed`` (see :func:`_seed`), in layer and
-    blob order, so the values do not depend on the placement.
-    """
-    if plan.logical:
-        missing = [d for d in plan.devices if d not in devices]
-        if missing:
-            raise PlacementError(f"no torch device given for {', '.join(missing)}")
-        torch_devices = {d: torch.device(devices[d]) for d in plan.devices}
-    else:
-        torch_devices = {d: torch.device(d) for d in plan.devices}
-    autocast = dtype in AUTOCAST_DTYPES
-    gen = fillers.generator(_seed(net, seed))
-    lowered = _Lowerer(net, shapes, plan, torch_devices, gen, autocast).run()
-    return CompiledNet(net, shapes, plan, devices, torch_devices, lowered,
-                       channels_last=channels_last, dtype=dtype, torch_compile=torch_compile)
+def lower_program(net: Net, shapes: ShapeTable, plan: Plan,
+                  torch_devices: Mapping[str, torch.device], gen: torch.Generator,
+                  autocast: bool) -> Program:
+    """The :class:`Program` of a plan: modules on their devices, filled from ``gen`` in
+    layer and blob order (so the values do not depend on the placement)."""
+    return _Lowerer(net, shapes, plan, torch_devices, gen, autocast).run()
 
 
 # --------------------------------------------------------------------------------------
-# The module
+# Program -> fx.Graph
 # --------------------------------------------------------------------------------------
 
 
-class CompiledNet(nn.Module):
-    """A compiled net: ``net(data=x, label=y) -> {output blob: tensor}``.
+def emit(program: Program, outputs: Sequence[tuple[str, int]], feeds: Sequence[str]
+         ) -> fx.Graph:
+    """The fx graph computing ``outputs`` (blob name, value) from the inputs ``feeds``.
 
-    Input blobs are keyword arguments; ``outputs=[...]`` asks for other blobs instead of
-    the net's outputs (pycaffe's ``forward(blobs=...)``), and only the layers those
-    need run. Outputs held by several devices are gathered onto the first one.
-    ``loss(out)`` is the objective: the loss-weighted sum of the loss tops.
-    See the module docstring for how parameters are held.
+    Only the steps those outputs need are emitted; every node's ``meta["layer"]`` is the
+    layer it belongs to. Placeholders and outputs are named by blob.
     """
-
-    def __init__(self, net: Net, shapes: ShapeTable, plan: Plan,
-                 devices: Mapping[str, torch.device], torch_devices: Mapping[str, torch.device],
-                 lowered: _Lowered, *, channels_last: bool = False,
-                 dtype: torch.dtype | None = None, torch_compile: bool = False) -> None:
-        super().__init__()
-        self.net, self.shapes, self.plan = net, shapes, plan
-        self.devices = {d: torch.device(devices[d]) for d in net.devices if d in devices}
-        self._torch_devices = dict(torch_devices)
-        self.layers = nn.ModuleDict(lowered.modules)
-        self._lowered = lowered
-        self._blobs = {b.key: b for b in lowered.blobs}
-        self.inputs: tuple[str, ...] = net.inputs
-        self.outputs: tuple[str, ...] = net.outputs
-        self.channels_last = channels_last
-        self.autocast_dtype = dtype if dtype in AUTOCAST_DTYPES else None
-        self.storage_dtype = dtype if dtype is not None and dtype not in AUTOCAST_DTYPES else None
-        self.torch_compile = torch_compile
-        self._device_types = tuple(sorted({d.type for d in self._torch_devices.values()}))
-        self._programs: dict[tuple[str, ...] | None, _Program] = {}
-        self.loss_weights: dict[str, float] = {}
-        for lay in net.layers:
-            for j, top in enumerate(lay.tops):
-                w = lay.loss_weights[j] if j < len(lay.loss_weights) else 0.0
-                if w:
-                    self.loss_weights[top] = float(w)
-        if self.storage_dtype is not None:
-            self.to(self.storage_dtype)
-        if channels_last:
-            self.to(memory_format=torch.channels_last)
-        self.train(net.phase.value == "train")
-        self._load_prefix = ""
-        self.register_load_state_dict_post_hook(_forget_shard_keys)
-
-    def __getstate__(self) -> dict[str, Any]:
-        """Pickling and deep copies leave out the compiled programs (closures over this
-        net's modules); a copy builds its own on its first call."""
-        state = self.__dict__.copy()
-        state["_programs"] = {}
-        return state
-
-    # --- running -------------------------------------------------------------------------
-
-    def forward(self, outputs: Sequence[str] | None = None, **inputs: Any) -> dict[str, Tensor]:
-        key = None if outputs is None else tuple(outputs)
-        prog = self._programs.get(key)
-        if prog is None:
-            prog = self._programs[key] = self._program(key)
-        if inputs.keys() != prog.required:
-            self._check_inputs(inputs, prog)
-        v: list = [None] * self._lowered.n_slots
-        for name, slot, convert in prog.feeds:
-            v[slot] = convert(inputs[name])
-        if prog.run is not None:
-            prog.run(v)
-        elif self.autocast_dtype is not None:
-            with self._autocast():
-                for step in prog.steps:
-                    step(v)
+    needed = {v for _, v in outputs}
+    chosen: list[Step] = []
+    for st in reversed(program.steps):
+        if needed.intersection(st.writes):
+            chosen.append(st)
+            needed.update(st.reads)
+    chosen.reverse()
+    g = fx.Graph()
+    env: dict[int, fx.Node] = {}
+    for name in feeds:
+        value = program.inputs[name][0]
+        if value in needed:
+            env[value] = g.placeholder(_ident(name))
+            env[value].meta["blob"] = name
+    for st in chosen:
+        if st.kernel is None:
+            node = _emit_assembly(g, st, env)
         else:
-            for step in prog.steps:
-                step(v)
-        return {name: v[slot] for name, slot in prog.outputs}
-
-    def _autocast(self) -> contextlib.ExitStack:
-        stack = contextlib.ExitStack()
-        for t in self._device_types:
-            stack.enter_context(torch.autocast(t, dtype=self.autocast_dtype))
-        return stack
-
-    def _check_inputs(self, inputs: Mapping[str, Any], prog: _Program) -> None:
-        from .diagnostics import did_you_mean
-
-        for name in inputs:
-            if name not in self._lowered.inputs:
-                raise DataError(
-                    f"'{name}' is not an input of net '{self.net.name or self.net.path}'",
-                    None, did_you_mean(name, self.inputs)
-                    or f"its inputs are: {', '.join(self.inputs) or 'none'}")
-        missing = sorted(prog.required - inputs.keys())
-        if missing:
-            wanted = ", ".join(n for n, _ in prog.outputs)
-            raise DataError(
-                f"missing input{'s' if len(missing) > 1 else ''} {', '.join(missing)} "
-                f"(needed to compute {wanted})", None,
-                "pass the input blobs as keyword arguments, e.g. net(data=x, label=y)")
-
-    def required_inputs(self, outputs: Sequence[str] | None = None) -> frozenset[str]:
-        """The input blobs a forward asking for ``outputs`` (default: the net's) needs."""
-        key = None if outputs is None else tuple(outputs)
-        prog = self._programs.get(key)
-        if prog is None:
-            prog = self._programs[key] = self._program(key)
-        return prog.required
-
-    def loss(self, out: Mapping[str, Tensor]) -> Tensor:
-        """The objective: sum of ``loss_weight * top`` (summed over its elements) for
-        every top with a non-zero loss weight (Caffe's Net::ForwardBackward loss)."""
-        if not self.loss_weights:
-            raise DataError(f"net '{self.net.name}' has no loss (no top with a loss_weight)")
-        total: Tensor | None = None
-        for blob, w in self.loss_weights.items():
-            if blob not in out:
-                raise DataError(f"the loss needs blob '{blob}', which is not in the outputs",
-                                None, "call the net without outputs=..., or include it")
-            t = out[blob]
-            term = (t if t.dim() == 0 else t.sum()) * w
-            if total is None:
-                total = term
+            args = tuple(env[r] for r in st.reads)
+            if st.target is not None:
+                node = g.create_node("call_module", f"layers.{st.target}", args,
+                                     name=_ident(st.names[0] if len(st.writes) == 1
+                                                 else st.layer))
             else:
-                total = total + term.to(total.device)
-        assert total is not None
-        return total
-
-    # --- programs (one per set of requested outputs) ----------------------------------
-
-    def _output_slot(self, name: str) -> int:
-        """The slot of a blob's final value, gathered onto the first device if needed."""
-        low = self._lowered
-        if name in low.outputs:
-            return low.outputs[name]
-        if name not in low.segments:
-            from .diagnostics import did_you_mean
-
-            known = list(low.segments)
-            raise DataError(f"there is no blob '{name}' in net '{self.net.name}'", None,
-                            did_you_mean(name, known))
-        first = self.plan.devices[0]
-        segs = low.segments[name]
-        parts = low.layouts[name]
-        size = parts[-1].stop
-        whole = [s for s in segs if s.start == 0 and s.stop == size]
-        whole.sort(key=lambda s: s.device != first)
-        if whole and whole[0].device == first:
-            return whole[0].slot
-        pieces = []
-        for s in whole[:1] or parts:  # a whole copy, else the parts that tile the blob
-            dev = self._torch_devices[first] if s.device != first else None
-            pieces.append((s.slot, dev))
-        out = low.slot()
-        low.steps.append(_StepInfo(tuple(s for s, _ in pieces), (out,), axis=low.axis[name],
-                                   pieces=tuple((slot, None, dev) for slot, dev in pieces)))
-        low.outputs[name] = out
-        return out
-
-    def _program(self, key: tuple[str, ...] | None) -> _Program:
-        names = self.outputs if key is None else key
-        outs = tuple((n, self._output_slot(n)) for n in names)
-        needed = {slot for _, slot in outs}
-        chosen: list[_StepInfo] = []
-        for st in reversed(self._lowered.steps):
-            if needed.intersection(st.writes):
-                chosen.append(st)
-                needed.update(st.reads)
-        chosen.reverse()
-        feeds = []
-        for name, (slot, dev) in self._lowered.inputs.items():
-            if slot in needed:
-                feeds.append((name, slot, self._converter(self._torch_devices[dev])))
-        prog = _Program(tuple(s.build() for s in chosen), tuple(feeds), outs,
-                        frozenset(n for n, _, _ in feeds))
-        if self.torch_compile:
-            prog.run = torch.compile(self._runner(prog.steps), dynamic=False)
-        return prog
-
-    def _runner(self, steps: tuple[Step, ...]) -> Callable[[list], None]:
-        autocast = self.autocast_dtype is not None
-        device_types = self._device_types
-        dtype = self.autocast_dtype
-
-        def run(v: list) -> None:
-            if autocast:
-                with contextlib.ExitStack() as stack:
-                    for t in device_types:
-                        stack.enter_context(torch.autocast(t, dtype=dtype))
-                    for step in steps:
-                        step(v)
-            else:
-                for step in steps:
-                    step(v)
-        return run
-
-    def _converter(self, device: torch.device) -> Callable[[Any], Tensor]:
-        nb = device.type != "cpu"
-        dtype = self.storage_dtype
-        cl = self.channels_last
-
-        def convert(x: Any) -> Tensor:
-            if not isinstance(x, Tensor):
-                x = torch.as_tensor(x)
-            if x.device != device:
-                x = x.to(device, non_blocking=nb)
-            if dtype is not None and x.is_floating_point() and x.dtype != dtype:
-                x = x.to(dtype)
-            if cl and x.dim() == 4:
-                x = x.contiguous(memory_format=torch.channels_last)
-            return x
-        return convert
-
-    # --- Caffe's view of the parameters -------------------------------------------------
-
-    def blob_keys(self) -> tuple[str, ...]:
-        """Every ``<layer>.<blob>`` key, in layer and Caffe blob order."""
-        return tuple(self._blobs)
-
-    def state_dict(self, *args: Any, destination: Any = None, prefix: str = "",
-                   keep_vars: bool = False) -> dict[str, Tensor]:  # type: ignore[override]
-        """``<layer>.<blob>`` -> the blob with Caffe's full shape, whatever the placement.
-
-        A blob divided between shards is concatenated (a copy, on the first shard's
-        device); a whole one is the tensor itself (detached unless ``keep_vars``).
-        """
-        out = destination if destination is not None else {}
-        for key, ref in self._blobs.items():
-            if len(ref.parts) == 1 and keep_vars:
-                out[prefix + key] = ref.parts[0].tensor
-            else:
-                out[prefix + key] = ref.full()
-        return out
-
-    def load_state_dict(self, state_dict: Mapping[str, Any], strict: bool = True,
-                        assign: bool = False) -> Any:  # type: ignore[override]
-        """Load ``<layer>.<blob>`` tensors (Caffe's shapes; torch tensors or arrays),
-        splitting each between the shards that hold it. ``assign`` is not supported."""
-        from torch.nn.modules.module import _IncompatibleKeys
-
-        from .diagnostics import did_you_mean
-
-        missing = [k for k in self._blobs if k not in state_dict]
-        unexpected = [k for k in state_dict if k not in self._blobs]
-        if strict and (missing or unexpected):
-            what = []
-            if missing:
-                what.append(f"missing {', '.join(missing[:8])}{' ...' if len(missing) > 8 else ''}")
-            if unexpected:
-                what.append(f"unexpected {', '.join(unexpected[:8])}"
-                            f"{' ...' if len(unexpected) > 8 else ''}")
-            hint = did_you_mean(unexpected[0], self._blobs) if unexpected else None
-            raise DataError(f"the weights do not fit net '{self.net.name}': {'; '.join(what)}",
-                            None, hint)
-        bad = []
-        values: dict[str, Tensor] = {}
-        for k, v in state_dict.items():
-            if k not in self._blobs:
+                assert isinstance(st.kernel, Call)
+                node = g.create_node("call_function", st.kernel.fn, args,
+                                     _non_default(st.kernel),
+                                     name=_ident(st.names[0] if len(st.writes) == 1
+                                                 else st.layer))
+            node.meta["layer"] = st.layer
+            if len(st.writes) != 1:
+                for i, (w, name) in enumerate(zip(st.writes, st.names, strict=True)):
+                    env[w] = g.create_node("call_function", operator.getitem, (node, i),
+                                           name=_ident(name))
+                    env[w].meta["layer"] = st.layer
                 continue
-            t = v if isinstance(v, Tensor) else torch.as_tensor(v)
-            if tuple(t.shape) != self._blobs[k].shape:
-                bad.append(f"{k}: {list(t.shape)}, the net has {list(self._blobs[k].shape)}")
-            values[k] = t
-        if bad:
-            raise DataError("weights of the wrong shape: " + "; ".join(bad))
-        with torch.no_grad():
-            for k, t in values.items():
-                ref = self._blobs[k]
-                for p in ref.parts:
-                    src = t if ref.axis is None else t.narrow(ref.axis, p.start, p.stop - p.start)
-                    p.tensor.copy_(src)
-        return _IncompatibleKeys(missing, unexpected)
+        env[st.writes[0]] = node
+    g.output(tuple(env[v] for _, v in outputs))
+    return g
 
-    def _load_from_state_dict(self, state_dict: Mapping[str, Any], prefix: str,
-                              local_metadata: Any, strict: bool, missing_keys: list[str],
-                              unexpected_keys: list[str], error_msgs: list[str]) -> None:
-        """Loading as a submodule of another module (torch's recursive load): our keys
-        are ``prefix + <layer>.<blob>``; the shard modules' own paths are not keys."""
-        self._load_prefix = prefix
-        mine = {prefix + k for k in self._blobs}
-        for k in self._blobs:
-            if prefix + k not in state_dict:
-                missing_keys.append(prefix + k)
-        if strict:
-            inner = prefix + "layers."
-            unexpected_keys.extend(k for k in state_dict if k.startswith(prefix)
-                                   and k not in mine and not k.startswith(inner))
-        present = {k: state_dict[prefix + k] for k in self._blobs if prefix + k in state_dict}
-        try:
-            self.load_state_dict(present, strict=False)
-        except DataError as e:
-            error_msgs.append(e.message)
 
-    def named_parameters(self, prefix: str = "", recurse: bool = True,
-                         remove_duplicate: bool = True) -> Iterator[tuple[str, nn.Parameter]]:
-        """``<layer>.<blob>`` for a whole blob, ``<layer>.<blob>[start:stop]`` for a
-        shard's slice of one. A shared blob appears once, under its owner's name."""
-        seen: set[int] = set()
-        pre = prefix + "." if prefix else ""
-        for key, ref in self._blobs.items():
-            if not ref.learnable:
-                continue
-            for p in ref.parts:
-                t = p.tensor
-                if remove_duplicate and id(t) in seen:
-                    continue
-                seen.add(id(t))
-                name = key if ref.axis is None else f"{key}[{p.start}:{p.stop}]"
-                yield pre + name, t
-        for name, t in super().named_parameters(prefix, recurse, remove_duplicate):
-            if id(t) not in seen:  # anything a lowering holds outside its Caffe blobs
-                seen.add(id(t))
-                yield name, t
+def _non_default(call: Call) -> dict[str, Any]:
+    """The call's keyword arguments that differ from the function's defaults (so the
+    printed code says only what matters)."""
+    try:
+        params = inspect.signature(call.fn).parameters
+    except (TypeError, ValueError):  # a builtin without a signature
+        return dict(call.kwargs)
+    return {k: v for k, v in call.kwargs.items()
+            if k not in params or params[k].default is inspect.Parameter.empty
+            or type(params[k].default) is not type(v) or params[k].default != v}
 
-    def grad_dict(self) -> dict[str, Tensor | None]:
-        """``<layer>.<blob>`` -> its gradient with Caffe's full shape (None: no gradient)."""
-        out: dict[str, Tensor | None] = {}
-        for key, ref in self._blobs.items():
-            if not ref.learnable:
-                continue
-            grads = [p.tensor.grad for p in ref.parts]
-            if any(g is None for g in grads):
-                out[key] = None
-            elif len(grads) == 1:
-                out[key] = grads[0]
-            else:
-                dev = grads[0].device  # type: ignore[union-attr]
-                out[key] = torch.cat([g.to(dev) for g in grads], ref.axis)  # type: ignore[union-attr]
-        return out
 
-    def param_groups(self, base_lr: float = 1.0, weight_decay: float = 0.0
-                     ) -> list[dict[str, Any]]:
-        """Optimizer parameter groups by Caffe's per-blob multipliers.
-
-        One group per distinct ``(lr_mult, decay_mult)`` (Caffe default 1, 1), in first
-        use order: ``{"params", "lr": base_lr * lr_mult, "weight_decay": weight_decay *
-        decay_mult, "lr_mult", "decay_mult"}``. torch optimizers keep the extra keys, so
-        a schedule can set ``group["lr"] = lr * group["lr_mult"]``. A shared blob takes
-        its owner's multipliers.
-        """
-        groups: dict[tuple[float, float], dict[str, Any]] = {}
-        seen: set[int] = set()
-        for ref in self._blobs.values():
-            if not ref.learnable:
-                continue
-            spec = self._blobs[ref.shared_from].spec if ref.shared_from else ref.spec
-            gkey = (float(spec.lr_mult), float(spec.decay_mult))
-            g = groups.setdefault(gkey, {"params": [], "lr": base_lr * gkey[0],
-                                         "weight_decay": weight_decay * gkey[1],
-                                         "lr_mult": gkey[0], "decay_mult": gkey[1]})
-            for p in ref.parts:
-                t = p.tensor
-                if id(t) not in seen:
-                    seen.add(id(t))
-                    g["params"].append(t)
-        return list(groups.values())
-
-    def extra_repr(self) -> str:
-        devs = ", ".join(f"{k}={v}" for k, v in self.devices.items())
-        return f"net={self.net.name!r}, phase={self.net.phase.value}, devices=[{devs}]"
-
+def _emit_assembly(g: fx.Graph, st: Step, env: dict[int, fx.Node]) -> fx.Node:
+    """``narrow`` / ``.to(device)`` each piece, then ``torch.cat`` them; the node that
+    makes the assembled value is named after it."""
+    name = _ident(st.names[0])
+    ops: list[list[tuple[str, Any, tuple[Any, ...], dict[str, Any]]]] = []
+    for _, narrow, device in st.pieces:
+        chain: list[tuple[str, Any, tuple[Any, ...], dict[str, Any]]] = []
+        if narrow is not None:
+            chain.append(("call_method", "narrow", (st.axis, narrow[0], narrow[1]), {}))
+        if device is not None:  # a copy to the CPU must block: the host reads it next
+            chain.append(("call_method", "to", (str(device),),
+                          {"non_blocking": device.type != "cpu"}))
+        ops.append(chain)
+    single = len(st.pieces) == 1
+    parts = []
+    for k, ((value, _, _), chain) in enumerate(zip(st.pieces, ops, strict=True)):
+        node = env[value]
+        for i, (op, target, args, kwargs) in enumerate(chain):
+            last = i == len(chain) - 1
+            node = g.create_node(op, target, (node, *args), kwargs,
+                                 name=(name if single else f"{name}_part{k}") if last else None)
+            node.meta["layer"] = st.layer
+        parts.append(node)
+    if single:
+        return parts[0]
+    node = g.create_node("call_function", torch.cat, (parts, st.axis), name=name)
+    node.meta["layer"] = st.layer
+    return node

@@ -11,20 +11,22 @@ the bottom and where it comes from:
   (conv3 and the fully connected layers need every input channel);
 * ``halo``: an LRN across channels on a channel-sharded blob needs the neighbouring
   ``(local_size - 1) / 2`` channels of the adjacent devices, so that its result equals
-  the one-device result exactly (``ops.lrn_shard``);
+  the one-device result exactly (``kernels.lrn.lrn_shard``);
 * ``copy``: the blob is held whole by another device.
 
-How a layer divides is its type's ``split`` (``layers.base.Split``):
+How a layer divides is its type's answer to ``sharding(params, bottoms)``
+(``layers.base.Sharding``); this module never names a layer type:
 
-* ``CHANNELS`` (Convolution, InnerProduct): ``num_output`` is divided evenly between
-  the layer's devices; a grouped convolution gives each device whole groups, and then
+* ``Split.CHANNELS``: the tops' divided axis (``outputs`` entries) is divided evenly
+  between the layer's devices; with groups, each device gets whole groups and then
   needs only those groups' input channels.
-* ``FOLLOW``: element-wise and per-channel layers (ReLU, Dropout, Pooling, LRN, ...) run
-  shard for shard where their input is. FOLLOW types that are not known to be
-  separable by channel (Flatten, Scale, Bias, ...) run whole, on the device that holds
-  their input, or else on their first device.
-* ``REPLICATE`` (losses, Accuracy, Softmax, Concat, Eltwise, ...): the whole layer runs
-  on the layer's first device, gathering what it reads there.
+* ``Split.FOLLOW``: a layer runs where its input is. With ``Follow.ELEMENTWISE`` it runs
+  shard for shard on an input divided along any axis; with ``Follow.CHANNELS`` on an
+  input divided by channels (a 4-D blob), each shard also reading its ``halo`` of
+  neighbouring channels; with ``Follow.NONE`` it runs whole, on the device that holds
+  its input, or else on its first device.
+* ``Split.REPLICATE``: the whole layer runs on the layer's first device, gathering what
+  it reads there. A layer that ``computes`` nothing (Silence) gets no shard.
 
 Data tops live on the first device; a consumer elsewhere records a copy. A blob
 gathered or copied to a device once is kept there for later readers of the same value
@@ -47,12 +49,10 @@ from typing import Any
 
 from .diagnostics import PlacementError
 from .ir import Layer, Net
-from .layers.base import Shape, Split, count
+from .layers.base import Follow, Shape, Sharding, Split, count
 from .shapes import BYTES_PER_ELEMENT, ShapeTable
 
 __all__ = [
-    "ELEMENTWISE",
-    "PER_CHANNEL",
     "Input",
     "LayerPlan",
     "Layout",
@@ -63,16 +63,6 @@ __all__ = [
     "Transfer",
     "plan",
 ]
-
-#: FOLLOW types whose every output element depends on the same element of the input:
-#: they run shard for shard on a blob split along any axis.
-ELEMENTWISE = frozenset({
-    "ReLU", "Sigmoid", "TanH", "AbsVal", "BNLL", "Power", "ELU", "Dropout", "Split",
-})
-#: FOLLOW types that work on each channel (axis 1) of a 4-D blob on its own (LRN across
-#: channels also needs its halo).
-PER_CHANNEL = frozenset({"Pooling", "LRN"})
-
 
 class Need(enum.Enum):
     """What a shard needs of one bottom (see the module docstring)."""
@@ -361,25 +351,26 @@ class _Planner:
     def layer(self, lay: Layer, index: int) -> LayerPlan:
         kind = lay.kind
         row = self.shapes.layers[index]
-        if lay.type == "Silence":  # computes nothing; needs nothing moved
-            return LayerPlan(lay.name, lay.type, kind.split, (), ())
-        if kind.is_data or not lay.bottoms:
+        if not lay.bottoms:
             dev = self.phys(lay.devices[0])
             shard = Shard(dev, None, (), (lay.devices[0],))
             return LayerPlan(lay.name, lay.type, kind.split, (shard,),
                              tuple(_whole(t, dev) for t in row.tops))
-        if kind.split is Split.CHANNELS:
-            return self.channels(lay, row.bottoms, row.tops)
-        if kind.split is Split.FOLLOW and len(lay.bottoms) == 1:
-            follow = self.follow(lay, row.bottoms[0], row.tops)
+        rule = kind.sharding(lay.params, row.bottoms)
+        if not rule.computes:
+            return LayerPlan(lay.name, lay.type, rule.split, (), ())
+        if rule.split is Split.CHANNELS:
+            return self.channels(lay, rule, row.bottoms, row.tops)
+        if rule.split is Split.FOLLOW and len(lay.bottoms) == 1:
+            follow = self.follow(lay, rule, row.bottoms[0], row.tops)
             if follow is not None:
                 return follow
-        return self.whole(lay, row.tops)
+        return self.whole(lay, rule.split, row.tops)
 
-    def whole(self, lay: Layer, tops: tuple[Shape, ...]) -> LayerPlan:
+    def whole(self, lay: Layer, split: Split, tops: tuple[Shape, ...]) -> LayerPlan:
         """Run the layer whole on one device, gathering every bottom there."""
         logical = lay.devices[0]
-        if lay.kind.split is Split.FOLLOW:
+        if split is Split.FOLLOW:
             # Follow the input if it is whole on one of the layer's devices.
             held = {self.blobs[b].layout.parts[0][0] for b in lay.bottoms
                     if self.blobs[b].layout.whole}
@@ -389,26 +380,23 @@ class _Planner:
         dev = self.phys(logical)
         inputs = tuple(self.need_all(b, dev) for b in lay.bottoms)
         shard = Shard(dev, None, inputs, (logical,))
-        return LayerPlan(lay.name, lay.type, lay.kind.split, (shard,),
+        return LayerPlan(lay.name, lay.type, split, (shard,),
                          tuple(_whole(t, dev) for t in tops))
 
-    def follow(self, lay: Layer, bottom_shape: Shape, top_shapes: tuple[Shape, ...]
-               ) -> LayerPlan | None:
+    def follow(self, lay: Layer, rule: Sharding, bottom_shape: Shape,
+               top_shapes: tuple[Shape, ...]) -> LayerPlan | None:
         """Shard for shard on a divided input, or ``None`` where that does not apply."""
         src = self.blobs[lay.bottoms[0]].layout
         if src.whole:
             return None
-        if lay.type not in ELEMENTWISE and not (
-            lay.type in PER_CHANNEL and src.axis == 1 and len(bottom_shape) == 4
+        if rule.follow is Follow.NONE or (
+            rule.follow is Follow.CHANNELS and (src.axis != 1 or len(bottom_shape) != 4)
         ):
             return None
         allowed = {self.phys(d) for d in lay.devices}
         if not set(src.devices) <= allowed:
             return None
-        halo = (0, 0)
-        if lay.type == "LRN" and lay.params.norm_region.name == "ACROSS_CHANNELS":
-            pre = (lay.params.local_size - 1) // 2
-            halo = (pre, lay.params.local_size - 1 - pre)
+        halo = rule.halo
         shards = []
         for dev, lo, hi in src.parts:
             if halo != (0, 0):
@@ -419,31 +407,26 @@ class _Planner:
             logical = tuple(d for d in lay.devices if self.phys(d) == dev)
             shards.append(Shard(dev, (lo, hi), (inp,), logical))
         tops = tuple(replace(src, size=_split_axis_size(t, src.axis)) for t in top_shapes)
-        return LayerPlan(lay.name, lay.type, lay.kind.split, tuple(shards), tops)
+        return LayerPlan(lay.name, lay.type, rule.split, tuple(shards), tops)
 
-    def channels(self, lay: Layer, bottoms: tuple[Shape, ...], tops: tuple[Shape, ...]
-                 ) -> LayerPlan:
-        """Divide ``num_output`` between the layer's devices (Convolution, InnerProduct)."""
-        p = lay.params
+    def channels(self, lay: Layer, rule: Sharding, bottoms: tuple[Shape, ...],
+                 tops: tuple[Shape, ...]) -> LayerPlan:
+        """Divide the tops' ``rule.axis`` between the layer's devices."""
         k = len(lay.devices)
-        n = p.num_output
-        group = getattr(p, "group", 1)
-        where = lay.field_spans.get("num_output", lay.span)
+        n, group, axis = rule.outputs, rule.groups, rule.axis
+        where = lay.field_spans.get(rule.outputs_field, lay.span)
         if n % k:
             raise PlacementError(
-                f"{lay.type} '{lay.name}': num_output {n} cannot be divided evenly between "
-                f"its {k} devices {list(lay.devices)}", where,
-                f"use a num_output divisible by {k}, or place the layer on fewer devices "
-                "(devices: [...])")
+                f"{lay.type} '{lay.name}': {rule.outputs_field} {n} cannot be divided evenly "
+                f"between its {k} devices {list(lay.devices)}", where,
+                f"use a {rule.outputs_field} divisible by {k}, or place the layer on fewer "
+                "devices (devices: [...])")
         if group > 1 and k > 1 and group % k:
             raise PlacementError(
                 f"{lay.type} '{lay.name}': its {group} groups cannot be divided evenly between "
-                f"its {k} devices {list(lay.devices)}", lay.field_spans.get("group", where),
+                f"its {k} devices {list(lay.devices)}",
+                lay.field_spans.get(rule.groups_field, where),
                 f"use a group that is a multiple of {k}, or place the layer on fewer devices")
-        # The top's split axis: channels for convolution, the neuron axis for InnerProduct.
-        axis = 1
-        if lay.type == "InnerProduct":
-            axis = p.axis % len(bottoms[0])
         # Logical shards, then adjacent ones on one physical device merged.
         ranges = [(self.phys(d), d, lo, hi) for d, (lo, hi) in
                   zip(lay.devices, _even_ranges(n, k), strict=True)]

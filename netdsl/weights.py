@@ -42,23 +42,6 @@ __all__ = [
 ]
 
 
-# How many axes each blob of a layer type has in Caffe. Only used for blobs stored with
-# the deprecated 4-D num/channels/height/width fields: Caffe compares those right-aligned
-# against the layer's real blob shape padded with leading 1s (Blob::ShapeEquals with
-# LegacyShape), so an inner-product weight O x I was saved as 1 x 1 x O x I and every
-# bias as 1 x 1 x 1 x N. Caffe's V0->V1->V2 upgrade copies blobs unchanged, so legacy
-# blobs also appear inside V2 ``layer`` messages.
-_LEGACY_AXES: dict[str, tuple[int, ...]] = {
-    "Convolution": (4, 1),
-    "Deconvolution": (4, 1),
-    "InnerProduct": (2, 1),
-    "BatchNorm": (1, 1, 1),
-    "Scale": (1, 1),
-    "Bias": (1,),
-    "PReLU": (1,),
-    "Embed": (2, 1),
-}
-
 _CAFFE_HINT = (
     "expected a binary .caffemodel (a NetParameter protobuf with trained blobs); "
     "a .prototxt describes the net but holds no weights"
@@ -99,8 +82,17 @@ def _read_user_file(path: Path, what: str) -> bytes:
 
 
 def _legacy_shape(dims: list[int], layer_type: str, index: int) -> tuple[int, ...]:
-    axes = _LEGACY_AXES.get(layer_type)
-    if axes is not None and index < len(axes):
+    """A blob stored with the deprecated 4-D num/channels/height/width fields, in its real
+    shape. Caffe compares those right-aligned against the layer's blob shape padded with
+    leading 1s (Blob::ShapeEquals with LegacyShape), so an inner-product weight O x I was
+    saved as 1 x 1 x O x I and every bias as 1 x 1 x 1 x N; the layer type knows its
+    blobs' axes (``legacy_blob_axes``). Caffe's V0->V1->V2 upgrade copies blobs unchanged,
+    so legacy blobs also appear inside V2 ``layer`` messages."""
+    from .layers import REGISTRY
+
+    kind = REGISTRY.get(layer_type)
+    axes = kind.legacy_blob_axes if kind is not None else ()
+    if index < len(axes):
         drop = 4 - axes[index]
         if all(d == 1 for d in dims[:drop]):
             return tuple(dims[drop:])

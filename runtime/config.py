@@ -31,6 +31,8 @@ from netdsl import syntax as s
 from netdsl.diagnostics import DataError, Span, SpecError, did_you_mean
 from netdsl.fields import convert, field_spans
 from netdsl.ir import Layer, Net
+from netdsl.layers import INPUT_TYPE
+from netdsl.layers.base import FieldError
 from runtime.data import SOURCE_KINDS, DataConfig
 from runtime.solver import SolverConfig
 
@@ -51,7 +53,6 @@ DATA_HINT = "point netdsl at it with --data PATH, or --set data.path=PATH"
 
 _PATH_KINDS = {"folder": "image folder", "list": "list file", "lmdb": "LMDB database"}
 _PHASE_FOLDERS = {"train": ("train",), "test": ("val", "test", "validation")}
-_DATA_LAYERS = ("Data", "ImageData")
 
 
 # ------------------------------------------------------------------------------- solver
@@ -108,7 +109,7 @@ def solver_config(net: Net, overrides: Mapping[str, Any] | None = None) -> Solve
 
 def has_data(net: Net) -> bool:
     """Whether the phase's net says where its data comes from (a section or a data layer)."""
-    return "data" in net.sections or any(lay.type in _DATA_LAYERS for lay in net.layers)
+    return "data" in net.sections or _data_layer(net) is not None
 
 
 def data_span(net: Net) -> Span | None:
@@ -122,7 +123,7 @@ def data_span(net: Net) -> Span | None:
 
 def _data_layer(net: Net) -> Layer | None:
     for lay in net.layers:
-        if lay.type in _DATA_LAYERS:
+        if lay.kind.has_data_source:
             return lay
     return None
 
@@ -154,7 +155,8 @@ def data_config(net: Net, phase: str, data_path: str | None = None) -> DataConfi
 
 
 def _no_data(net: Net, phase: str) -> None:
-    other = [lay for lay in net.layers if lay.kind.is_data and lay.type != "Input"]
+    other = [lay for lay in net.layers
+             if lay.kind.is_data and lay.kind.name != INPUT_TYPE]
     if other:
         lay = other[0]
         raise DataError(
@@ -191,60 +193,17 @@ def _from_section(block: s.Block, phase: str) -> tuple[DataConfig, Span | None]:
 
 
 def _from_layer(layer: Layer, phase: str) -> tuple[DataConfig, Span | None]:
-    """A Caffe Data (LMDB) or ImageData (list file) layer as a DataConfig."""
-    p = layer.params
-    t = p.transform
-    src_span = layer.field_spans.get("source", layer.span)
-    if not p.source:
-        raise DataError(f"{layer.type} layer '{layer.name}' has no source", layer.span)
-    if p.batch_size < 1:
-        raise DataError(
-            f"{layer.type} layer '{layer.name}' needs batch_size >= 1, got {p.batch_size}",
-            layer.field_spans.get("batch_size", layer.span),
-        )
-    channels = 3 if t.force_color else 1 if t.force_gray else 0
-    common: dict[str, Any] = {
-        "path": p.source,
-        "batch_size": p.batch_size,
-        "crop": t.crop_size or p.crop_size,
-        "mirror": t.mirror or p.mirror,
-        "scale": t.scale if t.scale != 1.0 else p.scale,
-        "mean_value": tuple(t.mean_value),
-        "mean_file": t.mean_file or p.mean_file,
-    }
-    if layer.type == "Data":
-        backend = str(p.backend).upper()
-        if backend != "LMDB":
-            raise DataError(
-                f"Data layer '{layer.name}' reads a {backend} database; netdsl reads LMDB",
-                layer.field_spans.get("backend", layer.span),
-                hint="convert it to LMDB (Caffe's convert_imageset -backend lmdb) and set "
-                "backend: LMDB",
-            )
-        # Caffe's DataLayer reads the database in order (it was shuffled when written).
-        kw = {"source": "lmdb", "shuffle": False, "channels": channels}
-    else:
-        resize: tuple[int, ...] = ()
-        if p.new_height and p.new_width:
-            resize = (p.new_height, p.new_width)
-        elif p.new_height or p.new_width:
-            raise DataError(
-                f"ImageData layer '{layer.name}' needs both new_height and new_width",
-                layer.span,
-            )
-        kw = {
-            "source": "list",
-            "root": p.root_folder,
-            "shuffle": p.shuffle,
-            "resize": resize,
-            "channels": channels or (3 if p.is_color else 1),
-            "bgr": True,  # Caffe decodes with OpenCV: BGR
-        }
+    """A Caffe data layer (Data: an LMDB, ImageData: a list file) as a DataConfig."""
     try:
-        cfg = DataConfig(**common, **kw)
+        fields = layer.kind.data_source(layer.params)
+        assert fields is not None
+        cfg = DataConfig(**fields)
+    except FieldError as e:
+        raise DataError(f"{layer.type} layer '{layer.name}' {e}",
+                        layer.field_spans.get(e.field_name or "", layer.span), e.hint) from None
     except ValueError as e:
         raise DataError(f"{layer.type} layer '{layer.name}': {e}", layer.span) from None
-    return cfg, src_span
+    return cfg, layer.field_spans.get("source", layer.span)
 
 
 def _apply_data_path(spec_path: str, data_path: str) -> str:

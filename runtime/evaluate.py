@@ -15,7 +15,7 @@ from __future__ import annotations
 import os
 import sys
 import time as _time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from typing import IO, Any
 
@@ -23,6 +23,7 @@ import torch
 
 from netdsl.diagnostics import DataError, Span, UsageError
 from netdsl.ir import Net
+from netdsl.layers.base import Role
 from runtime.config import data_config, data_span
 from runtime.data import average_crops, build_loader
 from runtime.progress import FORMATS, json_line
@@ -39,15 +40,16 @@ def _check_fmt(fmt: str) -> None:
 def prediction_blob(net: Net) -> tuple[str, bool]:
     """The blob holding the class scores, and whether it is already probabilities.
 
-    The first bottom of the first Accuracy layer, else of SoftmaxWithLoss; else the top of
-    the last Softmax layer (a deploy net's ``prob``).
+    The first bottom of the first metric (Accuracy) that reads class scores, else of the
+    first loss that does (SoftmaxWithLoss); else the top of the last layer that makes
+    probabilities (a deploy net's Softmax ``prob``).
     """
-    for kind in ("Accuracy", "SoftmaxWithLoss"):
+    for role in (Role.METRIC, Role.LOSS):
         for lay in net.layers:
-            if lay.type == kind:
+            if lay.kind.role is role and lay.kind.reads_class_scores:
                 return lay.bottoms[0], False
     for lay in reversed(net.layers):
-        if lay.type == "Softmax":
+        if lay.kind.role is Role.PROBABILITIES:
             return lay.tops[0], True
     raise DataError(
         f"cannot tell which blob of net '{net.name}' holds the class scores",
@@ -199,12 +201,12 @@ class _Bar:
 
 
 class _Clock:
-    """Per-layer forward times from module hooks, backward times from autograd node hooks.
+    """Per-layer forward times from the compiled net's layer hooks (``run_layers``),
+    backward times from autograd node hooks.
 
     A layer's backward is the span from the first to the last of the autograd nodes its
     forward created (found by walking back from its outputs to its inputs): the autograd
-    engine runs them one after another. Module backward hooks would do, but they wrap the
-    outputs in a view, which in-place layers (ReLU) refuse.
+    engine runs them one after another.
     """
 
     def __init__(self, sync: Callable[[], None]) -> None:
@@ -216,18 +218,14 @@ class _Clock:
         self._bspan: dict[str, list[float]] = {}
         self.on = False
 
-    def attach(self, name: str, module: torch.nn.Module) -> None:
-        module.register_forward_pre_hook(lambda m, args: self._pre(name, args))
-        module.register_forward_hook(lambda m, args, out: self._post(name, out))
-
-    def _pre(self, name: str, args: tuple[Any, ...]) -> None:
+    def before(self, name: str, args: Sequence[Any]) -> None:
         if not self.on:
             return
         self._stops[name] = {a.grad_fn for a in args if isinstance(a, torch.Tensor)}
         self.sync()
         self._t0[name] = _time.perf_counter()
 
-    def _post(self, name: str, out: Any) -> None:
+    def after(self, name: str, out: Any) -> None:
         if not self.on:
             return
         self.sync()
@@ -309,11 +307,6 @@ def time(
             torch.cuda.synchronize()
 
     clock = _Clock(sync)
-    names = _layer_names(ir, net)
-    for key, module in net.layers.items():
-        name, _ = names.get(key, (key, ""))
-        for m in module if isinstance(module, torch.nn.ModuleList) else (module,):
-            clock.attach(name, m)
 
     gen = torch.Generator().manual_seed(0)
     feed = {}
@@ -327,7 +320,7 @@ def time(
     def one() -> tuple[float, float]:
         sync()
         t0 = _time.perf_counter()
-        res = net(**feed)
+        res = net.run_layers(clock.before, clock.after, **feed)
         sync()
         t1 = _time.perf_counter()
         if net.loss_weights:
@@ -360,13 +353,13 @@ def time(
         bar.close()
     ms = 1000.0 / iterations
     layers = []
-    for key in net.layers:
-        name, kind = names.get(key, (key, ""))
-        layers.append({
-            "name": name, "type": kind,
-            "forward_ms": clock.forward.get(name, 0.0) * ms,
-            "backward_ms": clock.backward.get(name, 0.0) * ms,
-        })
+    for lay in ir.layers:
+        if lay.name in clock.forward:
+            layers.append({
+                "name": lay.name, "type": lay.type,
+                "forward_ms": clock.forward[lay.name] * ms,
+                "backward_ms": clock.backward.get(lay.name, 0.0) * ms,
+            })
     result: dict[str, Any] = {
         "net": ir.name, "phase": phase, "batch": b, "iterations": iterations,
         "device": ", ".join(sorted(str(d) for d in set(net._torch_devices.values()))),
@@ -397,15 +390,6 @@ def _spec_batch(net: Net) -> int:
             return v
     v = block.scalar("batch_size")
     return v if isinstance(v, int) else 0
-
-
-def _layer_names(ir: Net, net: Any) -> dict[str, tuple[str, str]]:
-    """ModuleDict key -> (layer name, type): the keys follow the layers that have modules."""
-    with_modules = [lay for lay in ir.layers if not (lay.kind.is_data and lay.type != "DummyData")]
-    keys = list(net.layers.keys())
-    if len(keys) != len(with_modules):
-        return {}
-    return {k: (lay.name, lay.type) for k, lay in zip(keys, with_modules, strict=True)}
 
 
 def _print_time(stream: IO[str], r: Mapping[str, Any]) -> None:

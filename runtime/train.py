@@ -241,7 +241,7 @@ def feeds_of(net: Any) -> Feeds:
 def layer_input_shapes(net: Net, cfg: DataConfig) -> dict[str, tuple[int, ...]]:
     """Input shapes of a Caffe Data/ImageData layer that the spec cannot know (they are in
     the database or the images), read from the data."""
-    layer = next((lay for lay in net.layers if lay.type in ("Data", "ImageData")), None)
+    layer = next((lay for lay in net.layers if lay.kind.has_data_source), None)
     if layer is None or "data" in net.sections:
         return {}
     from runtime.data import make_source

@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 import netdsl
-from netdsl.layers.pooling import RoundMode, pooled_size
+from netdsl.caffe_math import pooled_size
 from netdsl.shapes import infer_shapes
 from tests.shared import DB_INPUTS, ROOT, caffe_params
 
@@ -131,9 +131,9 @@ def test_known_parameter_counts(shared_caffe: Path, name: str, params: int) -> N
     ],
 )
 def test_caffe_pooling_arithmetic(size, kernel, stride, pad, expected) -> None:
-    assert pooled_size(size, kernel, stride, pad, RoundMode.CEIL) == expected
+    assert pooled_size(size, kernel, stride, pad, ceil=True) == expected
 
 
 def test_floor_round_mode() -> None:
-    assert pooled_size(8, 3, 2, 0, RoundMode.FLOOR) == 3
-    assert pooled_size(8, 3, 2, 0, RoundMode.CEIL) == 4
+    assert pooled_size(8, 3, 2, 0, ceil=False) == 3
+    assert pooled_size(8, 3, 2, 0, ceil=True) == 4

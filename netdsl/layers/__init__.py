@@ -16,6 +16,10 @@ from .base import LayerType
 REGISTRY: dict[str, LayerType] = {}
 TYPES: dict[str, LayerType] = {}  # canonical name -> type, in registration order
 
+#: The type that the language's ``input { ... }`` blocks and Caffe's ``input:`` /
+#: ``input_dim:`` / ``input_shape`` fields become.
+INPUT_TYPE = "Input"
+
 L = TypeVar("L", bound=type[LayerType])
 
 

@@ -3,15 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 from ..fields import doc
 from . import register
-from .base import Arity, LayerType, Shape, ShapeContext, canonical_axis, count
+from .base import Arity, Call, Kernel, LayerType, Role, Shape, ShapeContext, canonical_axis, count
 from .softmax_with_loss import check_label_count
-
-if TYPE_CHECKING:
-    import torch
 
 
 @dataclass(frozen=True)
@@ -31,6 +27,8 @@ class Accuracy(LayerType):
     """
 
     caffe_names = ("ACCURACY",)
+    role = Role.METRIC
+    reads_class_scores = True
     bottoms = Arity.exact(2)
     tops = Arity(1, 2)
     Params = AccuracyParams
@@ -51,7 +49,8 @@ class Accuracy(LayerType):
         return ((), (data[axis],))[: len(ctx.tops)]
 
     def lower(self, p: AccuracyParams, bottoms: tuple[Shape, ...], tops: tuple[Shape, ...]
-              ) -> torch.nn.Module:
-        from ._modules import Accuracy as Module
+              ) -> Kernel:
+        from ..kernels import losses
 
-        return Module(p.top_k, p.axis % len(bottoms[0]), p.ignore_label, len(tops))
+        kw = {"top_k": p.top_k, "axis": p.axis % len(bottoms[0]), "ignore_label": p.ignore_label}
+        return Call(losses.accuracy_and_per_class if len(tops) == 2 else losses.accuracy, kw)

@@ -3,16 +3,17 @@
 A layer type is one class in one file of this package. It declares its fields (a frozen
 ``Params`` dataclass), its blob-count contract, its shape rule in Caffe's arithmetic,
 the shapes of its learnable blobs, its multiply-accumulate count, how it divides across
-devices, and its torch lowering. Nothing else in netdsl knows about a particular type.
+devices, its role, and its torch kernel. Nothing else in netdsl knows about a particular
+type: the compiler, export and the runtime ask these hooks.
 """
 
 from __future__ import annotations
 
 import enum
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Union
 
 from ..diagnostics import ShapeError, Span
 from ..fields import doc
@@ -49,8 +50,51 @@ class Split(enum.Enum):
     """How a layer divides across the devices it is placed on."""
 
     CHANNELS = "channels"  # output channels / neurons divided between devices
-    FOLLOW = "follow"  # element-wise: runs where its input is, shard for shard
+    FOLLOW = "follow"  # runs where its input is (shard for shard, if its Follow allows)
     REPLICATE = "replicate"  # whole layer on one device (the first one listed)
+
+
+class Follow(enum.Enum):
+    """How a FOLLOW layer runs on an input divided between devices."""
+
+    ELEMENTWISE = "elementwise"  # each output element reads the same input element: any split
+    CHANNELS = "channels"  # each channel of a 4-D blob on its own: a channel split
+    NONE = "none"  # not separable: runs whole, on the device holding its input
+
+
+@dataclass(frozen=True)
+class Sharding:
+    """What placement needs to know to divide one layer (``LayerType.sharding``).
+
+    ``CHANNELS``: ``outputs`` entries along the tops' ``axis`` are divided evenly between
+    the layer's devices; with ``groups`` > 1 every device gets whole groups and reads
+    only those groups' input channels. ``FOLLOW`` with ``Follow.CHANNELS``: each shard
+    also reads ``halo = (below, above)`` neighbouring channels of its input. A layer
+    with ``computes=False`` (Silence) needs no device and moves nothing.
+    """
+
+    split: Split
+    follow: Follow = Follow.NONE
+    outputs: int = 0
+    axis: int = 1
+    groups: int = 1
+    halo: tuple[int, int] = (0, 0)
+    computes: bool = True
+    outputs_field: str = "num_output"
+    groups_field: str = "group"
+
+
+class Role(enum.Enum):
+    """What a layer is to the rest of netdsl: the compiler, export and the runtime ask
+    this instead of naming types."""
+
+    COMPUTE = "compute"  # an ordinary layer
+    INPUT = "input"  # its tops are the net's inputs, fed by the caller
+    GENERATOR = "generator"  # makes its tops itself, from nothing (DummyData)
+    LOSS = "loss"  # its first top is a loss (loss_weight 1 by default)
+    METRIC = "metric"  # scores predictions against labels (Accuracy)
+    PROBABILITIES = "probabilities"  # turns scores into class probabilities (Softmax)
+    SINK = "sink"  # reads blobs and makes nothing (Silence)
 
 
 class FillerType(enum.Enum):
@@ -83,6 +127,16 @@ class Filler:
     variance_norm: VarianceNorm = field(
         default=VarianceNorm.FAN_IN, metadata=doc("xavier/msra: fan used for the scale")
     )
+
+
+class FieldError(ValueError):
+    """A problem with one field of a layer's params, found by a hook that has no
+    ShapeContext (``data_source``): the caller reports it at the field's span."""
+
+    def __init__(self, message: str, field_name: str | None = None,
+                 hint: str | None = None) -> None:
+        super().__init__(message)
+        self.field_name, self.hint = field_name, hint
 
 
 @dataclass(frozen=True)
@@ -127,22 +181,74 @@ class ShapeContext:
         return ShapeError(f"{self.type_name} '{self.layer}': {message}", self.where(field), hint)
 
 
+@dataclass(frozen=True, eq=False)
+class Call:
+    """A stateless kernel: ``fn(*bottoms, **kwargs)``. The compiled graph calls ``fn``
+    itself (one node, printed as ``fn(x, k=v)``), so ``fn`` must be a plain function of
+    tensors; layers with parameters, buffers or a phase lower to a ``torch.nn.Module``."""
+
+    fn: Callable[..., Any]
+    kwargs: Mapping[str, Any] = field(default_factory=dict)
+
+    def __call__(self, *xs: Any) -> Any:
+        return self.fn(*xs, **self.kwargs)
+
+
+@dataclass(frozen=True)
+class Alias:
+    """The kernel of a layer whose every top *is* its one bottom (Split, a Concat of one
+    blob): the compiled graph has no node for it."""
+
+
+#: A lowered layer: a module (state or phase), a stateless call, or an alias.
+Kernel = Union["torch.nn.Module", Call, Alias]
+
+
 class LayerType:
-    """Base class: override what the type needs. Instances are stateless singletons."""
+    """Base class: override what the type needs. Instances are stateless singletons.
+
+    Everything netdsl knows about one type is here or in the type's own file: fields,
+    blob counts, shape rule, learnable blobs and their Caffe layout, MACs, how it divides
+    across devices (``sharding``), its role, and its torch kernel (``lower``).
+    """
 
     name: ClassVar[str] = ""
     caffe_names: ClassVar[tuple[str, ...]] = ()  # other spellings: V1 enum, aliases
     bottoms: ClassVar[Arity] = Arity.exact(1)
     tops: ClassVar[Arity] = Arity.exact(1)
     blobs: ClassVar[tuple[str, ...]] = ()  # Caffe's parameter blobs, in Caffe's order
+    #: Axes of each blob in Caffe's layout; a blob saved with the deprecated 4-D
+    #: num/channels/height/width fields is read right-aligned into these (Blob::ShapeEquals).
+    legacy_blob_axes: ClassVar[tuple[int, ...]] = ()
     learned: ClassVar[bool] = True  # False: the blobs are statistics (BatchNorm), not learned
-    is_data: ClassVar[bool] = False  # its tops are the net's inputs
-    is_loss: ClassVar[bool] = False  # its first top has loss_weight 1 by default
+    role: ClassVar[Role] = Role.COMPUTE
+    #: its first bottom holds class scores (so ``netdsl test`` can read predictions there)
+    reads_class_scores: ClassVar[bool] = False
+    #: a data layer whose examples the runtime can read (``data_source``)
+    has_data_source: ClassVar[bool] = False
+    #: its output is a new tensor that its backward does not need, so a following
+    #: in-place layer (ReLU) may overwrite it
+    fresh_output: ClassVar[bool] = False
     split: ClassVar[Split] = Split.FOLLOW
+    follow: ClassVar[Follow] = Follow.NONE
     Params: ClassVar[type] = NoParams
     #: Caffe ``*_param`` blocks this type reads, where the name alone does not say it
     #: (``convolution_param`` for Convolution is implied; see ``reads_param_block``).
     caffe_params: ClassVar[tuple[str, ...]] = ()
+
+    @property
+    def is_data(self) -> bool:
+        """Its tops are made from nothing: the net's inputs, or generated."""
+        return self.role in (Role.INPUT, Role.GENERATOR)
+
+    @property
+    def is_input(self) -> bool:
+        """Its tops are fed by the caller."""
+        return self.role is Role.INPUT
+
+    @property
+    def is_loss(self) -> bool:
+        return self.role is Role.LOSS
 
     def reads_param_block(self, block: str) -> bool:
         """Whether Caffe would read this ``<kind>_param`` block for this layer type.
@@ -175,19 +281,52 @@ class LayerType:
         """Initialisers of the learnable blobs (blob name -> Filler)."""
         return {}
 
-    def lower(self, p: Any, bottoms: tuple[Shape, ...], tops: tuple[Shape, ...]) -> torch.nn.Module:
-        """The torch module computing this layer on one device.
+    def batch_size(self, p: Any) -> int:
+        """The batch a data layer's params give (0: none)."""
+        return 0
 
-        Contract: ``forward(*bottom_tensors)`` returns a tuple with one tensor per top.
-        Learnable blobs are ``nn.Parameter`` attributes named as in ``blobs`` with Caffe's
-        shapes (conv weight ``[out, in/group, kh, kw]``), left uninitialised: the compiler
-        fills them from ``fillers()``. Caffe blobs that are not learned (BatchNorm's
-        mean, variance, scale_factor) are buffers of the same names. ``module.training``
-        is the phase (Dropout, BatchNorm's use_global_stats default). Loss layers return
-        the unweighted loss as a 0-d tensor; the compiler applies ``loss_weight``.
-        ``bottoms``/``tops`` are the inferred shapes, batch included.
+    def data_source(self, p: Any) -> dict[str, Any] | None:
+        """How the runtime reads this data layer's examples: the fields of a ``data {}``
+        section (``source``, ``path``, transforms...), or ``None`` where the layer names
+        no source the runtime reads. Raises :class:`FieldError` for a bad field."""
+        return None
+
+    # --- placement and lowering ----------------------------------------------------------
+
+    def sharding(self, p: Any, bottoms: tuple[Shape, ...]) -> Sharding:
+        """How this layer divides across its devices (see :class:`Sharding`)."""
+        return Sharding(self.split, self.follow)
+
+    def shard_params(self, p: Any, outputs: tuple[int, int]) -> Any:
+        """The params of the shard of a CHANNELS layer that computes ``outputs``
+        ``[start, stop)`` of the divided axis (as if it were a layer of its own)."""
+        raise NotImplementedError(f"{self.name} does not divide its outputs")
+
+    def lower(self, p: Any, bottoms: tuple[Shape, ...], tops: tuple[Shape, ...]) -> Kernel:
+        """The kernel computing this layer on one device.
+
+        Contract: called on the bottom tensors, a kernel returns one value per top: the
+        tensor itself for a layer with one top, else a tuple. A module's learnable blobs
+        are ``nn.Parameter`` attributes named as in ``blobs`` with Caffe's shapes (conv
+        weight ``[out, in/group, kh, kw]``), left uninitialised: the compiler fills them
+        from ``fillers()``. Caffe blobs that are not learned (BatchNorm's mean, variance,
+        scale_factor) are buffers of the same names. ``module.training`` is the phase.
+        Loss layers return the unweighted loss as a 0-d tensor; the compiler applies
+        ``loss_weight``. ``bottoms``/``tops`` are the inferred shapes, batch included.
         """
         raise NotImplementedError(f"{self.name} has no torch lowering")
+
+    def lower_shard(self, p: Any, bottoms: tuple[Shape, ...], tops: tuple[Shape, ...],
+                    outputs: tuple[int, int] | None, halo: tuple[int, int]) -> Kernel:
+        """The kernel of one shard: ``outputs`` is the range a CHANNELS shard computes,
+        ``halo`` the neighbouring channels its first bottom carries (``sharding``);
+        shapes are the shard's own."""
+        return self.lower(p if outputs is None else self.shard_params(p, outputs), bottoms, tops)
+
+    def lower_in_place(self, p: Any) -> Kernel | None:
+        """A kernel that overwrites its one bottom, if the type has one (Caffe's in-place
+        ReLU); the compiler uses it where nothing can tell the difference."""
+        return None
 
 
 def count(shape: Shape) -> int:

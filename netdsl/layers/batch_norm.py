@@ -3,14 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 from ..fields import doc
 from . import register
-from .base import Filler, LayerType, Shape, ShapeContext
-
-if TYPE_CHECKING:
-    import torch
+from .base import Filler, Kernel, LayerType, Shape, ShapeContext
 
 
 @dataclass(frozen=True)
@@ -34,7 +30,9 @@ class BatchNorm(LayerType):
     """
 
     blobs = ("mean", "variance", "scale_factor")
+    legacy_blob_axes = (1, 1, 1)
     learned = False
+    fresh_output = True
     Params = BatchNormParams
 
     def shape(
@@ -53,7 +51,7 @@ class BatchNorm(LayerType):
         return {name: Filler() for name in self.blobs}  # Caffe zero-fills all three
 
     def lower(self, p: BatchNormParams, bottoms: tuple[Shape, ...], tops: tuple[Shape, ...]
-              ) -> torch.nn.Module:
-        from ._modules import BatchNorm as Module
+              ) -> Kernel:
+        from ..kernels.normalization import BatchNorm as Module
 
         return Module(bottoms[0][1], p.use_global_stats, p.moving_average_fraction, p.eps)

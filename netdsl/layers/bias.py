@@ -7,14 +7,10 @@ bottom axes axis..axis+k-1 and is repeated over the axes before and after.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 from ..fields import doc
 from . import register
-from .base import Arity, Filler, LayerType, Shape, ShapeContext, canonical_axis
-
-if TYPE_CHECKING:
-    import torch
+from .base import Arity, Filler, Kernel, LayerType, Shape, ShapeContext, canonical_axis
 
 
 @dataclass(frozen=True)
@@ -83,6 +79,8 @@ class Bias(LayerType):
     bottoms = Arity(1, 2)
     tops = Arity.exact(1)
     blobs = ("bias",)
+    legacy_blob_axes = (1,)
+    fresh_output = True
     Params = BiasParams
 
     def shape(
@@ -105,8 +103,8 @@ class Bias(LayerType):
         return {"bias": p.filler}
 
     def lower(self, p: BiasParams, bottoms: tuple[Shape, ...], tops: tuple[Shape, ...]
-              ) -> torch.nn.Module:
-        from ._modules import ScaleBias
+              ) -> Kernel:
+        from ..kernels.normalization import ScaleBias
 
         ctx = ShapeContext.detached(self.name)
         b = bottoms[0]

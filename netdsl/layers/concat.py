@@ -3,14 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 from ..fields import doc
 from . import register
-from .base import Arity, LayerType, Shape, ShapeContext, canonical_axis
-
-if TYPE_CHECKING:
-    import torch
+from .base import Alias, Arity, Call, Kernel, LayerType, Shape, ShapeContext, canonical_axis
 
 
 @dataclass(frozen=True)
@@ -68,8 +64,10 @@ class Concat(LayerType):
         return ((*first[:axis], total, *first[axis + 1:]),)
 
     def lower(self, p: ConcatParams, bottoms: tuple[Shape, ...], tops: tuple[Shape, ...]
-              ) -> torch.nn.Module:
-        from ._modules import Concat as Module
+              ) -> Kernel:
+        from ..kernels import plumbing
 
+        if len(bottoms) == 1:
+            return Alias()
         axis = p.concat_dim if p.concat_dim is not None else p.axis % len(bottoms[0])
-        return Module(axis)
+        return Call(plumbing.concat, {"axis": axis})

@@ -2,15 +2,23 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from dataclasses import dataclass, field, replace
 
+from ..caffe_math import conv_out_size
 from ..fields import doc
 from . import register
-from .base import Arity, Filler, LayerType, Shape, ShapeContext, Split, count, spatial_pair
-
-if TYPE_CHECKING:
-    import torch
+from .base import (
+    Arity,
+    Filler,
+    Kernel,
+    LayerType,
+    Shape,
+    ShapeContext,
+    Sharding,
+    Split,
+    count,
+    spatial_pair,
+)
 
 
 @dataclass(frozen=True)
@@ -63,7 +71,9 @@ class Convolution(LayerType):
     bottoms = Arity(1)
     tops = Arity(1)
     blobs = ("weight", "bias")
+    legacy_blob_axes = (4, 1)
     split = Split.CHANNELS
+    fresh_output = True
     Params = ConvParams
 
     def _geom(self, p: ConvParams, bottom: Shape, ctx: ShapeContext) -> ConvGeometry:
@@ -102,7 +112,7 @@ class Convolution(LayerType):
                     f"(input {size}, pad {g.pad[i]})", "kernel_size",
                     "use a smaller kernel, more padding, or a larger input",
                 )
-            out.append((size + 2 * g.pad[i] - extent) // g.stride[i] + 1)
+            out.append(conv_out_size(size, g.kernel[i], g.stride[i], g.pad[i], g.dilation[i]))
         top = (first[0], p.num_output, *out)
         return (top,) * len(ctx.tops)
 
@@ -125,9 +135,18 @@ class Convolution(LayerType):
     def fillers(self, p: ConvParams) -> dict[str, Filler]:
         return {"weight": p.weight_filler, "bias": p.bias_filler}
 
+    def sharding(self, p: ConvParams, bottoms: tuple[Shape, ...]) -> Sharding:
+        return Sharding(Split.CHANNELS, outputs=p.num_output, groups=p.group)
+
+    def shard_params(self, p: ConvParams, outputs: tuple[int, int]) -> ConvParams:
+        """A shard of whole groups keeps its share of the groups; with one group every
+        shard convolves all input channels."""
+        n = outputs[1] - outputs[0]
+        return replace(p, num_output=n, group=p.group * n // p.num_output if p.group > 1 else 1)
+
     def lower(self, p: ConvParams, bottoms: tuple[Shape, ...], tops: tuple[Shape, ...]
-              ) -> torch.nn.Module:
-        from ._modules import Conv
+              ) -> Kernel:
+        from ..kernels.convolution import Conv
 
         g = self._geom(p, bottoms[0], ShapeContext.detached(self.name))
         return Conv(self.param_shapes(p, bottoms), g.stride, g.pad, g.dilation, p.group)

@@ -8,14 +8,11 @@ shape from a database (Data, HDF5Data) needs ``--input NAME=C,H,W``.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import Any
 
 from ..fields import doc
 from . import register
-from .base import Arity, LayerType, Shape, ShapeContext
-
-if TYPE_CHECKING:
-    import torch
+from .base import Arity, FieldError, LayerType, Role, Shape, ShapeContext
 
 
 @dataclass(frozen=True)
@@ -31,23 +28,35 @@ class Transform:
     force_gray: bool = field(default=False, metadata=doc("decode as 1 channel"))
 
 
-def _data_input(type_name: str) -> torch.nn.Module:
-    """The compiler feeds a data layer's tops, so its module is a placeholder never called."""
-    from ._modules import DataInput
-
-    return DataInput(type_name)
-
-
 class DataLayer(LayerType):
-    """Base of the types whose tops are the net's inputs: no bottoms, and a lowering the
-    compiler never calls (it feeds the inputs itself)."""
+    """Base of the types whose tops are the net's inputs: no bottoms and no kernel (the
+    compiled net is fed those tops by its caller)."""
 
     bottoms = Arity.exact(0)
-    is_data = True
+    role = Role.INPUT
 
-    def lower(self, p: object, bottoms: tuple[Shape, ...], tops: tuple[Shape, ...]
-              ) -> torch.nn.Module:
-        return _data_input(self.name)
+    def batch_size(self, p: Any) -> int:
+        return int(getattr(p, "batch_size", 0))
+
+
+def _caffe_transform(p: Any) -> dict[str, Any]:
+    """The data-section fields of a Caffe data layer's transform_param (and the
+    deprecated copies of them in the layer's own params)."""
+    t = p.transform
+    if not p.source:
+        raise FieldError("has no source", "source")
+    if p.batch_size < 1:
+        raise FieldError(f"needs batch_size >= 1, got {p.batch_size}", "batch_size")
+    return {
+        "path": p.source,
+        "batch_size": p.batch_size,
+        "crop": t.crop_size or p.crop_size,
+        "mirror": t.mirror or p.mirror,
+        "scale": t.scale if t.scale != 1.0 else p.scale,
+        "mean_value": tuple(t.mean_value),
+        "mean_file": t.mean_file or p.mean_file,
+        "channels": 3 if t.force_color else 1 if t.force_gray else 0,
+    }
 
 
 def _with_batch(batch: int, chw: Shape) -> Shape:
@@ -77,6 +86,9 @@ class Input(DataLayer):
     tops = Arity(1)
     Params = InputParams
 
+    def batch_size(self, p: InputParams) -> int:
+        return p.batch
+
     def shape(self, p: InputParams, bottoms: tuple[Shape, ...], ctx: ShapeContext):
         shapes = p.shape
         if len(shapes) not in (1, len(ctx.tops)):
@@ -97,7 +109,6 @@ class Input(DataLayer):
                 raise ctx.error(f"shape {list(s)} has a dimension below 1", "shape")
             out.append(_with_batch(ctx.batch, s))
         return tuple(out)
-
 
 
 @dataclass(frozen=True)
@@ -135,11 +146,22 @@ class Data(DataLayer):
 
     caffe_names = ("DATA",)
     tops = Arity(1, 2)
+    has_data_source = True
     Params = DataParams
 
     def shape(self, p: DataParams, bottoms: tuple[Shape, ...], ctx: ShapeContext):
         return _db_shape(ctx, "database")
 
+    def data_source(self, p: DataParams) -> dict[str, Any]:
+        fields = _caffe_transform(p)
+        backend = str(p.backend).upper()
+        if backend != "LMDB":
+            raise FieldError(
+                f"reads a {backend} database; netdsl reads LMDB", "backend",
+                "convert it to LMDB (Caffe's convert_imageset -backend lmdb) and set "
+                "backend: LMDB")
+        # Caffe's DataLayer reads the database in order (it was shuffled when written).
+        return {**fields, "source": "lmdb", "shuffle": False}
 
 
 @dataclass(frozen=True)
@@ -165,6 +187,7 @@ class ImageData(DataLayer):
 
     caffe_names = ("IMAGE_DATA",)
     tops = Arity(1, 2)
+    has_data_source = True
     Params = ImageDataParams
 
     def shape(self, p: ImageDataParams, bottoms: tuple[Shape, ...], ctx: ShapeContext):
@@ -181,6 +204,19 @@ class ImageData(DataLayer):
                 return _db_shape(ctx, "images (no new_height/new_width or crop_size)")
         return (given, *(_label_shape(ctx) for _ in ctx.tops[1:]))
 
+    def data_source(self, p: ImageDataParams) -> dict[str, Any]:
+        fields = _caffe_transform(p)
+        if bool(p.new_height) != bool(p.new_width):
+            raise FieldError("needs both new_height and new_width", "new_height")
+        return {
+            **fields,
+            "source": "list",
+            "root": p.root_folder,
+            "shuffle": p.shuffle,
+            "resize": (p.new_height, p.new_width) if p.new_height else (),
+            "channels": fields["channels"] or (3 if p.is_color else 1),
+            "bgr": True,  # Caffe decodes with OpenCV: BGR
+        }
 
 
 @dataclass(frozen=True)
@@ -203,7 +239,6 @@ class MemoryData(DataLayer):
     def shape(self, p: MemoryDataParams, bottoms: tuple[Shape, ...], ctx: ShapeContext):
         data = _input_override(ctx, ctx.tops[0]) or (ctx.batch, p.channels, p.height, p.width)
         return (data, *(_label_shape(ctx) for _ in ctx.tops[1:]))
-
 
 
 @dataclass(frozen=True)

@@ -2,14 +2,10 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
+from ..caffe_math import deconv_out_size
 from . import register
-from .base import Arity, Filler, LayerType, Shape, ShapeContext, Split, count
+from .base import Arity, Filler, Kernel, LayerType, Shape, ShapeContext, Split, count
 from .convolution import ConvGeometry, ConvParams, conv_geometry
-
-if TYPE_CHECKING:
-    import torch
 
 
 def _geometry(p: ConvParams, bottom: Shape, ctx: ShapeContext) -> ConvGeometry:
@@ -31,7 +27,9 @@ class Deconvolution(LayerType):
     bottoms = Arity(1)
     tops = Arity(1)
     blobs = ("weight", "bias")
+    legacy_blob_axes = (4, 1)
     split = Split.REPLICATE
+    fresh_output = True
     Params = ConvParams
 
     def shape(
@@ -67,7 +65,7 @@ class Deconvolution(LayerType):
         out = []
         for i, size in enumerate(first[2:]):
             extent = g.dilation[i] * (g.kernel[i] - 1) + 1
-            side = (size - 1) * g.stride[i] - 2 * g.pad[i] + extent
+            side = deconv_out_size(size, g.kernel[i], g.stride[i], g.pad[i], g.dilation[i])
             if side < 1:
                 raise ctx.error(
                     f"the output would have side {side} on spatial axis {i} (input {size}, "
@@ -93,8 +91,8 @@ class Deconvolution(LayerType):
         return {"weight": p.weight_filler, "bias": p.bias_filler}
 
     def lower(self, p: ConvParams, bottoms: tuple[Shape, ...], tops: tuple[Shape, ...]
-              ) -> torch.nn.Module:
-        from ._modules import Conv
+              ) -> Kernel:
+        from ..kernels.convolution import Conv
 
         g = _geometry(p, bottoms[0], ShapeContext.detached(self.name))
         return Conv(self.param_shapes(p, bottoms), g.stride, g.pad, g.dilation, p.group,

@@ -3,14 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 from ..fields import doc
 from . import register
-from .base import LayerType, Shape, ShapeContext
-
-if TYPE_CHECKING:
-    import torch
+from .base import Follow, Kernel, LayerType, Shape, ShapeContext
 
 
 @dataclass(frozen=True)
@@ -27,6 +23,7 @@ class Dropout(LayerType):
     """Randomly zeroes inputs in training, identity in testing (Caffe DropoutLayer)."""
 
     caffe_names = ("DROPOUT",)
+    follow = Follow.ELEMENTWISE
     Params = DropoutParams
 
     def shape(
@@ -40,7 +37,7 @@ class Dropout(LayerType):
         return (bottoms[0],)
 
     def lower(self, p: DropoutParams, bottoms: tuple[Shape, ...], tops: tuple[Shape, ...]
-              ) -> torch.nn.Module:
-        from ._modules import Dropout as Module
+              ) -> Kernel:
+        from ..kernels import elementwise
 
-        return Module(p.dropout_ratio, p.scale_train)
+        return elementwise.Dropout(p.dropout_ratio, p.scale_train)

@@ -3,14 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 from ..fields import doc
 from . import register
-from .base import Arity, Filler, LayerType, Shape, ShapeContext
-
-if TYPE_CHECKING:
-    import torch
+from .base import Arity, Filler, Kernel, LayerType, Role, Shape, ShapeContext
 
 
 @dataclass(frozen=True)
@@ -71,7 +67,7 @@ class DummyData(LayerType):
     caffe_names = ("DUMMY_DATA",)
     bottoms = Arity.exact(0)
     tops = Arity(1)
-    is_data = True
+    role = Role.GENERATOR
     Params = DummyDataParams
 
     def shape(
@@ -80,8 +76,8 @@ class DummyData(LayerType):
         return dummy_shapes(p, len(ctx.tops), ctx)
 
     def lower(self, p: DummyDataParams, bottoms: tuple[Shape, ...], tops: tuple[Shape, ...]
-              ) -> torch.nn.Module:
-        from ._modules import DummyData as Module
+              ) -> Kernel:
+        from ..kernels.plumbing import DummyData as Module
 
         fillers = [Filler() if not p.data_filler else _pick(p.data_filler, i)
                    for i in range(len(tops))]

@@ -4,14 +4,10 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 from ..fields import doc
 from . import register
-from .base import Arity, LayerType, Shape, ShapeContext
-
-if TYPE_CHECKING:
-    import torch
+from .base import Arity, Call, Kernel, LayerType, Shape, ShapeContext
 
 
 class EltwiseOp(enum.Enum):
@@ -36,6 +32,7 @@ class Eltwise(LayerType):
     """Combines same-shaped bottoms element by element (Caffe EltwiseLayer)."""
 
     caffe_names = ("ELTWISE",)
+    fresh_output = True
     bottoms = Arity(2)
     tops = Arity.exact(1)
     Params = EltwiseParams
@@ -60,7 +57,7 @@ class Eltwise(LayerType):
         return (first,)
 
     def lower(self, p: EltwiseParams, bottoms: tuple[Shape, ...], tops: tuple[Shape, ...]
-              ) -> torch.nn.Module:
-        from ._modules import Eltwise as Module
+              ) -> Kernel:
+        from ..kernels import elementwise
 
-        return Module(p.operation.name, p.coeff)
+        return Call(elementwise.eltwise, {"op": p.operation.name, "coeffs": tuple(p.coeff)})

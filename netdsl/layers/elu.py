@@ -3,14 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 from ..fields import doc
 from . import register
-from .base import LayerType, Shape
-
-if TYPE_CHECKING:
-    import torch
+from .base import Call, Follow, Kernel, LayerType, Shape
 
 
 @dataclass(frozen=True)
@@ -23,9 +19,10 @@ class ELU(LayerType):
     """Exponential linear unit (Caffe ELULayer)."""
 
     Params = ELUParams
+    follow = Follow.ELEMENTWISE
 
     def lower(self, p: ELUParams, bottoms: tuple[Shape, ...], tops: tuple[Shape, ...]
-              ) -> torch.nn.Module:
-        from ._modules import ELU as Module
+              ) -> Kernel:
+        import torch.nn.functional as F
 
-        return Module(p.alpha)
+        return Call(F.elu, {"alpha": p.alpha})

@@ -2,14 +2,9 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from . import register
-from .base import Arity, LayerType, NoParams, Shape, ShapeContext, count
+from .base import Arity, Call, Kernel, LayerType, NoParams, Role, Shape, ShapeContext, count
 from .softmax_with_loss import check_loss_bottoms
-
-if TYPE_CHECKING:
-    import torch
 
 
 @register
@@ -19,7 +14,7 @@ class EuclideanLoss(LayerType):
     caffe_names = ("EUCLIDEAN_LOSS",)
     bottoms = Arity.exact(2)
     tops = Arity.exact(1)
-    is_loss = True
+    role = Role.LOSS
     Params = NoParams
 
     def shape(
@@ -35,7 +30,7 @@ class EuclideanLoss(LayerType):
         return ((),)
 
     def lower(self, p: NoParams, bottoms: tuple[Shape, ...], tops: tuple[Shape, ...]
-              ) -> torch.nn.Module:
-        from ._modules import EuclideanLoss as Module
+              ) -> Kernel:
+        from ..kernels import losses
 
-        return Module()
+        return Call(losses.euclidean_loss)

@@ -3,26 +3,17 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
+from ..caffe_math import flatten_shape
 from ..fields import doc
 from . import register
-from .base import LayerType, Shape, ShapeContext, canonical_axis, count
-
-if TYPE_CHECKING:
-    import torch
+from .base import Call, Kernel, LayerType, Shape, ShapeContext, canonical_axis
 
 
 @dataclass(frozen=True)
 class FlattenParams:
     axis: int = field(default=1, metadata=doc("first axis merged; earlier axes are kept"))
     end_axis: int = field(default=-1, metadata=doc("last axis merged (negative: from the end)"))
-
-
-def flatten_shape(bottom: Shape, start: int, end: int) -> Shape:
-    """Caffe's FlattenLayer::Reshape with canonical axes. ``end == start - 1`` is legal in
-    Caffe (an empty range): it inserts an axis of size 1 before ``start``."""
-    return (*bottom[:start], count(bottom[start:end + 1]), *bottom[end + 1:])
 
 
 @register
@@ -46,8 +37,8 @@ class Flatten(LayerType):
         return (flatten_shape(b, start, end),)
 
     def lower(self, p: FlattenParams, bottoms: tuple[Shape, ...], tops: tuple[Shape, ...]
-              ) -> torch.nn.Module:
-        from ._modules import Flatten as Module
+              ) -> Kernel:
+        from ..kernels import plumbing
 
         n = len(bottoms[0])
-        return Module(p.axis % n, p.end_axis % n)
+        return Call(plumbing.flatten, {"axis": p.axis % n, "end_axis": p.end_axis % n})

@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from dataclasses import dataclass, field, replace
 
 from ..fields import doc
 from . import register
-from .base import Filler, LayerType, Shape, ShapeContext, Split, canonical_axis, count
-
-if TYPE_CHECKING:
-    import torch
+from .base import (
+    Filler,
+    Kernel,
+    LayerType,
+    Shape,
+    ShapeContext,
+    Sharding,
+    Split,
+    canonical_axis,
+    count,
+)
 
 
 @dataclass(frozen=True)
@@ -29,7 +35,9 @@ class InnerProduct(LayerType):
 
     caffe_names = ("INNER_PRODUCT", "FullyConnected")
     blobs = ("weight", "bias")
+    legacy_blob_axes = (2, 1)
     split = Split.CHANNELS
+    fresh_output = True
     Params = InnerProductParams
 
     def shape(self, p: InnerProductParams, bottoms: tuple[Shape, ...], ctx: ShapeContext):
@@ -53,8 +61,15 @@ class InnerProduct(LayerType):
     def fillers(self, p: InnerProductParams) -> dict[str, Filler]:
         return {"weight": p.weight_filler, "bias": p.bias_filler}
 
+    def sharding(self, p: InnerProductParams, bottoms: tuple[Shape, ...]) -> Sharding:
+        return Sharding(Split.CHANNELS, outputs=p.num_output, axis=p.axis % len(bottoms[0]))
+
+    def shard_params(self, p: InnerProductParams, outputs: tuple[int, int]
+                     ) -> InnerProductParams:
+        return replace(p, num_output=outputs[1] - outputs[0])
+
     def lower(self, p: InnerProductParams, bottoms: tuple[Shape, ...], tops: tuple[Shape, ...]
-              ) -> torch.nn.Module:
-        from ._modules import InnerProduct as Module
+              ) -> Kernel:
+        from ..kernels.convolution import InnerProduct as Module
 
         return Module(self.param_shapes(p, bottoms), p.axis % len(bottoms[0]), p.transpose)

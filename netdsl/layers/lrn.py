@@ -4,14 +4,11 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
+from ..caffe_math import lrn_window
 from ..fields import doc
 from . import register
-from .base import LayerType, Shape, ShapeContext
-
-if TYPE_CHECKING:
-    import torch
+from .base import Call, Follow, Kernel, LayerType, Shape, ShapeContext, Sharding, Split
 
 
 class NormRegion(enum.Enum):
@@ -38,6 +35,8 @@ class LRN(LayerType):
     """b = a / (k + alpha/n * sum of a^2 over n neighbours)^beta (Caffe LRNLayer)."""
 
     caffe_names = ("LocalResponseNorm",)
+    follow = Follow.CHANNELS
+    fresh_output = True
     Params = LRNParams
 
     def shape(self, p: LRNParams, bottoms: tuple[Shape, ...], ctx: ShapeContext):
@@ -53,8 +52,28 @@ class LRN(LayerType):
             )
         return (b,)
 
-    def lower(self, p: LRNParams, bottoms: tuple[Shape, ...], tops: tuple[Shape, ...]
-              ) -> torch.nn.Module:
-        from ._modules import LRN as Module
+    def sharding(self, p: LRNParams, bottoms: tuple[Shape, ...]) -> Sharding:
+        """Split by channels, a shard across channels also reads its window's reach into
+        the neighbouring shards (its halo), so that it equals the one-device result."""
+        across = p.norm_region is NormRegion.ACROSS_CHANNELS
+        return Sharding(Split.FOLLOW, Follow.CHANNELS,
+                        halo=lrn_window(p.local_size) if across else (0, 0))
 
-        return Module(p.local_size, p.alpha, p.beta, p.k, p.norm_region.name)
+    def lower(self, p: LRNParams, bottoms: tuple[Shape, ...], tops: tuple[Shape, ...]
+              ) -> Kernel:
+        from ..kernels import lrn
+
+        return Call(lrn.lrn, self._kwargs(p))
+
+    def lower_shard(self, p: LRNParams, bottoms: tuple[Shape, ...], tops: tuple[Shape, ...],
+                    outputs: tuple[int, int] | None, halo: tuple[int, int]) -> Kernel:
+        if halo == (0, 0):
+            return self.lower(p, bottoms, tops)
+        from ..kernels import lrn
+
+        return Call(lrn.lrn_shard, {"below": halo[0], "above": halo[1], **self._kwargs(p)})
+
+    @staticmethod
+    def _kwargs(p: LRNParams) -> dict[str, object]:
+        return {"local_size": p.local_size, "alpha": p.alpha, "beta": p.beta, "k": p.k,
+                "region": p.norm_region.name}

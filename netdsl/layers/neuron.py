@@ -3,14 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 from ..fields import doc
 from . import register
-from .base import LayerType, NoParams, Shape
-
-if TYPE_CHECKING:
-    import torch
+from .base import Call, Follow, Kernel, LayerType, NoParams, Shape
 
 
 @dataclass(frozen=True)
@@ -23,13 +19,14 @@ class Sigmoid(LayerType):
     """y = 1 / (1 + exp(-x)) (Caffe SigmoidLayer)."""
 
     caffe_names = ("SIGMOID",)
+    follow = Follow.ELEMENTWISE
     Params = EngineParams
 
     def lower(self, p: EngineParams, bottoms: tuple[Shape, ...], tops: tuple[Shape, ...]
-              ) -> torch.nn.Module:
-        from ._modules import Sigmoid as Module
+              ) -> Kernel:
+        import torch
 
-        return Module()
+        return Call(torch.sigmoid)
 
 
 @register
@@ -37,13 +34,14 @@ class TanH(LayerType):
     """y = tanh(x) (Caffe TanHLayer)."""
 
     caffe_names = ("TANH",)
+    follow = Follow.ELEMENTWISE
     Params = EngineParams
 
     def lower(self, p: EngineParams, bottoms: tuple[Shape, ...], tops: tuple[Shape, ...]
-              ) -> torch.nn.Module:
-        from ._modules import TanH as Module
+              ) -> Kernel:
+        import torch
 
-        return Module()
+        return Call(torch.tanh)
 
 
 @register
@@ -51,13 +49,14 @@ class AbsVal(LayerType):
     """y = |x| (Caffe AbsValLayer)."""
 
     caffe_names = ("ABSVAL",)
+    follow = Follow.ELEMENTWISE
     Params = NoParams
 
     def lower(self, p: NoParams, bottoms: tuple[Shape, ...], tops: tuple[Shape, ...]
-              ) -> torch.nn.Module:
-        from ._modules import AbsVal as Module
+              ) -> Kernel:
+        import torch
 
-        return Module()
+        return Call(torch.abs)
 
 
 @register
@@ -65,10 +64,11 @@ class BNLL(LayerType):
     """Binomial normal log likelihood: y = log(1 + exp(x)) (Caffe BNLLLayer)."""
 
     caffe_names = ("BNLL",)
+    follow = Follow.ELEMENTWISE
     Params = NoParams
 
     def lower(self, p: NoParams, bottoms: tuple[Shape, ...], tops: tuple[Shape, ...]
-              ) -> torch.nn.Module:
-        from ._modules import BNLL as Module
+              ) -> Kernel:
+        from ..kernels import elementwise
 
-        return Module()
+        return Call(elementwise.bnll)

@@ -4,14 +4,11 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
+from ..caffe_math import pooled_size
 from ..fields import doc
 from . import register
-from .base import Arity, LayerType, Shape, ShapeContext, spatial_pair
-
-if TYPE_CHECKING:
-    import torch
+from .base import Arity, Call, Follow, Kernel, LayerType, Shape, ShapeContext, spatial_pair
 
 
 class PoolMethod(enum.Enum):
@@ -49,24 +46,6 @@ class PoolGeometry:
     pad: tuple[int, int]
 
 
-def pooled_size(size: int, kernel: int, stride: int, pad: int, mode: RoundMode,
-                clip: bool | None = None) -> int:
-    """Caffe's PoolingLayer::Reshape, line for line: round, then drop a last window that
-    would start in the padding past the input.
-
-    Caffe tests ``if (pad_h_ || pad_w_)``: the clip applies to both axes as soon as either
-    is padded, so callers pass ``clip`` (default: this axis is padded).
-    """
-    span = size + 2 * pad - kernel
-    if mode is RoundMode.CEIL:
-        out = -(-span // stride) + 1
-    else:
-        out = span // stride + 1
-    if (pad > 0 if clip is None else clip) and (out - 1) * stride >= size + pad:
-        out -= 1
-    return out
-
-
 def pool_geometry(p: PoolParams, bottom: Shape, ctx: ShapeContext) -> PoolGeometry:
     h, w = bottom[2], bottom[3]
     if p.global_pooling:
@@ -95,6 +74,8 @@ class Pooling(LayerType):
 
     caffe_names = ("POOLING",)
     tops = Arity(1, 2)
+    follow = Follow.CHANNELS
+    fresh_output = True
     Params = PoolParams
 
     def shape(self, p: PoolParams, bottoms: tuple[Shape, ...], ctx: ShapeContext):
@@ -108,16 +89,24 @@ class Pooling(LayerType):
                 raise ctx.error(
                     f"kernel {k} is larger than the padded input {size + 2 * pd}", "kernel_size"
                 )
-            out.append(pooled_size(size, k, st, pd, p.round_mode, clip=any(g.pad)))
+            out.append(pooled_size(size, k, st, pd, p.round_mode is RoundMode.CEIL,
+                                   clip=any(g.pad)))
         if len(ctx.tops) > 2 or (len(ctx.tops) == 2 and p.pool is not PoolMethod.MAX):
             raise ctx.error("a second top (the argmax mask) needs pool: MAX")
         top = (b[0], b[1], *out)
         return (top,) * len(ctx.tops)
 
     def lower(self, p: PoolParams, bottoms: tuple[Shape, ...], tops: tuple[Shape, ...]
-              ) -> torch.nn.Module:
-        from ._modules import Pooling as Module
+              ) -> Kernel:
+        from ..kernels import pooling
 
         g = pool_geometry(p, bottoms[0], ShapeContext.detached(self.name))
-        return Module(None if p.global_pooling else g.kernel, g.stride, g.pad, p.pool.name,
-                      p.round_mode.name, p.global_pooling, mask=len(tops) == 2)
+        geometry = {"kernel_hw": None if p.global_pooling else g.kernel,
+                    "stride_hw": g.stride, "pad_hw": g.pad}
+        window = {**geometry, "round_mode": p.round_mode.name,
+                  "global_pooling": p.global_pooling}
+        if p.pool is PoolMethod.STOCHASTIC:
+            return pooling.StochasticPool(**window)
+        if len(tops) == 2:
+            return Call(pooling.pool2d_with_mask, window)
+        return Call(pooling.pool2d, {**geometry, "method": p.pool.name, **window})

@@ -3,14 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 from ..fields import doc
 from . import register
-from .base import LayerType, Shape
-
-if TYPE_CHECKING:
-    import torch
+from .base import Call, Follow, Kernel, LayerType, Shape
 
 
 @dataclass(frozen=True)
@@ -25,10 +21,12 @@ class Power(LayerType):
     """y = (shift + scale * x) ^ power (Caffe PowerLayer)."""
 
     caffe_names = ("POWER",)
+    follow = Follow.ELEMENTWISE
     Params = PowerParams
 
     def lower(self, p: PowerParams, bottoms: tuple[Shape, ...], tops: tuple[Shape, ...]
-              ) -> torch.nn.Module:
-        from ._modules import Power as Module
+              ) -> Kernel:
+        from ..kernels import elementwise
 
-        return Module(p.power, p.scale, p.shift)
+        return Call(elementwise.power, {"power": p.power, "scale": p.scale,
+                                            "shift": p.shift})

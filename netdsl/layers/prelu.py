@@ -3,14 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 from ..fields import doc
 from . import register
-from .base import Filler, FillerType, LayerType, Shape, ShapeContext
-
-if TYPE_CHECKING:
-    import torch
+from .base import Filler, FillerType, Kernel, LayerType, Shape, ShapeContext
 
 
 @dataclass(frozen=True)
@@ -29,6 +25,7 @@ class PReLU(LayerType):
     """max(x, 0) + a * min(x, 0) with a learned per channel (Caffe PReLULayer)."""
 
     blobs = ("weight",)
+    legacy_blob_axes = (1,)
     Params = PReLUParams
 
     def shape(
@@ -47,7 +44,7 @@ class PReLU(LayerType):
         return {"weight": p.filler}
 
     def lower(self, p: PReLUParams, bottoms: tuple[Shape, ...], tops: tuple[Shape, ...]
-              ) -> torch.nn.Module:
-        from ._modules import PReLU as Module
+              ) -> Kernel:
+        from ..kernels import elementwise
 
-        return Module(self.param_shapes(p, bottoms)["weight"])
+        return elementwise.PReLU(self.param_shapes(p, bottoms)["weight"])

@@ -3,14 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 from ..fields import doc
 from . import register
-from .base import LayerType, Shape
-
-if TYPE_CHECKING:
-    import torch
+from .base import Call, Follow, Kernel, LayerType, Shape
 
 
 @dataclass(frozen=True)
@@ -26,10 +22,23 @@ class ReLU(LayerType):
     """Rectified linear unit, optionally leaky (Caffe ReLULayer)."""
 
     caffe_names = ("RELU",)
+    follow = Follow.ELEMENTWISE
     Params = ReLUParams
 
     def lower(self, p: ReLUParams, bottoms: tuple[Shape, ...], tops: tuple[Shape, ...]
-              ) -> torch.nn.Module:
-        from ._modules import ReLU as Module
+              ) -> Kernel:
+        import torch
+        import torch.nn.functional as F
 
-        return Module(p.negative_slope)
+        if p.negative_slope == 0:
+            return Call(torch.relu)
+        # leaky_relu is x if x >= 0 else slope * x: Caffe's formula for any slope.
+        return Call(F.leaky_relu, {"negative_slope": p.negative_slope})
+
+    def lower_in_place(self, p: ReLUParams) -> Kernel:
+        import torch
+        import torch.nn.functional as F
+
+        if p.negative_slope == 0:
+            return Call(torch.relu_)
+        return Call(F.leaky_relu_, {"negative_slope": p.negative_slope})

@@ -3,15 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 from ..fields import doc
 from . import register
-from .base import Arity, Filler, FillerType, LayerType, Shape, ShapeContext, canonical_axis
+from .base import Arity, Filler, FillerType, Kernel, LayerType, Shape, ShapeContext, canonical_axis
 from .bias import learned_shape, operand_axis
-
-if TYPE_CHECKING:
-    import torch
 
 
 @dataclass(frozen=True)
@@ -44,6 +40,8 @@ class Scale(LayerType):
     bottoms = Arity(1, 2)
     tops = Arity.exact(1)
     blobs = ("weight", "bias")
+    legacy_blob_axes = (1, 1)
+    fresh_output = True
     Params = ScaleParams
 
     def shape(
@@ -72,8 +70,8 @@ class Scale(LayerType):
         return {"weight": p.filler, "bias": p.bias_filler}
 
     def lower(self, p: ScaleParams, bottoms: tuple[Shape, ...], tops: tuple[Shape, ...]
-              ) -> torch.nn.Module:
-        from ._modules import ScaleBias
+              ) -> Kernel:
+        from ..kernels.normalization import ScaleBias
 
         ctx = ShapeContext.detached(self.name)
         b = bottoms[0]

@@ -2,13 +2,8 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from . import register
-from .base import Arity, LayerType, NoParams, Shape, ShapeContext
-
-if TYPE_CHECKING:
-    import torch
+from .base import Arity, LayerType, NoParams, Role, Shape, ShapeContext, Sharding, Split
 
 
 @register
@@ -16,6 +11,7 @@ class Silence(LayerType):
     """Takes any number of bottoms and makes no tops (Caffe SilenceLayer)."""
 
     caffe_names = ("SILENCE",)
+    role = Role.SINK
     bottoms = Arity(1)
     tops = Arity.exact(0)
     Params = NoParams
@@ -25,8 +21,5 @@ class Silence(LayerType):
     ) -> tuple[Shape, ...]:
         return ()
 
-    def lower(self, p: NoParams, bottoms: tuple[Shape, ...], tops: tuple[Shape, ...]
-              ) -> torch.nn.Module:
-        from ._modules import Silence as Module
-
-        return Module()
+    def sharding(self, p: NoParams, bottoms: tuple[Shape, ...]) -> Sharding:
+        return Sharding(Split.FOLLOW, computes=False)  # reads nothing at run time

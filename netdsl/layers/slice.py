@@ -3,15 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 from ..fields import doc
 from . import register
-from .base import Arity, LayerType, Shape, ShapeContext
+from .base import Arity, Call, Kernel, LayerType, Shape, ShapeContext
 from .concat import legacy_axis
-
-if TYPE_CHECKING:
-    import torch
 
 
 @dataclass(frozen=True)
@@ -76,9 +72,9 @@ class Slice(LayerType):
         return tuple((*b[:axis], s, *b[axis + 1:]) for s in sizes)
 
     def lower(self, p: SliceParams, bottoms: tuple[Shape, ...], tops: tuple[Shape, ...]
-              ) -> torch.nn.Module:
-        from ._modules import Slice as Module
+              ) -> Kernel:
+        from ..kernels import plumbing
 
-        b = bottoms[0]
-        axis = p.slice_dim if p.slice_dim is not None else p.axis % len(b)
-        return Module(axis, p.slice_point, len(tops))
+        axis = p.slice_dim if p.slice_dim is not None else p.axis % len(bottoms[0])
+        return Call(plumbing.slice_blob, {"axis": axis, "points": tuple(p.slice_point),
+                                          "tops": len(tops)})

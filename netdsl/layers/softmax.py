@@ -3,14 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 from ..fields import doc
 from . import register
-from .base import LayerType, Shape, ShapeContext, canonical_axis
-
-if TYPE_CHECKING:
-    import torch
+from .base import Call, Kernel, LayerType, Role, Shape, ShapeContext, canonical_axis
 
 
 @dataclass(frozen=True)
@@ -24,6 +20,7 @@ class Softmax(LayerType):
     """exp(x) / sum(exp(x)) along `axis`; other axes are independent (Caffe SoftmaxLayer)."""
 
     caffe_names = ("SOFTMAX",)
+    role = Role.PROBABILITIES
     Params = SoftmaxParams
 
     def shape(
@@ -33,7 +30,7 @@ class Softmax(LayerType):
         return (bottoms[0],)
 
     def lower(self, p: SoftmaxParams, bottoms: tuple[Shape, ...], tops: tuple[Shape, ...]
-              ) -> torch.nn.Module:
-        from ._modules import Softmax as Module
+              ) -> Kernel:
+        import torch
 
-        return Module(p.axis % len(bottoms[0]))
+        return Call(torch.softmax, {"dim": p.axis % len(bottoms[0])})

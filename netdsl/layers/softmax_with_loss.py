@@ -4,14 +4,10 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 from ..fields import doc
 from . import register
-from .base import Arity, LayerType, Shape, ShapeContext, canonical_axis, count
-
-if TYPE_CHECKING:
-    import torch
+from .base import Arity, Call, Kernel, LayerType, Role, Shape, ShapeContext, canonical_axis, count
 
 
 class Normalization(enum.Enum):
@@ -85,7 +81,8 @@ class SoftmaxWithLoss(LayerType):
     caffe_params = ("softmax_param", "loss_param")
     bottoms = Arity.exact(2)
     tops = Arity(1, 2)
-    is_loss = True
+    role = Role.LOSS
+    reads_class_scores = True
     Params = SoftmaxWithLossParams
 
     def shape(
@@ -97,8 +94,11 @@ class SoftmaxWithLoss(LayerType):
         return ((), bottoms[0])[: len(ctx.tops)]
 
     def lower(self, p: SoftmaxWithLossParams, bottoms: tuple[Shape, ...],
-              tops: tuple[Shape, ...]) -> torch.nn.Module:
-        from ._modules import SoftmaxWithLoss as Module
+              tops: tuple[Shape, ...]) -> Kernel:
+        from ..kernels import losses
 
-        return Module(p.axis % len(bottoms[0]), p.ignore_label, effective_normalization(p).name,
-                      len(tops))
+        kw = {"axis": p.axis % len(bottoms[0]), "ignore_label": p.ignore_label,
+              "normalization": effective_normalization(p).name}
+        if len(tops) == 2:
+            return Call(losses.softmax_with_loss_and_prob, kw)
+        return Call(losses.softmax_with_loss, kw)

@@ -2,13 +2,8 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from . import register
-from .base import Arity, LayerType, NoParams, Shape, ShapeContext
-
-if TYPE_CHECKING:
-    import torch
+from .base import Alias, Arity, Follow, Kernel, LayerType, NoParams, Shape, ShapeContext
 
 
 @register
@@ -17,6 +12,7 @@ class SplitLayer(LayerType):
 
     name = "Split"  # the class is not called Split: base.Split is the placement enum
     caffe_names = ("SPLIT",)
+    follow = Follow.ELEMENTWISE
     tops = Arity(1)
     Params = NoParams
 
@@ -26,7 +22,6 @@ class SplitLayer(LayerType):
         return (bottoms[0],) * len(ctx.tops)
 
     def lower(self, p: NoParams, bottoms: tuple[Shape, ...], tops: tuple[Shape, ...]
-              ) -> torch.nn.Module:
-        from ._modules import Split as Module
+              ) -> Kernel:
 
-        return Module(len(tops))
+        return Alias()

@@ -11,7 +11,7 @@ from netdsl.caffe_compat import upgrade
 from netdsl.diagnostics import ShapeError, Span
 from netdsl.fields import convert
 from netdsl.layers import REGISTRY, LayerType
-from netdsl.layers.base import Shape, ShapeContext
+from netdsl.layers.base import Alias, Shape, ShapeContext
 from netdsl.parse import parse
 
 PATH = "layer.net"
@@ -74,15 +74,35 @@ def params_from_text(type_name: str, body: str) -> Any:
     return convert(kind(type_name).Params, layer.items, "layer 'l'", ignore=COMMON)
 
 
+class Lowered:
+    """A layer's kernel (module, call or alias), called the way the compiled graph calls
+    it, with the tops always returned as a tuple; other attributes are the kernel's."""
+
+    def __init__(self, kernel: Any, n_tops: int) -> None:
+        self.kernel, self.n_tops = kernel, n_tops
+
+    def __call__(self, *xs: Any) -> tuple:
+        if isinstance(self.kernel, Alias):
+            return (xs[0],) * self.n_tops
+        out = self.kernel(*xs)
+        return out if isinstance(out, tuple) else (out,)
+
+    def parameters(self) -> Any:
+        return self.kernel.parameters() if hasattr(self.kernel, "parameters") else iter(())
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.kernel, name)
+
+
 def lower(type_name: str, bottoms: tuple[Shape, ...], tops: int = 1, seed: int = 0,
           **kw: Any):
-    """(module, top shapes): the lowered layer with its parameters filled with N(0, 1)."""
+    """(kernel, top shapes): the lowered layer with its parameters filled with N(0, 1)."""
     import torch
 
     k = kind(type_name)
     p = params(type_name, **kw)
     top_shapes = k.shape(p, bottoms, make_ctx(type_name, tops, tuple(kw)))
-    module = k.lower(p, bottoms, top_shapes)
+    module = Lowered(k.lower(p, bottoms, top_shapes), len(top_shapes))
     gen = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for param in module.parameters():

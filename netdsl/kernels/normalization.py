@@ -1,0 +1,162 @@
+"""Caffe's BatchNorm (``batch_norm_layer.cpp``) and its Scale and Bias layers."""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+from torch import Tensor, nn
+
+from .convolution import Shape, empty_param
+
+__all__ = ["BatchNorm", "BatchNormStats", "ScaleBias", "batch_norm", "bn_global_stats"]
+
+
+class BatchNormStats(NamedTuple):
+    """Caffe's three BatchNorm blobs: running sums and their scale factor (shape (1,))."""
+
+    mean: Tensor
+    variance: Tensor
+    scale_factor: Tensor
+
+
+def bn_global_stats(mean_blob: Tensor, variance_blob: Tensor, scale_factor_blob: Tensor
+                    ) -> tuple[Tensor, Tensor]:
+    """The mean and variance Caffe uses with ``use_global_stats``: blobs / scale factor,
+    or zeros when the factor is 0. These are also torch BatchNorm's running stats."""
+    sf = scale_factor_blob.reshape(-1)[0]
+    inv = torch.where(sf == 0, torch.zeros_like(sf), 1.0 / sf)
+    return mean_blob * inv, variance_blob * inv
+
+
+def batch_norm(x: Tensor, mean_blob: Tensor, variance_blob: Tensor, scale_factor_blob: Tensor,
+               use_global_stats: bool, moving_average_fraction: float = 0.999,
+               eps: float = 1e-5) -> tuple[Tensor, BatchNormStats | None]:
+    """Caffe's BatchNorm forward; no scale/shift (that is Caffe's separate Scale layer).
+    ``x`` is ``(N, C, *spatial)`` (or ``(N,)``: one channel).
+
+    With ``use_global_stats`` (Caffe's default in TEST): normalise with
+    :func:`bn_global_stats`; returns ``(y, None)``.
+
+    Otherwise normalise with the batch mean and the *biased* batch variance over
+    ``N * spatial`` items, and return the updated blobs (detached, new tensors; the
+    inputs are not modified): ``scale_factor = maf * scale_factor + 1``,
+    ``mean = maf * mean + batch_mean``, ``variance = maf * variance + m / (m - 1) *
+    batch_var`` with ``m = N * spatial`` (factor 1 if ``m == 1``). ``y = (x - mean) /
+    sqrt(var + eps)``; autograd gives Caffe's backward in both modes.
+
+    Unlike torch's BatchNorm (running = (1 - momentum) * running + momentum * batch),
+    the effective estimate ``blob / scale_factor`` is a *normalised* weighted average:
+    after the first training step it equals that batch's statistics exactly.
+    """
+    if x.dim() == 1:
+        x3 = x.reshape(-1, 1, 1)
+    elif x.dim() >= 2:
+        x3 = x.reshape(x.shape[0], x.shape[1], -1)
+    else:
+        raise ValueError("BatchNorm needs at least one axis")
+    channels = x3.shape[1]
+    if mean_blob.numel() != channels or variance_blob.numel() != channels:
+        raise ValueError(
+            f"BatchNorm blobs have {mean_blob.numel()}/{variance_blob.numel()} entries "
+            f"for {channels} channels"
+        )
+    new_stats = None
+    if use_global_stats:
+        mean, var = bn_global_stats(
+            mean_blob.reshape(-1), variance_blob.reshape(-1), scale_factor_blob
+        )
+        mean, var = mean.to(x.dtype), var.to(x.dtype)
+    else:
+        mean = x3.mean(dim=(0, 2))
+        centred = x3 - mean[None, :, None]
+        var = centred.square().mean(dim=(0, 2))
+        with torch.no_grad():
+            m = x3.shape[0] * x3.shape[2]
+            correction = m / (m - 1) if m > 1 else 1.0
+            maf = moving_average_fraction
+            new_stats = BatchNormStats(
+                mean=(mean_blob.reshape(-1) * maf + mean.detach()).reshape(mean_blob.shape),
+                variance=(variance_blob.reshape(-1) * maf + var.detach() * correction).reshape(
+                    variance_blob.shape
+                ),
+                scale_factor=scale_factor_blob * maf + 1.0,
+            )
+    y = (x3 - mean[None, :, None]) / (var + eps).sqrt()[None, :, None]
+    return y.reshape(x.shape), new_stats
+
+
+class BatchNorm(nn.Module):
+    """Caffe BatchNorm owning its three blobs as buffers (``mean``, ``variance``,
+    ``scale_factor``, zeros as in Caffe), named as Caffe orders them.
+
+    ``use_global_stats=None`` follows Caffe's default: global stats in eval (TEST),
+    batch stats and buffer updates in train.
+    """
+
+    mean: Tensor
+    variance: Tensor
+    scale_factor: Tensor
+
+    def __init__(self, channels: int, use_global_stats: bool | None = None,
+                 moving_average_fraction: float = 0.999, eps: float = 1e-5) -> None:
+        super().__init__()
+        self.register_buffer("mean", torch.zeros(channels))
+        self.register_buffer("variance", torch.zeros(channels))
+        self.register_buffer("scale_factor", torch.zeros(1))
+        self.use_global_stats = use_global_stats
+        self.moving_average_fraction = moving_average_fraction
+        self.eps = eps
+
+    def forward(self, x: Tensor) -> Tensor:
+        use_global = not self.training if self.use_global_stats is None else self.use_global_stats
+        y, stats = batch_norm(x, self.mean, self.variance, self.scale_factor, use_global,
+                              self.moving_average_fraction, self.eps)
+        if stats is not None:
+            with torch.no_grad():
+                self.mean.copy_(stats.mean)
+                self.variance.copy_(stats.variance)
+                self.scale_factor.copy_(stats.scale_factor)
+        return y
+
+    def extra_repr(self) -> str:
+        return (f"{self.mean.numel()}, use_global_stats={self.use_global_stats}, "
+                f"moving_average_fraction={self.moving_average_fraction}, eps={self.eps}")
+
+
+def broadcastable(t: Tensor, axis: int, ndim: int) -> Tensor:
+    """View an operand covering axes axis..axis+k-1 of an ndim-D blob for broadcasting."""
+    if t.dim() == 0:
+        return t
+    return t.reshape(*t.shape, *([1] * (ndim - axis - t.dim())))
+
+
+class ScaleBias(nn.Module):
+    """Scale and/or Bias: ``x * scale + bias``, each operand broadcast from its axis.
+
+    The scale is the learned ``weight`` (when ``weight_shape`` is given) or the second
+    bottom (``scale_from_bottom``); likewise the bias (``bias_shape`` / ``bias_from_bottom``).
+    """
+
+    def __init__(self, weight_shape: Shape | None, weight_axis: int, bias_shape: Shape | None,
+                 bias_axis: int, scale_from_bottom: bool = False,
+                 bias_from_bottom: bool = False) -> None:
+        super().__init__()
+        self.weight = None if weight_shape is None else empty_param(weight_shape)
+        self.bias = None if bias_shape is None else empty_param(bias_shape)
+        self.weight_axis, self.bias_axis = weight_axis, bias_axis
+        self.scale_from_bottom, self.bias_from_bottom = scale_from_bottom, bias_from_bottom
+
+    def forward(self, x: Tensor, operand: Tensor | None = None) -> Tensor:
+        n = x.dim()
+        scale = operand if self.scale_from_bottom else self.weight
+        bias = operand if self.bias_from_bottom else self.bias
+        y = x
+        if scale is not None:
+            y = y * broadcastable(scale, self.weight_axis, n)
+        if bias is not None:
+            y = y + broadcastable(bias, self.bias_axis, n)
+        return y
+
+    def extra_repr(self) -> str:
+        return f"weight_axis={self.weight_axis}, bias_axis={self.bias_axis}"
