@@ -493,15 +493,18 @@ def emit(program: Program, outputs: Sequence[tuple[str, int]], feeds: Sequence[s
 
 
 def _non_default(call: Call) -> dict[str, Any]:
-    """The call's keyword arguments that differ from the function's defaults (so the
-    printed code says only what matters)."""
+    """The call's keyword arguments, less the switches left off (a default of None,
+    False, 0 or empty that the call keeps), so the printed code says what matters."""
     try:
         params = inspect.signature(call.fn).parameters
     except (TypeError, ValueError):  # a builtin without a signature
         return dict(call.kwargs)
-    return {k: v for k, v in call.kwargs.items()
-            if k not in params or params[k].default is inspect.Parameter.empty
-            or type(params[k].default) is not type(v) or params[k].default != v}
+
+    def off(k: str, v: Any) -> bool:
+        d = params[k].default if k in params else inspect.Parameter.empty
+        return d is not inspect.Parameter.empty and not d and type(d) is type(v) and d == v
+
+    return {k: v for k, v in call.kwargs.items() if not off(k, v)}
 
 
 def _emit_assembly(g: fx.Graph, st: Step, env: dict[int, fx.Node]) -> fx.Node:

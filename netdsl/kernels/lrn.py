@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
@@ -76,7 +77,9 @@ def lrn_shard(x_with_halo: Tensor, below: int, above: int, local_size: int = 5,
     shape = x_with_halo.shape
     x3 = x_with_halo.reshape(shape[0], channels, -1)
     args = (below, above, int(local_size), float(alpha), float(beta), float(k))
-    if torch.is_grad_enabled() and x3.requires_grad:
+    if torch.compiler.is_compiling():
+        y3 = _cross_channel_traced(x3, *args)
+    elif torch.is_grad_enabled() and x3.requires_grad:
         y3 = _CrossChannelLRN.apply(x3, *args)
     else:
         y3 = _cross_channel_forward(x3, *args, keep_for_backward=False)[0]
@@ -148,6 +151,24 @@ def _cross_channel_forward(x: Tensor, lo: int, hi: int, size: int, alpha: float,
     if not keep_for_backward:
         return y, None, None
     return y, p, p / scale
+
+
+def _cross_channel_traced(x: Tensor, lo: int, hi: int, size: int, alpha: float, beta: float,
+                          k: float) -> Tensor:
+    """The same formula out of place, for ``torch.compile``: a sum of shifted slices of
+    the padded squares, which inductor fuses (with its backward, which autograd derives)
+    into a few loops, where the in-place slice-adds and the hand-written backward of the
+    eager path would stay separate kernels (about 6x slower on AlexNet's norm1, CPU).
+    Equal to the eager path up to summation order."""
+    c_out = x.shape[1] - lo - hi
+    pre = (size - 1) // 2
+    pad_lo, pad_hi = max(0, pre - lo), max(0, size - 1 - pre - hi)
+    squares = F.pad(x.square() * (alpha / size), (0, 0, pad_lo, pad_hi))
+    start = lo - pre + pad_lo
+    scale = squares.narrow(1, start, c_out) + k
+    for j in range(1, size):
+        scale = scale + squares.narrow(1, start + j, c_out)
+    return x.narrow(1, lo, c_out) * _neg_pow(scale, beta)
 
 
 class _CrossChannelLRN(torch.autograd.Function):
