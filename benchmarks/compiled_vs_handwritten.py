@@ -9,7 +9,12 @@ the per-repetition ratios, which cancels slow drifts in machine load (each pair 
 back to back).
 
     python benchmarks/compiled_vs_handwritten.py [--iterations 20] [--batch 16]
-        [--channels-last] [--bf16] [--compile] [--lrn torch|netdsl]
+        [--device cpu|cuda] [--channels-last] [--bf16] [--compile] [--cuda-graphs]
+        [--lrn torch|netdsl]
+
+``--compile`` puts both nets through ``torch.compile`` (netdsl's as one whole graph:
+``netdsl.compile(..., torch_compile=True)``); ``--cuda-graphs`` also replays them as CUDA
+graphs (``torch.compile``'s ``reduce-overhead`` mode; CUDA only).
 
 ``--lrn`` picks the hand-written net's LRN: ``torch`` (``nn.LocalResponseNorm``, what a
 person writes) or ``netdsl`` (the same kernel the compiled net uses), which isolates the
@@ -45,15 +50,17 @@ class CaffeLRN(nn.Module):
         return lrn(x, 5, 5e-4, 0.75, 2.0)
 
 
-def compiled_alexnet(**kw: object) -> netdsl.CompiledNet:
-    """specs/alexnet.net; its two logical devices land on the CPU and are fused."""
-    return netdsl.compile(ROOT / "specs" / "alexnet.net", "train", devices="cpu", seed=0,
+def compiled_alexnet(device: str, **kw: object) -> netdsl.CompiledNet:
+    """specs/alexnet.net; its two logical devices land on one device and are fused."""
+    return netdsl.compile(ROOT / "specs" / "alexnet.net", "train", devices=device, seed=0,
                           **kw)  # type: ignore[arg-type]
 
 
-def timed(fn: Callable[[], object]) -> float:
+def timed(fn: Callable[[], object], sync: Callable[[], None]) -> float:
+    sync()
     t = time.perf_counter()
     fn()
+    sync()
     return time.perf_counter() - t
 
 
@@ -64,35 +71,47 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--channels-last", action="store_true")
     ap.add_argument("--bf16", action="store_true", help="autocast to bfloat16")
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--compile", action="store_true", help="torch.compile both nets")
+    ap.add_argument("--cuda-graphs", action="store_true",
+                    help="torch.compile both in reduce-overhead mode (CUDA graphs)")
     ap.add_argument("--lrn", choices=["torch", "netdsl"], default="torch",
                     help="the hand-written net's LRN kernel")
     args = ap.parse_args()
 
     torch.set_num_threads(os.cpu_count() or 1)
     torch.manual_seed(0)
+    device = torch.device(args.device)
+    if args.cuda_graphs and device.type != "cuda":
+        ap.error("--cuda-graphs needs --device cuda")
     dtype = torch.bfloat16 if args.bf16 else None
-    comp = compiled_alexnet(channels_last=args.channels_last, dtype=dtype,
-                            torch_compile=args.compile)
+    comp = compiled_alexnet(args.device, channels_last=args.channels_last, dtype=dtype,
+                            torch_compile=args.compile, cuda_graphs=args.cuda_graphs)
     hand = HandAlexNet()  # the test's hand-written AlexNet (tests/test_lower.py)
     if args.lrn == "netdsl":
         hand.norm = CaffeLRN()
     hand.load_state_dict(comp.state_dict())
     fmt = torch.channels_last if args.channels_last else torch.contiguous_format
-    hand = hand.to(memory_format=fmt)
+    hand = hand.to(device, memory_format=fmt)
     hand_fwd: Callable[[torch.Tensor], torch.Tensor] = hand
-    if args.compile:
+    if args.cuda_graphs:
+        hand_fwd = torch.compile(hand, mode="reduce-overhead")  # type: ignore[assignment]
+    elif args.compile:
         hand_fwd = torch.compile(hand)  # type: ignore[assignment]
 
-    x = torch.randn(args.batch, 3, 227, 227).contiguous(memory_format=fmt)
-    y = torch.randint(0, 1000, (args.batch,))
+    def sync() -> None:
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+
+    x = torch.randn(args.batch, 3, 227, 227, device=device).contiguous(memory_format=fmt)
+    y = torch.randint(0, 1000, (args.batch,), device=device)
     yf = y.float()
 
     opt_c = torch.optim.SGD(comp.param_groups(0.01, 5e-4), lr=0.01, momentum=0.9)
     opt_h = torch.optim.SGD(hand.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)
 
     def autocast() -> torch.autocast:
-        return torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.bf16)
+        return torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.bf16)
 
     def train_c() -> None:
         opt_c.zero_grad(set_to_none=True)
@@ -126,18 +145,20 @@ def main() -> None:
         tc, th = [], []
         for i in range(args.iterations):
             if i % 2:
-                tc.append(timed(fc))
-                th.append(timed(fh))
+                tc.append(timed(fc, sync))
+                th.append(timed(fh, sync))
             else:
-                th.append(timed(fh))
-                tc.append(timed(fc))
+                th.append(timed(fh, sync))
+                tc.append(timed(fc, sync))
         mc, mh = statistics.median(tc), statistics.median(th)
         paired = statistics.median(h / c for c, h in zip(tc, th, strict=True))
         results[mode] = (args.batch / mc, args.batch / mh, paired)
 
     flags = [f for f, on in (("channels_last", args.channels_last), ("bf16", args.bf16),
-                             ("torch.compile", args.compile)) if on] or ["fp32"]
-    print(f"AlexNet, batch {args.batch}, {torch.get_num_threads()} threads, "
+                             ("torch.compile", args.compile),
+                             ("cuda graphs", args.cuda_graphs)) if on] or ["fp32"]
+    where = str(device) if device.type != "cpu" else f"{torch.get_num_threads()} threads"
+    print(f"AlexNet, batch {args.batch}, {where}, "
           f"{args.iterations} iterations, {'+'.join(flags)}, hand-written LRN: {args.lrn}")
     print(f"{'':12} {'compiled img/s':>15} {'handwritten img/s':>18} {'ratio':>7}")
     for mode, (c, h, r) in results.items():

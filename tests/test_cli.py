@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from netdsl.cli import main
 from tests.shared import ROOT
@@ -103,5 +104,6 @@ def test_default_placement_is_one_log_line(capsys: pytest.CaptureFixture[str]) -
     assert main(["time", small, "--iterations", "1", "--batch", "2", "--format", "json"]) == 0
     captured = capsys.readouterr()
     placing = [ln for ln in captured.err.splitlines() if "placing" in ln]
-    assert placing == ["netdsl: placing gpu:0 -> cpu"]
+    expected = "cuda:0" if torch.cuda.is_available() else "cpu"  # the default placement
+    assert placing == [f"netdsl: placing gpu:0 -> {expected}"]
     assert json.loads(captured.out)["batch"] == 2

@@ -111,5 +111,5 @@ def test_fine_tune_from_a_caffemodel(spec: Path, tmp_path: Path) -> None:
     trainer = Trainer(spec)
     trainer.load_weights(str(model))
     sd = trainer.net.state_dict()
-    np.testing.assert_array_equal(sd["conv.weight"].numpy(), blobs["conv"][0])
+    np.testing.assert_array_equal(sd["conv.weight"].cpu().numpy(), blobs["conv"][0])
     assert main(["train", str(spec), "--weights", str(model), "--format", "json"]) == 0

@@ -226,8 +226,11 @@ def test_outputs_inputs_and_errors(alex32: tuple) -> None:
         assert blobs["conv2"].shape == (1, 256, 27, 27)
         assert blobs["fc8"].shape == (1, 1000)
         ref = fused(data=x, outputs=["conv2", "fc8"])
-        torch.testing.assert_close(blobs["conv2"], ref["conv2"])
-        torch.testing.assert_close(blobs["fc8"], ref["fc8"])
+        # float32 through different kernels (two convolutions vs one grouped): equal up
+        # to summation order, relative to the blob's scale
+        for blob in ("conv2", "fc8"):
+            scale = ref[blob].abs().max().item()
+            torch.testing.assert_close(blobs[blob], ref[blob], rtol=1e-4, atol=1e-5 * scale)
     with pytest.raises(DataError, match="'date' is not an input") as e:
         net(date=x, label=torch.tensor([1.0]))
     assert e.value.hint is not None and "data" in e.value.hint

@@ -345,8 +345,8 @@ def test_fine_tune_loads_matching_layers(spec: Path) -> None:
     save_weights(path, {"fc1.weight": w1, "fc1.bias": torch.zeros(16), "other.weight": w1})
     tr = Trainer(spec)
     assert sorted(tr.load_weights(path)) == ["fc1.bias", "fc1.weight"]
-    assert torch.equal(tr.net.state_dict()["fc1.weight"], w1)
-    assert torch.equal(tr.test_net.state_dict()["fc1.weight"], w1)  # shared
+    assert torch.equal(tr.net.state_dict()["fc1.weight"].cpu(), w1)
+    assert torch.equal(tr.test_net.state_dict()["fc1.weight"].cpu(), w1)  # shared
 
 
 def test_resume_and_weights_together_is_a_usage_error(spec: Path) -> None:
