@@ -1,6 +1,6 @@
 """Train the narrow AlexNet (``specs/alexnet_small.net``) on scikit-learn's embedded digits.
 
-Runs ``runtime.train.train`` on the spec as written (30 epochs of the 1,437 training
+Runs ``netdsl.runtime.train.train`` on the spec as written (30 epochs of the 1,437 training
 digits scaled to 32x32, tested on the 360 held-out ones), then prints the final test
 accuracy and the wall time. Snapshots go to a temporary folder unless ``--keep``.
 
@@ -24,7 +24,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from runtime.train import train  # noqa: E402
+from netdsl.runtime.train import train  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -309,7 +309,7 @@ def _train_parser(sub: Any) -> None:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from runtime.train import train
+    from netdsl.runtime.train import train
 
     devices = _device_map(args.devices) if args.devices else None
     result = train(args.spec, overrides=dict(args.overrides), devices=devices,
@@ -330,7 +330,7 @@ def _test_parser(sub: Any) -> None:
 
 
 def cmd_test(args: argparse.Namespace) -> int:
-    from runtime.evaluate import test
+    from netdsl.runtime.evaluate import test
 
     devices = _device_map(args.devices) if args.devices else None
     test(args.spec, weights=args.weights, crops=args.crops, overrides=dict(args.overrides),
@@ -354,7 +354,7 @@ def _time_parser(sub: Any) -> None:
 
 
 def cmd_time(args: argparse.Namespace) -> int:
-    from runtime.evaluate import time
+    from netdsl.runtime.evaluate import time
 
     devices = _device_map(args.devices) if args.devices else None
     time(args.spec, iterations=args.iterations, batch=args.batch, devices=devices,

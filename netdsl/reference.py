@@ -50,7 +50,7 @@ def layer_reference() -> str:
 
 
 def solver_reference() -> str:
-    from runtime.solver import SolverConfig
+    from netdsl.runtime.solver import SolverConfig
 
     rows = [r for r in reference_rows(SolverConfig)]
     return "\n".join(["### Solver fields (`solver { ... }`)", ""] + _table(rows))
@@ -59,7 +59,7 @@ def solver_reference() -> str:
 def full_reference() -> str:
     parts = [layer_reference(), solver_reference()]
     try:
-        from runtime.data.config import DataConfig
+        from netdsl.runtime.data.config import DataConfig
     except ImportError:
         pass
     else:

@@ -104,7 +104,7 @@ def test_weights_that_do_not_fit(spec: Path, tmp_path: Path,
 
 
 def test_fine_tune_from_a_caffemodel(spec: Path, tmp_path: Path) -> None:
-    from runtime.train import Trainer
+    from netdsl.runtime.train import Trainer
 
     blobs = reference_blobs()
     model = caffemodel(tmp_path / "m.caffemodel", blobs)

@@ -1,4 +1,4 @@
-"""Tests of runtime.data: sources, transforms against hand computations, the loader."""
+"""Tests of netdsl.runtime.data: sources, transforms against hand computations, the loader."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import torch
 from PIL import Image
 
 from netdsl.diagnostics import DataError, render
-from runtime.data import (
+from netdsl.runtime.data import (
     IMAGENET_EIGVAL,
     IMAGENET_EIGVEC,
     CenterCrop,
@@ -339,7 +339,7 @@ def test_lmdb_round_trip(tmp_path):
         pytest.skip(f"netdsl.caffe_pb is not available: {e}")
     import io
 
-    from runtime.data import LmdbSource
+    from netdsl.runtime.data import LmdbSource
 
     raw = np.random.default_rng(0).integers(0, 256, (3, 4, 5), dtype=np.uint8)
     floats = np.random.default_rng(1).random((3, 4, 5)).astype(np.float32)

@@ -1,4 +1,4 @@
-"""runtime.evaluate: ``netdsl test`` (top-1/top-5, 10-crop) and ``netdsl time``."""
+"""netdsl.runtime.evaluate: ``netdsl test`` (top-1/top-5, 10-crop) and ``netdsl time``."""
 
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ import torch
 
 import netdsl
 from netdsl.diagnostics import DataError, render
+from netdsl.runtime import evaluate as E
+from netdsl.runtime.train import train
 from netdsl.weights import save_weights
-from runtime import evaluate as E
-from runtime.train import train
 from tests.runtime.test_train import write_spec
 
 CROP = {"data.resize": "[10]", "data.crop": "8"}  # 8x8 digits scaled to 10x10, cropped to 8

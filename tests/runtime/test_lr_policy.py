@@ -7,9 +7,9 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from netdsl.diagnostics import DataError, SpecError
-from runtime import lr_policy as lp
-from runtime.lr_policy import PlateauState, learning_rate, plateau_update
-from runtime.solver import SolverConfig
+from netdsl.runtime import lr_policy as lp
+from netdsl.runtime.lr_policy import PlateauState, learning_rate, plateau_update
+from netdsl.runtime.solver import SolverConfig
 
 approx = pytest.approx
 

@@ -1,4 +1,4 @@
-"""runtime.snapshot: crash-safe, checksummed snapshot pairs."""
+"""netdsl.runtime.snapshot: crash-safe, checksummed snapshot pairs."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from netdsl.diagnostics import DataError, render
-from runtime import snapshot as S
+from netdsl.runtime import snapshot as S
 
 
 def make(seed: int = 0) -> tuple[dict, dict, dict]:

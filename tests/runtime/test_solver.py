@@ -14,9 +14,9 @@ from safetensors.torch import load_file, save_file
 
 import netdsl
 from netdsl.diagnostics import DataError, ErrorList, Span, SpecError
-from runtime.config import solver_config
-from runtime.lr_policy import learning_rate
-from runtime.solver import CaffeOptimizer, SolverConfig, SolverType, resolve_max_iter
+from netdsl.runtime.config import solver_config
+from netdsl.runtime.lr_policy import learning_rate
+from netdsl.runtime.solver import CaffeOptimizer, SolverConfig, SolverType, resolve_max_iter
 
 # --------------------------------------------------------------------------- reference
 #

@@ -8,7 +8,7 @@ import pytest
 
 import netdsl
 from netdsl.fields import convert, field_spans
-from runtime.solver import SolverConfig
+from netdsl.runtime.solver import SolverConfig
 from tests.shared import caffe_params
 
 

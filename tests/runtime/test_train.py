@@ -1,4 +1,4 @@
-"""runtime.train and runtime.config: Caffe's solver loop on tiny nets over the embedded digits."""
+"""netdsl.runtime.train and .config: Caffe's solver loop on tiny nets over the digits."""
 
 from __future__ import annotations
 
@@ -14,11 +14,11 @@ import torch
 
 import netdsl
 from netdsl.diagnostics import DataError, NetdslError, SpecError, render
+from netdsl.runtime import train as T
+from netdsl.runtime.config import data_config, solver_config
+from netdsl.runtime.snapshot import read_snapshot
+from netdsl.runtime.train import INTERRUPTED, Trainer, train
 from netdsl.weights import load_weights, save_weights
-from runtime import train as T
-from runtime.config import data_config, solver_config
-from runtime.snapshot import read_snapshot
-from runtime.train import INTERRUPTED, Trainer, train
 
 ROOT = Path(__file__).resolve().parents[2]
 

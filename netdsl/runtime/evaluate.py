@@ -24,10 +24,10 @@ import torch
 from netdsl.diagnostics import DataError, Span, UsageError
 from netdsl.ir import Net
 from netdsl.layers.base import Role
-from runtime.config import data_config, data_span
-from runtime.data import average_crops, build_loader
-from runtime.progress import FORMATS, json_line
-from runtime.train import feeds_of, layer_input_shapes, load_net_weights, load_phases
+from netdsl.runtime.config import data_config, data_span
+from netdsl.runtime.data import average_crops, build_loader
+from netdsl.runtime.progress import FORMATS, json_line
+from netdsl.runtime.train import feeds_of, layer_input_shapes, load_net_weights, load_phases
 
 __all__ = ["prediction_blob", "test", "time"]
 
@@ -77,7 +77,7 @@ def test(
         blob of the TEST net must be in it. ``None`` tests the fillers' initial weights.
       crops: 1 (centre crop) or 10 (corners, centre and mirrors, softmax averaged); default
         the data's ``test_crops``.
-      overrides, devices, data_path: as for :func:`runtime.train.train`.
+      overrides, devices, data_path: as for :func:`netdsl.runtime.train.train`.
       fmt: ``"rich"`` (progress bar and table), ``"json"`` (one JSON line) or ``"none"``.
 
     Returns:

@@ -33,8 +33,8 @@ from netdsl.fields import convert, field_spans
 from netdsl.ir import Layer, Net
 from netdsl.layers import INPUT_TYPE
 from netdsl.layers.base import FieldError
-from runtime.data import SOURCE_KINDS, DataConfig
-from runtime.solver import SolverConfig
+from netdsl.runtime.data import SOURCE_KINDS, DataConfig
+from netdsl.runtime.solver import SolverConfig
 
 __all__ = [
     "DATA_HINT",

@@ -58,19 +58,19 @@ import torch
 from netdsl import syntax as s
 from netdsl.diagnostics import DataError, NetdslError, Span, SpecError, UsageError
 from netdsl.ir import Net
-from netdsl.weights import check_weights_fit, load_net_weights
-from runtime.config import data_config, data_span, has_data, solver_config
-from runtime.data import DataConfig, Loader, build_loader
-from runtime.lr_policy import PlateauState, learning_rate, plateau_update
-from runtime.progress import Reporter, make_reporter
-from runtime.snapshot import (
+from netdsl.runtime.config import data_config, data_span, has_data, solver_config
+from netdsl.runtime.data import DataConfig, Loader, build_loader
+from netdsl.runtime.lr_policy import PlateauState, learning_rate, plateau_update
+from netdsl.runtime.progress import Reporter, make_reporter
+from netdsl.runtime.snapshot import (
     capture_rng_state,
     find_latest,
     read_snapshot,
     restore_rng_state,
     write_snapshot,
 )
-from runtime.solver import CaffeOptimizer, SolverConfig, resolve_max_iter
+from netdsl.runtime.solver import CaffeOptimizer, SolverConfig, resolve_max_iter
+from netdsl.weights import check_weights_fit, load_net_weights
 
 __all__ = [
     "INTERRUPTED",
@@ -244,7 +244,7 @@ def layer_input_shapes(net: Net, cfg: DataConfig) -> dict[str, tuple[int, ...]]:
     layer = next((lay for lay in net.layers if lay.kind.has_data_source), None)
     if layer is None or "data" in net.sections:
         return {}
-    from runtime.data import make_source
+    from netdsl.runtime.data import make_source
 
     if cfg.source == "lmdb":
         native = tuple(int(d) for d in make_source("lmdb", path=cfg.path).shape)

@@ -35,7 +35,7 @@ from netdsl.diagnostics import (
     did_you_mean,
     raise_all,
 )
-from runtime.lr_policy import POLICIES
+from netdsl.runtime.lr_policy import POLICIES
 
 __all__ = [
     "CaffeOptimizer",
@@ -561,7 +561,7 @@ class CaffeOptimizer(torch.optim.Optimizer):
 
     @torch.no_grad()
     def step(self, lr: float) -> None:  # type: ignore[override]
-        """Apply one Caffe update at rate ``lr`` (from :func:`runtime.lr_policy.learning_rate`).
+        """Apply one Caffe update at rate ``lr`` (from ``lr_policy.learning_rate``).
 
         Order as ``SGDSolver::ApplyUpdate``: clip on the global norm, then per blob
         normalize by ``iter_size``, regularize, compute the update value, and subtract it.

@@ -1,7 +1,7 @@
 """A phase's data pipeline as a config (``DataConfig``), and wiring it to a net's input.
 
 ``build_loader(cfg, phase, input_shape, seed)`` turns the config into a source, a
-:class:`~runtime.data.transforms.Pipeline` and a :class:`~runtime.data.loader.Loader`
+:class:`~netdsl.runtime.data.transforms.Pipeline` and a :class:`~netdsl.runtime.data.loader.Loader`
 that yields exactly the net's input shape, checking every size and channel count it can
 before the first batch. The rules, in the order the transforms run:
 

@@ -44,7 +44,7 @@ import torch
 from netdsl.diagnostics import DataError, SpecError, did_you_mean
 
 if TYPE_CHECKING:
-    from runtime.solver import SolverConfig
+    from netdsl.runtime.solver import SolverConfig
 
 __all__ = [
     "POLICIES",
@@ -115,7 +115,7 @@ def poly(cfg: SolverConfig, it: int) -> float:
         raise SpecError(
             "lr_policy 'poly' needs max_iter > 0",
             hint="set max_iter, or resolve max_epochs into max_iter first "
-            "(runtime.solver.resolve_max_iter)",
+            "(netdsl.runtime.solver.resolve_max_iter)",
         )
     frac = 1.0 - float(it) / float(cfg.max_iter)
     if frac < 0.0:
