@@ -1,0 +1,331 @@
+"""Variables and expressions: scopes and ``let``, evaluating an expression to a literal,
+arithmetic, calls of the built-in functions (``functions.py``), ``${...}`` interpolation,
+and the iterations of a ``repeat`` (their count and each one's scope: ``groups.py``
+repeats layers with them, :meth:`Evaluator.eval_block` repeats fields).
+
+Lets are evaluated lazily, once, in the scope that defined them, with cycle detection.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from functools import lru_cache
+
+from .. import syntax as s
+from ..diagnostics import NetdslError, Span, SpecError, did_you_mean
+from ..parse import parse
+from .common import add_note, head_span, misplaced
+from .functions import FUNCTIONS, is_number, kind_of, scalar, text_of
+
+MAX_REPEAT = 100_000
+MAX_ITERATIONS = 1_000_000
+
+#: Called on each evaluated field of a block: (the field as written, its value) -> value.
+Hook = Callable[[s.Field, s.Value], s.Value]
+
+
+# --------------------------------------------------------------------------- scopes
+
+
+class Binding:
+    """A variable: a value, or an expression evaluated on first use in its own scope."""
+
+    __slots__ = ("name", "expr", "scope", "value", "busy", "fail", "span")
+
+    def __init__(self, name: str, value: s.Value | None = None, expr: s.Value | None = None,
+                 scope: Scope | None = None, span: Span | None = None,
+                 fail: Callable[[Span], NetdslError] | None = None) -> None:
+        self.name = name
+        self.value = value
+        self.expr = expr
+        self.scope = scope
+        self.busy = False
+        self.fail = fail
+        self.span = span
+
+
+class Scope:
+    __slots__ = ("vars", "parent")
+
+    def __init__(self, parent: Scope | None = None) -> None:
+        self.vars: dict[str, Binding] = {}
+        self.parent = parent
+
+    def find(self, name: str) -> Binding | None:
+        sc: Scope | None = self
+        while sc is not None:
+            b = sc.vars.get(name)
+            if b is not None:
+                return b
+            sc = sc.parent
+        return None
+
+    def names(self) -> list[str]:
+        out: list[str] = []
+        sc: Scope | None = self
+        while sc is not None:
+            out.extend(sc.vars)
+            sc = sc.parent
+        return out
+
+
+def _respan(v: s.Value, span: Span) -> s.Value:
+    if isinstance(v, s.Scalar):  # the hot path: direct constructors, not dataclasses.replace
+        return s.Scalar(v.value, v.kind, span)
+    if isinstance(v, s.ListValue):
+        return s.ListValue(v.items, span)
+    if isinstance(v, s.Block):
+        return s.Block(v.items, span)
+    return dataclasses.replace(v, span=span)  # type: ignore[type-var]
+
+
+# --------------------------------------------------------------------------- parsing snippets
+
+
+def _shift(v: s.Value, fn: Callable[[Span], Span], words_are_vars: bool) -> s.Value:
+    """Re-locate an expression parsed from a snippet; optionally read bare words as $vars."""
+    if isinstance(v, s.Scalar):
+        if words_are_vars and v.kind == "word":
+            return s.Var(str(v.value), fn(v.span))
+        return s.Scalar(v.value, v.kind, fn(v.span))
+    if isinstance(v, s.Var):
+        return s.Var(v.name, fn(v.span))
+    if isinstance(v, s.ListValue):
+        return s.ListValue(tuple(_shift(i, fn, words_are_vars) for i in v.items), fn(v.span))
+    if isinstance(v, s.BinOp):
+        return s.BinOp(v.op, _shift(v.left, fn, words_are_vars),
+                       _shift(v.right, fn, words_are_vars), fn(v.span))
+    if isinstance(v, s.Neg):
+        return s.Neg(_shift(v.operand, fn, words_are_vars), fn(v.span))
+    if isinstance(v, s.Call):
+        return s.Call(v.func, tuple(_shift(a, fn, words_are_vars) for a in v.args), fn(v.span))
+    return _respan(v, fn(v.span))
+
+
+def parse_expr(code: str, base: Span, col0: int, words_are_vars: bool) -> s.Value:
+    """Parse one expression from `code`, which starts at column col0 of base's line."""
+    def move(sp: Span) -> Span:
+        return Span(base.path, base.line, col0 + sp.col - 4, base.line,
+                    col0 + max(sp.end_col, sp.col) - 4)
+
+    try:
+        f = parse("_: " + code, "<expression>")
+    except NetdslError as e:
+        raise SpecError(f"bad expression: {e.message}", move(e.span), e.hint) from None
+    if len(f.items) != 1 or not isinstance(f.items[0], s.Field) \
+            or isinstance(f.items[0].value, s.Block):
+        raise SpecError("expected a single expression", move(f.span))
+    return _shift(f.items[0].value, move, words_are_vars)
+
+
+@lru_cache(maxsize=4096)
+def _interp_expr(code: str, span: Span, at: int) -> s.Value:
+    if not code.strip():
+        raise SpecError("empty '${}' in string", _sub(span, at, 3))
+    return parse_expr(code, span, span.col + at + 3, True)
+
+
+def _sub(span: Span, at: int, n: int) -> Span:
+    col = span.col + 1 + at
+    return Span(span.path, span.line, col, span.line, col + n)
+
+
+# --------------------------------------------------------------------------- the evaluator
+
+
+#: The arithmetic operators on numbers: the verb for error messages and the operation.
+_OPS: dict[str, tuple[str, Callable[[int | float, int | float], int | float]]] = {
+    "+": ("add", lambda a, b: a + b),
+    "-": ("subtract", lambda a, b: a - b),
+    "*": ("multiply", lambda a, b: a * b),
+    "/": ("divide", lambda a, b: a / b),
+    "//": ("floor-divide", lambda a, b: a // b),
+    "%": ("take the remainder of", lambda a, b: a % b),
+}
+
+
+class Evaluator:
+    """Evaluates expressions in scopes; `globals` holds the import tree's lets.
+
+    `groups` (the defined groups) only improves the hints of some errors.
+    """
+
+    def __init__(self, groups: Mapping[str, s.GroupDef]) -> None:
+        self.globals = Scope()
+        self.groups = groups
+        self.evaluating: list[Binding] = []
+        self.n_iterations = 0
+
+    def define(self, lets: Mapping[str, s.Let]) -> None:
+        """Bind the top-level lets (evaluated on first use)."""
+        for let in lets.values():
+            self.globals.vars[let.name] = Binding(let.name, expr=let.value, scope=self.globals,
+                                                  span=let.span)
+
+    def check_globals(self, path: str) -> None:
+        """Evaluate every top-level let, so that an error in an unused one is reported."""
+        for b in list(self.globals.vars.values()):
+            self.lookup(s.Var(b.name, b.span or Span(path)), self.globals)
+
+    def lookup(self, var: s.Var, scope: Scope) -> s.Value:
+        b = scope.find(var.name)
+        if b is None:
+            names = scope.names()
+            hint = did_you_mean(var.name, names)
+            if hint is None:
+                hint = (f"define it with: let {var.name} = ..." if var.name not in self.groups
+                        else f"'{var.name}' is a group; use it as a layer type")
+            raise SpecError(f"undefined variable '${var.name}'", var.span, hint)
+        if b.value is None:
+            if b.fail is not None:
+                raise b.fail(var.span)
+            if b.busy:
+                start = self.evaluating.index(b)
+                chain = " -> ".join("$" + x.name for x in self.evaluating[start:] + [b])
+                raise SpecError(f"variables depend on each other in a cycle: {chain}", var.span,
+                                "a variable cannot be defined in terms of itself")
+            b.busy = True
+            self.evaluating.append(b)
+            try:
+                assert b.expr is not None and b.scope is not None
+                b.value = self.eval(b.expr, b.scope)
+            finally:
+                b.busy = False
+                self.evaluating.pop()
+        return _respan(b.value, var.span)
+
+    def eval(self, v: s.Value, scope: Scope) -> s.Value:
+        """An expression -> a literal (Scalar, ListValue or Block of literals)."""
+        if isinstance(v, s.Scalar):
+            if v.kind == "string" and "${" in str(v.value):
+                return s.Scalar(self.interpolate(v, scope), "string", v.span)
+            return v
+        if isinstance(v, s.Var):
+            return self.lookup(v, scope)
+        if isinstance(v, s.ListValue):
+            return s.ListValue(tuple(self.eval(i, scope) for i in v.items), v.span)
+        if isinstance(v, s.Block):
+            return self.eval_block(v, scope)
+        if isinstance(v, s.Neg):
+            x = self.eval(v.operand, scope)
+            if not is_number(x):
+                raise SpecError(f"cannot negate {kind_of(x)}", v.span)
+            return scalar(-x.value, v.span)  # type: ignore[union-attr, operator]
+        if isinstance(v, s.BinOp):
+            return self.binop(v, scope)
+        if isinstance(v, s.Call):
+            return self.call(v, scope)
+        raise AssertionError(f"not a value: {v!r}")
+
+    def binop(self, v: s.BinOp, scope: Scope) -> s.Value:
+        a, b = self.eval(v.left, scope), self.eval(v.right, scope)
+        if v.op == "+":
+            if isinstance(a, s.Scalar) and isinstance(b, s.Scalar) \
+                    and a.kind == b.kind == "string":
+                return s.Scalar(str(a.value) + str(b.value), "string", v.span)
+            if isinstance(a, s.ListValue) and isinstance(b, s.ListValue):
+                return s.ListValue(a.items + b.items, v.span)
+        verb, fn = _OPS[v.op]
+        if is_number(a) and is_number(b):
+            try:
+                return scalar(fn(a.value, b.value), v.span)  # type: ignore[union-attr, arg-type]
+            except ZeroDivisionError:
+                raise SpecError("division by zero", v.span) from None
+            except OverflowError:
+                raise SpecError("the result is too large", v.span) from None
+        hint = None
+        kinds = {getattr(a, "kind", ""), getattr(b, "kind", "")}
+        if v.op == "+" and "string" in kinds and kinds & {"int", "float"}:
+            hint = 'turn the number into a string with str(...), or write "text${...}"'
+        elif "word" in kinds:
+            hint = "a bare word is an enum value, not a variable; write $name for a variable"
+        raise SpecError(f"cannot {verb} {kind_of(a)} and {kind_of(b)} with '{v.op}'", v.span, hint)
+
+    def call(self, v: s.Call, scope: Scope) -> s.Value:
+        fn = FUNCTIONS.get(v.func)
+        if fn is None:
+            hint = did_you_mean(v.func, FUNCTIONS)
+            if v.func in self.groups:
+                hint = f"'{v.func}' is a group: use it as a layer type, type: {v.func}(...)"
+            raise SpecError(f"unknown function '{v.func}'", head_span(v.span, v.func),
+                            hint or "functions: " + ", ".join(FUNCTIONS))
+        return fn([self.eval(a, scope) for a in v.args], v.span)
+
+    def interpolate(self, v: s.Scalar, scope: Scope) -> str:
+        text = str(v.value)
+        out: list[str] = []
+        i = 0
+        while True:
+            j = text.find("${", i)
+            if j < 0:
+                out.append(text[i:])
+                return "".join(out)
+            out.append(text[i:j])
+            k = text.find("}", j + 2)
+            if k < 0:
+                raise SpecError("unterminated '${' in string", _sub(v.span, j, 2),
+                                "close the expression with '}'")
+            expr = _interp_expr(text[j + 2:k], v.span, j)
+            out.append(text_of(self.eval(expr, scope), expr.span))
+            i = k + 1
+
+    def local_scope(self, items: Sequence[s.Item], parent: Scope) -> Scope:
+        """The scope of a { } body: its own lets over `parent` (parent if it has none)."""
+        lets = [i for i in items if isinstance(i, s.Let)]
+        if not lets:
+            return parent
+        sc = Scope(parent)
+        for let in lets:
+            if let.name in sc.vars:
+                raise SpecError(f"variable '{let.name}' is defined twice", let.span,
+                                notes=[("first defined here", sc.vars[let.name].span)])
+            sc.vars[let.name] = Binding(let.name, expr=let.value, scope=sc, span=let.span)
+        return sc
+
+    def iterations(self, rep: s.Repeat, scope: Scope) -> Iterator[tuple[Scope, s.Note]]:
+        """Each iteration of a repeat: the body's scope and the note naming the iteration."""
+        n = self.eval(rep.count, scope)
+        if not (isinstance(n, s.Scalar) and n.kind == "int") or n.value < 1:  # type: ignore[operator]
+            got = n.value if isinstance(n, s.Scalar) and is_number(n) else kind_of(n)
+            raise SpecError(f"repeat count must be a positive integer, got {got}", rep.count.span,
+                            "use int(...) to round a float" if is_number(n) and n.kind == "float"
+                            else None)
+        count = int(n.value)  # type: ignore[arg-type]
+        if count > MAX_REPEAT:
+            raise SpecError(f"runaway expansion: repeat count {count} is over the limit of "
+                            f"{MAX_REPEAT}", rep.count.span)
+        for i in range(count):
+            self.n_iterations += 1
+            if self.n_iterations > MAX_ITERATIONS:
+                raise SpecError(f"runaway expansion: more than {MAX_ITERATIONS} repeat "
+                                "iterations", rep.count.span)
+            sc = Scope(scope)
+            if rep.var is not None:
+                sc.vars[rep.var] = Binding(rep.var, value=s.Scalar(i, "int", rep.span))
+                note = f"expanded from repeat with {rep.var} = {i}"
+            else:
+                note = f"expanded from iteration {i} of repeat"
+            yield self.local_scope(rep.body.items, sc), (note, rep.span)
+
+    def eval_block(self, block: s.Block, scope: Scope, hook: Hook | None = None) -> s.Block:
+        out: list[s.Item] = []
+        self.eval_fields(block.items, self.local_scope(block.items, scope), hook, out)
+        return s.Block(tuple(out), block.span)
+
+    def eval_fields(self, items: Sequence[s.Item], scope: Scope, hook: Hook | None,
+                    out: list[s.Item]) -> None:
+        for it in items:
+            if isinstance(it, s.Field):
+                val = self.eval(it.value, scope)
+                if hook is not None:
+                    val = hook(it, val)
+                out.append(s.Field(it.key, val, it.span, it.key_span, it.notes))
+            elif isinstance(it, s.Repeat):
+                for sc, note in self.iterations(it, scope):
+                    try:
+                        self.eval_fields(it.body.items, sc, hook, out)
+                    except NetdslError as e:
+                        raise add_note(e, note) from None
+            elif not isinstance(it, s.Let):
+                raise misplaced(it, "inside a block")

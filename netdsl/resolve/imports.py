@@ -1,0 +1,215 @@
+"""Imports: loading the import tree, import cycles, and merging a file over the files it
+imports (the importer's fields override; see the package docstring for the rules).
+
+``import "x.net"`` is relative to the importing file's folder. The lets and group
+definitions of the whole tree are collected here too, since they are shared by it: the
+importer's override the imported ones everywhere.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Callable, Container, Mapping
+from dataclasses import dataclass
+
+from .. import syntax as s
+from ..caffe_compat import upgrade
+from ..diagnostics import NetdslError, Span, SpecError
+from ..parse import parse_file
+from .common import fields_of, name_of
+from .groups import check_group
+
+Loader = Callable[[str, Span], s.File]
+
+_FILE_CACHE: dict[str, tuple[tuple[int, int], s.File]] = {}
+
+
+def default_loader(path: str, span: Span) -> s.File:
+    """Parse and upgrade an imported file, cached by path and modification time."""
+    try:
+        st = os.stat(path)
+        key = (st.st_mtime_ns, st.st_size)
+    except OSError:
+        key = (0, 0)
+    hit = _FILE_CACHE.get(path)
+    if hit is not None and hit[0] == key and key != (0, 0):
+        return hit[1]
+    file = upgrade(parse_file(path))
+    _FILE_CACHE[path] = (key, file)
+    return file
+
+
+@dataclass
+class Node:
+    """A loaded file and, in order, its imports with the files they loaded."""
+
+    file: s.File
+    imports: list[tuple[s.Import, Node]]
+
+
+def show_path(path: str, root_dir: str) -> str:
+    """A path as error messages show it: relative to the root file's folder."""
+    if path.startswith("<"):
+        return path
+    return os.path.relpath(os.path.abspath(path), root_dir)
+
+
+def load_tree(file: s.File, load: Loader, root_dir: str) -> Node:
+    """`file` and everything it imports, loaded with `load(absolute path, span)`."""
+    return _load(file, load, lambda p: show_path(p, root_dir), [os.path.abspath(file.path)], [])
+
+
+def _load(file: s.File, load: Loader, show: Callable[[str], str], stack: list[str],
+          via: list[s.Import]) -> Node:
+    node = Node(file, [])
+    for item in file.items:
+        if not isinstance(item, s.Import):
+            continue
+        path = os.path.abspath(os.path.join(os.path.dirname(file.path), item.path))
+        if path in stack:
+            start = stack.index(path)
+            chain = " -> ".join(show(p) for p in stack[start:] + [path])
+            # reported where the cycle starts: in the file that is imported again
+            steps = via[start:] + [item]
+            notes = [(f"'{show(imp.span.path)}' imports '{imp.path}'", imp.span)
+                     for imp in steps[1:]]
+            raise SpecError(f"import cycle: {chain}", steps[0].span,
+                            "a file cannot import itself, directly or through others",
+                            notes)
+        try:
+            child = load(path, item.span)
+        except NetdslError as e:
+            if e.span.line > 0 and e.span.path == path:
+                raise  # an error inside the imported file: keep its location
+            if e.span == item.span:
+                raise
+            raise SpecError(f"cannot import \"{item.path}\": {e.message}", item.span,
+                            "import paths are relative to the importing file's folder"
+                            ) from None
+        node.imports.append((item, _load(child, load, show, stack + [path], via + [item])))
+    return node
+
+
+def collect(node: Node) -> tuple[dict[str, s.Let], dict[str, s.GroupDef]]:
+    """Lets and groups of the whole tree, imported first, the importer overriding."""
+    lets: dict[str, s.Let] = {}
+    groups: dict[str, s.GroupDef] = {}
+    _collect(node, lets, groups)
+    return lets, groups
+
+
+def _collect(node: Node, lets: dict[str, s.Let], groups: dict[str, s.GroupDef]) -> None:
+    for _, child in node.imports:
+        _collect(child, lets, groups)
+    own_lets: dict[str, s.Let] = {}
+    own_groups: dict[str, s.GroupDef] = {}
+    for item in node.file.items:
+        if isinstance(item, s.Let):
+            if item.name in own_lets:
+                raise SpecError(f"variable '{item.name}' is defined twice", item.span,
+                                notes=[("first defined here", own_lets[item.name].span)])
+            own_lets[item.name] = item
+        elif isinstance(item, s.GroupDef):
+            if item.name in own_groups:
+                raise SpecError(f"group '{item.name}' is defined twice", item.span,
+                                notes=[("first defined here", own_groups[item.name].span)])
+            check_group(item)
+            own_groups[item.name] = item
+    lets.update(own_lets)
+    groups.update(own_groups)
+
+
+# --------------------------------------------------------------------------- merging
+
+
+def _phase(block: s.Block) -> str | None:
+    v = block.scalar("phase")
+    if v is not None:
+        return str(v).upper()
+    inc = block.first("include")
+    if inc is not None and isinstance(inc.value, s.Block):
+        p = inc.value.scalar("phase")
+        if p is not None:
+            return str(p).upper()
+    return None
+
+
+def _matches(f: s.Field, key: str | None, slots: list[list[s.Field]], from_base: list[bool],
+             prefix: bool) -> list[int]:
+    """Imported slots that `f` overrides: same key and name (or the instance's layers)."""
+    over = f.value
+    assert isinstance(over, s.Block)
+    if f.key == "layer" and key is None:
+        return []
+    matches = []
+    for i, slot in enumerate(slots):
+        if not from_base[i] or len(slot) != 1:
+            continue
+        g = slot[0]
+        if g.key != f.key or not isinstance(g.value, s.Block):
+            continue
+        name = name_of(g.value)
+        if name == key or (prefix and name is not None and name.startswith(f"{key}/")):
+            matches.append(i)
+    phase = _phase(over)
+    if phase is None or not matches:
+        return matches
+    same = [i for i in matches if _phase(slots[i][0].value) == phase]  # type: ignore[arg-type]
+    return same or [i for i in matches if _phase(slots[i][0].value) is None]  # type: ignore[arg-type]
+
+
+def merge(base: list[s.Field], over: list[s.Field],
+          units: Mapping[int, tuple[s.Field, str]] | None = None,
+          instances: Container[str] = ()) -> list[s.Field]:
+    """The importer's fields `over` the imported `base` (see the package docstring).
+
+    `units` tags the importer's layers made by a top-level group instance with that
+    instance's name, so that re-instantiating an imported instance (or giving a plain
+    layer its name) replaces all of its layers (``inst/...``) at their position.
+    """
+    if not base:
+        return list(over)
+    slots: list[list[s.Field]] = [[f] for f in base]
+    from_base = [True] * len(base)
+    unit_slot: dict[str, int] = {}
+    for f in over:
+        unit = None
+        if units is not None and f.key == "layer":
+            hit = units.get(id(f))
+            unit = hit[1] if hit is not None and hit[0] is f else None
+        if unit is not None and unit in unit_slot:
+            slots[unit_slot[unit]].append(f)
+            continue
+        if isinstance(f.value, s.Block):
+            key = unit if unit is not None else name_of(f.value)
+            prefix = unit is not None or key in instances
+            matches = _matches(f, key, slots, from_base, prefix)
+            if matches and f.key == "layer":
+                slots[matches[0]] = [f]
+                from_base[matches[0]] = False
+                for m in matches[1:]:
+                    slots[m] = []
+                if unit is not None:
+                    unit_slot[unit] = matches[0]
+                continue
+            if matches:
+                for m in matches:
+                    g = slots[m][0]
+                    assert isinstance(g.value, s.Block)
+                    merged = s.Block(tuple(merge(fields_of(g.value), fields_of(f.value))),
+                                     g.value.span)
+                    slots[m] = [dataclasses.replace(g, value=merged)]
+                continue
+        else:
+            matches = [i for i, slot in enumerate(slots) if from_base[i] and len(slot) == 1
+                       and slot[0].key == f.key and not isinstance(slot[0].value, s.Block)]
+            if matches:
+                slots[matches[0]] = [f]
+                from_base[matches[0]] = False
+                for m in matches[1:]:
+                    slots[m] = []
+                continue
+        slots.append([f])
+        from_base.append(False)
+    return [f for slot in slots for f in slot]

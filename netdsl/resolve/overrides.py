@@ -1,0 +1,115 @@
+"""``--set`` overrides: ``name=value`` replaces a let everywhere (the value parsed as an
+expression; text that does not parse is a string); ``a.b=value`` sets field ``b`` inside
+top-level block ``a`` (or, if there is none, the layer named ``a``; else the block is
+created), the value parsed as a literal, else taken as a string.
+
+Let overrides apply before expansion, field overrides to the expanded, merged and
+edited list. Each flag's text is remembered as a source, so errors point into it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+
+from .. import syntax as s
+from ..diagnostics import NetdslError, Span, SpecError, did_you_mean, remember_source
+from .common import is_layer, name_of, set_fields
+from .expressions import Binding, Evaluator, parse_expr
+
+
+def apply_let_overrides(ev: Evaluator, overrides: Mapping[str, str]) -> list[tuple[str, str]]:
+    """Rebind the lets that `overrides` name; return the dotted (field) overrides, in order."""
+    dotted: list[tuple[str, str]] = []
+    for key, text in overrides.items():
+        if "." in key:
+            dotted.append((key, text))
+            continue
+        path = f"<--set {key}>"
+        remember_source(path, f"{key}={text}")
+        span = Span(path, 1, 1, 1, len(key) + 1)
+        if key not in ev.globals.vars:
+            names = sorted(ev.globals.vars)
+            listing = ", ".join(names) if names else "none"
+            raise SpecError(f"--set {key}: there is no variable '{key}' "
+                            f"(variables: {listing})", span,
+                            did_you_mean(key, names) or "--set name=value replaces a let; "
+                            "use block.field=value to set a field")
+        value = _value(key, text, path, as_literal=False)
+        ev.globals.vars[key] = Binding(key, expr=value, scope=ev.globals, span=value.span)
+    return dotted
+
+
+def _value(key: str, text: str, path: str, as_literal: bool) -> s.Value:
+    """The flag's text as an expression (a literal, if as_literal), else as a string."""
+    col0 = len(key) + 2
+    span = Span(path, 1, col0, 1, col0 + len(text))
+    try:
+        v = parse_expr(text, span, col0, False)
+    except NetdslError:
+        return s.Scalar(text, "string", span)
+    if (as_literal and not _is_literal_value(v)) or _words_in_arithmetic(v):
+        return s.Scalar(text, "string", span)  # e.g. a path: data/train.txt
+    return v
+
+
+def apply_field_override(ev: Evaluator, items: list[s.Field], key: str,
+                         text: str) -> list[s.Field]:
+    """Set the field that the dotted `key` names, in every block or layer it names."""
+    path = f"<--set {key}>"
+    remember_source(path, f"{key}={text}")
+    value = _value(key, text, path, as_literal=True)
+    value = ev.eval(value, ev.globals)
+    parts = key.split(".")
+    if any(not p for p in parts):
+        raise SpecError(f"--set {key}: empty name in dotted key", Span(path, 1, 1))
+    head = parts[0]
+    targets = [i for i, f in enumerate(items) if f.key == head and isinstance(f.value, s.Block)]
+    if not targets:
+        targets = [i for i, f in enumerate(items) if is_layer(f) and name_of(f.value) == head]  # type: ignore[arg-type]
+    out = list(items)
+    if not targets:
+        out.append(s.Field(head, s.Block((), value.span), value.span, value.span))
+        targets = [len(out) - 1]
+    for i in targets:
+        f = out[i]
+        assert isinstance(f.value, s.Block)
+        out[i] = dataclasses.replace(f, value=_set_path(f.value, parts[1:], value))
+    return out
+
+
+def _set_path(block: s.Block, parts: list[str], value: s.Value) -> s.Block:
+    key = parts[0]
+    if len(parts) == 1:
+        return set_fields(block, [s.Field(key, value, value.span, value.span)])
+    inner = [f for f in block.fields(key) if isinstance(f.value, s.Block)]
+    if not inner:
+        new = _set_path(s.Block((), value.span), parts[1:], value)
+        return set_fields(block, [s.Field(key, new, value.span, value.span)])
+    items: list[s.Item] = []
+    for f in block.items:
+        if isinstance(f, s.Field) and f.key == key and isinstance(f.value, s.Block):
+            f = dataclasses.replace(f, value=_set_path(f.value, parts[1:], value))
+        items.append(f)
+    return s.Block(tuple(items), block.span)
+
+
+def _is_literal_value(v: s.Value) -> bool:
+    if isinstance(v, s.Scalar):
+        return not (v.kind == "string" and "${" in str(v.value))
+    if isinstance(v, s.ListValue):
+        return all(_is_literal_value(i) for i in v.items)
+    if isinstance(v, s.Block):
+        return all(isinstance(i, s.Field) and _is_literal_value(i.value) for i in v.items)
+    return False
+
+
+def _words_in_arithmetic(v: s.Value) -> bool:
+    """True for text like ``data/x.txt`` that parses as arithmetic on bare words."""
+    if isinstance(v, s.BinOp):
+        return any(_words_in_arithmetic(x) or (isinstance(x, s.Scalar) and x.kind == "word")
+                   for x in (v.left, v.right))
+    if isinstance(v, s.Neg):
+        return _words_in_arithmetic(v.operand) or (
+            isinstance(v.operand, s.Scalar) and v.operand.kind == "word")
+    return False

@@ -1,0 +1,1 @@
+"""Stage 5, resolve: one test file per module of netdsl/resolve/."""
