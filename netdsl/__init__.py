@@ -10,9 +10,10 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from .ir import Net, Phase
+from .layers.base import Role
 
-__all__ = ["CompiledNet", "Net", "Phase", "compile", "compile_net", "load", "load_spec",
-           "__version__"]
+__all__ = ["CompiledNet", "Net", "Phase", "Role", "Training", "compile", "compile_net", "load",
+           "load_spec", "load_training", "__version__"]
 __version__ = "0.1.0"
 
 
@@ -36,6 +37,12 @@ def load(path: str | Path, phase: Phase | str = Phase.TRAIN,
 
 def __getattr__(name: str):
     """Lazy exports: ``compile`` and ``CompiledNet`` import torch, the rest does not."""
+    if name in ("load_training", "Training"):
+        from . import training
+
+        globals()["load_training"] = training.load_training
+        globals()["Training"] = training.Training
+        return globals()[name]
     if name in ("compile", "compile_net", "CompiledNet"):
         from . import compiler
 

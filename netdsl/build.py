@@ -26,6 +26,7 @@ from .fields import convert, doc, field_spans
 from .ir import Layer, Net, ParamSpec, Phase
 from .layers import INPUT_TYPE, lookup
 from .layers.base import Split
+from .sections import data_section, solver_section
 
 #: Fields every layer may have, whatever its type (the rest belong to the type's Params).
 COMMON_FIELDS = {
@@ -229,9 +230,11 @@ def build(spec: s.Spec, phase: Phase | str = Phase.TRAIN) -> Net:
     outputs = _outputs(layers)
     sections = {f.key: f.value for f in spec.items
                 if f.key in ("solver", "data") and isinstance(f.value, s.Block)}
-    net = Net(net_name, phase, layers, net_devices, inputs, outputs, spec.path, sections,
-              _batch(layers))
-    return net
+    solver = sections.get("solver")
+    data = data_section(sections.get("data"), phase.value)
+    return Net(net_name, phase, layers, net_devices, inputs, outputs, spec.path,
+               _batch(layers), solver_section(solver),
+               field_spans(solver.items) if solver is not None else {}, data)
 
 
 def _draft(f: s.Field, body: s.Block, index: int, net_devices: tuple[str, ...]) -> _Draft:
@@ -429,6 +432,7 @@ def _outputs(layers: tuple[Layer, ...]) -> tuple[str, ...]:
 
 
 def _batch(layers: tuple[Layer, ...]) -> int:
+    """The batch a data layer of the net gives (0: none)."""
     for lay in layers:
         if lay.kind.is_data:
             b = lay.kind.batch_size(lay.params)

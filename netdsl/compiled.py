@@ -382,6 +382,22 @@ class CompiledNet(nn.Module):
                     g["params"].append(t)
         return list(groups.values())
 
+    def share_weights_from(self, other: CompiledNet) -> list[str]:
+        """Hold ``other``'s tensors for every blob both nets have, as Caffe's
+        ``ShareTrainedLayersWith`` (a TEST net sharing the TRAIN net's weights: nothing is
+        copied before a test). Returns the keys shared; a blob the two nets hold
+        differently (other shards, devices or dtypes) is not shared, so copy it with
+        ``load_state_dict`` when it matters."""
+        shared = []
+        for key, ref in self._blobs.items():
+            theirs = other._blobs.get(key)
+            if theirs is None or not _same_layout(ref, theirs):
+                continue
+            for part, their in zip(ref.parts, theirs.parts, strict=True):
+                setattr(part.module, part.attr, their.tensor)
+            shared.append(key)
+        return shared
+
     def blob_refs(self) -> tuple[BlobRef, ...]:
         """The Caffe blobs and the shard tensors that hold them, in Caffe's order."""
         return tuple(self._blobs.values())
@@ -389,6 +405,18 @@ class CompiledNet(nn.Module):
     def extra_repr(self) -> str:
         devs = ", ".join(f"{k}={v}" for k, v in self.devices.items())
         return f"net={self.net.name!r}, phase={self.net.phase.value}, devices=[{devs}]"
+
+
+def _same_layout(a: BlobRef, b: BlobRef) -> bool:
+    if len(a.parts) != len(b.parts) or tuple(a.shape) != tuple(b.shape):
+        return False
+    for p, q in zip(a.parts, b.parts, strict=True):
+        t, u = p.tensor, q.tensor
+        if t.shape != u.shape or t.device != u.device or t.dtype != u.dtype:
+            return False
+        if type(t) is not type(u):  # a Parameter must stay a Parameter, a buffer a buffer
+            return False
+    return True
 
 
 def _forget_shard_keys(module: CompiledNet, incompatible: Any) -> None:

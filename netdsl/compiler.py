@@ -107,11 +107,8 @@ def _seed(net: Net, seed: int | None) -> int:
     drawn from torch's global generator (so ``torch.manual_seed`` makes it repeatable)."""
     if seed is not None:
         return int(seed)
-    solver = net.sections.get("solver")
-    if solver is not None:
-        s = solver.scalar("random_seed")  # type: ignore[attr-defined]
-        if isinstance(s, int) and s >= 0:
-            return s
+    if net.solver.random_seed >= 0:
+        return net.solver.random_seed
     return int(torch.randint(0, 2**62, (1,)).item())
 
 

@@ -145,6 +145,17 @@ def convert_value(tp: Any, v: s.Value, key: str) -> Any:
     raise TypeError(f"netdsl bug: unsupported field type {tp!r} for {key}")
 
 
+class FieldError(ValueError):
+    """A problem with one field of a typed value, raised where no span is known (a
+    ``__post_init__`` check, a layer's ``data_source`` hook): the caller reports it at the
+    field's span."""
+
+    def __init__(self, message: str, field_name: str | None = None,
+                 hint: str | None = None) -> None:
+        super().__init__(message)
+        self.field_name, self.hint = field_name, hint
+
+
 def convert(
     cls: type[T],
     items: Iterable[s.Item],
@@ -213,8 +224,11 @@ def convert(
     except NetdslError:
         raise
     except (TypeError, ValueError) as e:  # a __post_init__ check without a span
-        span = next((i.span for i in items if isinstance(i, s.Field)), None)
-        raise SpecError(f"invalid {what}: {e}", span) from None
+        spans = field_spans(items)
+        span = spans.get(getattr(e, "field_name", None) or "")
+        if span is None:
+            span = next((i.span for i in items if isinstance(i, s.Field)), None)
+        raise SpecError(f"invalid {what}: {e}", span, getattr(e, "hint", None)) from None
     return obj
 
 

@@ -11,6 +11,7 @@ from . import syntax
 from .diagnostics import Span
 from .layers import REGISTRY
 from .layers.base import LayerType
+from .sections import PhaseData, SolverConfig, solver_section
 
 
 class Phase(enum.Enum):
@@ -68,8 +69,14 @@ class Net:
     inputs: tuple[str, ...]
     outputs: tuple[str, ...]
     path: str
-    sections: Mapping[str, syntax.Block] = field(default_factory=dict, compare=False, hash=False)
     batch: int = 0  # batch size the spec implies for this phase (0: not said)
+    #: the ``solver {}`` section, typed and validated (Caffe's defaults if there is none)
+    solver: SolverConfig = field(default_factory=lambda: solver_section(None), compare=False)
+    #: where each solver field was written (for later errors about it)
+    solver_spans: Mapping[str, Span] = field(default_factory=dict, compare=False, hash=False)
+    #: the ``data {}`` section for this phase, typed (None: no section; Caffe's data
+    #: layers are read through ``sections.phase_data``)
+    data: PhaseData | None = field(default=None, compare=False)
 
     def layer(self, name: str) -> Layer:
         for lay in self.layers:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from .fields import reference_rows
 from .layers import TYPES
+from .sections import DataConfig, SolverConfig
 
 BEGIN = "<!-- reference:begin -->"
 END = "<!-- reference:end -->"
@@ -50,22 +51,13 @@ def layer_reference() -> str:
 
 
 def solver_reference() -> str:
-    from netdsl.runtime.solver import SolverConfig
-
     rows = [r for r in reference_rows(SolverConfig)]
     return "\n".join(["### Solver fields (`solver { ... }`)", ""] + _table(rows))
 
 
 def full_reference() -> str:
-    parts = [layer_reference(), solver_reference()]
-    try:
-        from netdsl.runtime.data.config import DataConfig
-    except ImportError:
-        pass
-    else:
-        parts.append("\n".join(["### Data fields (`data { ... }`)", ""]
-                               + _table(reference_rows(DataConfig))))
-    return "\n\n".join(parts) + "\n"
+    data = "\n".join(["### Data fields (`data { ... }`)", ""] + _table(reference_rows(DataConfig)))
+    return "\n\n".join([layer_reference(), solver_reference(), data]) + "\n"
 
 
 def splice(readme: str, reference: str) -> str:

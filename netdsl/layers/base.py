@@ -129,16 +129,6 @@ class Filler:
     )
 
 
-class FieldError(ValueError):
-    """A problem with one field of a layer's params, found by a hook that has no
-    ShapeContext (``data_source``): the caller reports it at the field's span."""
-
-    def __init__(self, message: str, field_name: str | None = None,
-                 hint: str | None = None) -> None:
-        super().__init__(message)
-        self.field_name, self.hint = field_name, hint
-
-
 @dataclass(frozen=True)
 class NoParams:
     """For layer types without fields of their own."""

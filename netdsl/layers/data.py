@@ -10,9 +10,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..fields import doc
+from ..fields import FieldError, doc
 from . import register
-from .base import Arity, FieldError, LayerType, Role, Shape, ShapeContext
+from .base import Arity, LayerType, Role, Shape, ShapeContext
 
 
 @dataclass(frozen=True)

@@ -21,13 +21,12 @@ from typing import IO, Any
 
 import torch
 
+from netdsl import Net, Role
 from netdsl.diagnostics import DataError, Span, UsageError
-from netdsl.ir import Net
-from netdsl.layers.base import Role
-from netdsl.runtime.config import data_config, data_span
 from netdsl.runtime.data import average_crops, build_loader
+from netdsl.runtime.loading import data_config, feeds_of, layer_input_shapes
 from netdsl.runtime.progress import FORMATS, json_line
-from netdsl.runtime.train import feeds_of, layer_input_shapes, load_net_weights, load_phases
+from netdsl.weights import load_net_weights
 
 __all__ = ["prediction_blob", "test", "time"]
 
@@ -88,15 +87,15 @@ def test(
 
     _check_fmt(fmt)
     stream = out if out is not None else sys.stdout
-    _, ir = load_phases(spec_path, overrides)
-    cfg = data_config(ir, "test", data_path)
+    ir = netdsl.load_training(spec_path, overrides).test_net
+    cfg, data_span = data_config(ir, "test", data_path)
     n_crops = cfg.test_crops if crops is None else crops
     if n_crops not in (1, 10):
         raise UsageError(f"--crops must be 1 or 10, got {n_crops}")
     if n_crops == 10 and not cfg.crop:
         raise DataError(
             "10-crop testing needs the data to be cropped (the crops are taken at that size)",
-            data_span(ir),
+            data_span,
             hint="set crop in the data's test { } block (and resize larger than the crop)",
         )
     cfg = replace(cfg, test_crops=n_crops)
@@ -106,7 +105,7 @@ def test(
     if weights is not None:
         load_net_weights(net, weights, strict=True)
     feeds = feeds_of(net)
-    loader = build_loader(cfg, "test", feeds.shape, seed, span=data_span(ir))
+    loader = build_loader(cfg, "test", feeds.shape, seed, span=data_span)
     pred, is_prob = prediction_blob(ir)
     scalar_outputs = [o for o in net.outputs if o != pred]
 
@@ -295,12 +294,13 @@ def time(
     if iterations < 1:
         raise UsageError(f"--iterations must be at least 1, got {iterations}")
     stream = out if out is not None else sys.stdout
-    train_ir, test_ir = load_phases(spec_path, overrides)
+    setup = netdsl.load_training(spec_path, overrides)
+    train_ir, test_ir = setup.train_net, setup.test_net
     ir = train_ir if phase == "train" else test_ir
     b = batch or _spec_batch(ir) or 1
     net = netdsl.compile(ir, phase, devices, batch=b, inputs=dict(inputs or {}), seed=0)
     net.train(phase == "train")
-    device_types = {d.type for d in net._torch_devices.values()}
+    device_types = {d.type for d in net.devices.values()}
 
     def sync() -> None:
         if "cuda" in device_types:
@@ -362,7 +362,7 @@ def time(
             })
     result: dict[str, Any] = {
         "net": ir.name, "phase": phase, "batch": b, "iterations": iterations,
-        "device": ", ".join(sorted(str(d) for d in set(net._torch_devices.values()))),
+        "device": ", ".join(sorted(str(d) for d in set(net.devices.values()))),
         "layers": layers,
         "forward_ms": fwd * ms, "backward_ms": bwd * ms, "forward_backward_ms": (fwd + bwd) * ms,
         "total_ms": total * 1000.0,
@@ -376,20 +376,10 @@ def time(
 
 
 def _spec_batch(net: Net) -> int:
-    """The batch the spec implies: a data layer's, else the data section's (TRAIN's)."""
+    """The batch the spec implies: a data layer's, else the phase's data section's."""
     if net.batch:
         return net.batch
-    block = net.sections.get("data")
-    if block is None:
-        return 0
-    phase = net.phase.value
-    sub = block.first(phase)
-    if sub is not None and hasattr(sub.value, "scalar"):
-        v = sub.value.scalar("batch_size")  # type: ignore[union-attr]
-        if isinstance(v, int):
-            return v
-    v = block.scalar("batch_size")
-    return v if isinstance(v, int) else 0
+    return net.data.config.batch_size if net.data is not None else 0
 
 
 def _print_time(stream: IO[str], r: Mapping[str, Any]) -> None:

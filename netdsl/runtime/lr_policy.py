@@ -44,7 +44,7 @@ import torch
 from netdsl.diagnostics import DataError, SpecError, did_you_mean
 
 if TYPE_CHECKING:
-    from netdsl.runtime.solver import SolverConfig
+    from netdsl.sections import SolverConfig
 
 __all__ = [
     "POLICIES",

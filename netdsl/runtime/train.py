@@ -55,11 +55,10 @@ from typing import IO, Any
 import numpy as np
 import torch
 
-from netdsl import syntax as s
+import netdsl
 from netdsl.diagnostics import DataError, NetdslError, Span, SpecError, UsageError
-from netdsl.ir import Net
-from netdsl.runtime.config import data_config, data_span, has_data, solver_config
-from netdsl.runtime.data import DataConfig, Loader, build_loader
+from netdsl.runtime.data import Loader, build_loader
+from netdsl.runtime.loading import data_config, feeds_of, layer_input_shapes
 from netdsl.runtime.lr_policy import PlateauState, learning_rate, plateau_update
 from netdsl.runtime.progress import Reporter, make_reporter
 from netdsl.runtime.snapshot import (
@@ -69,21 +68,11 @@ from netdsl.runtime.snapshot import (
     restore_rng_state,
     write_snapshot,
 )
-from netdsl.runtime.solver import CaffeOptimizer, SolverConfig, resolve_max_iter
+from netdsl.runtime.solver import CaffeOptimizer
+from netdsl.sections import SolverConfig, phase_data, resolve_max_iter
 from netdsl.weights import check_weights_fit, load_net_weights
 
-__all__ = [
-    "INTERRUPTED",
-    "STATE_FORMAT",
-    "Trainer",
-    "Feeds",
-    "feeds_of",
-    "layer_input_shapes",
-    "load_net_weights",
-    "load_phases",
-    "share_weights",
-    "train",
-]
+__all__ = ["INTERRUPTED", "STATE_FORMAT", "Trainer", "train"]
 
 #: Exit status of a run stopped by SIGINT/SIGTERM (after its snapshot), as a shell's 128 + 2.
 INTERRUPTED = 130
@@ -145,153 +134,6 @@ def train(
         reporter.close()
 
 
-# ----------------------------------------------------------------------------- loading
-
-
-def load_phases(
-    spec_path: str | os.PathLike[str], overrides: Mapping[str, str] | None = None
-) -> tuple[Net, Net]:
-    """The TRAIN and TEST nets of a spec (parsed once), following a Caffe solver file's
-    ``net:`` / ``train_net:`` to the net it names (``--set solver.*`` then applies to the
-    solver file, the other overrides to the net)."""
-    from netdsl import load_spec
-    from netdsl.build import build
-    from netdsl.caffe_compat import upgrade
-    from netdsl.parse import parse_file
-    from netdsl.resolve import default_loader, resolve
-
-    overrides = dict(overrides or {})
-    file = upgrade(parse_file(spec_path))
-    block = _solver_file_block(file)
-    if block is None:
-        spec = resolve(file, default_loader, overrides)
-        return build(spec, "train"), build(spec, "test")
-    solver_overrides = {k: v for k, v in overrides.items() if k.startswith("solver.")}
-    solver_spec = resolve(file, default_loader, solver_overrides)
-    block = next(f.value for f in solver_spec.items if f.key == "solver")
-    assert isinstance(block, s.Block)
-    key = "net" if block.scalar("net") else "train_net"
-    named = str(block.scalar(key))
-    here = Path(os.fspath(spec_path)).parent
-    candidates = [Path(named), here / named, here / Path(named).name]
-    net_path = next((c for c in candidates if c.is_file()), None)
-    if net_path is None:
-        f = block.first(key)
-        raise DataError(
-            f"the solver's {key} '{named}' was not found",
-            f.span if f is not None else None,
-            hint="Caffe resolves it from the current folder; run from there, or pass the net "
-            "file itself",
-        )
-    net_overrides = {k: v for k, v in overrides.items() if not k.startswith("solver.")}
-    net_spec = load_spec(net_path, net_overrides)
-    nets = []
-    for phase in ("train", "test"):
-        net = build(net_spec, phase)
-        nets.append(dataclasses.replace(net, sections={**net.sections, "solver": block}))
-    return nets[0], nets[1]
-
-
-def _solver_file_block(file: s.File) -> s.Block | None:
-    """The solver block of a Caffe solver file that names its net, else None."""
-    fields_ = [i for i in file.items if isinstance(i, s.Field)]
-    if len(fields_) != 1 or len(file.items) != 1 or fields_[0].key != "solver":
-        return None
-    block = fields_[0].value
-    if not isinstance(block, s.Block):
-        return None
-    if not (block.scalar("net") or block.scalar("train_net")):
-        return None
-    return block
-
-
-@dataclasses.dataclass(frozen=True)
-class Feeds:
-    """Which input blob takes the images and which the labels (``None``: no label input)."""
-
-    data: str
-    label: str | None
-    shape: tuple[int, int, int]  # the image input's (C, H, W)
-
-    def inputs(self, x: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
-        return {self.data: x} if self.label is None else {self.data: x, self.label: y}
-
-
-def feeds_of(net: Any) -> Feeds:
-    """The image and label inputs of a compiled net, from its inputs' shapes: the image is
-    the input of shape ``(N, C, H, W)``, the label the one of shape ``(N,)``."""
-    blobs = net.shapes.blobs
-    images = [i for i in net.inputs if len(blobs[i]) == 4]
-    labels = [i for i in net.inputs if len(blobs[i]) == 1]
-    others = [i for i in net.inputs if i not in images and i not in labels]
-    where = Span(net.net.path)
-    if len(images) != 1 or len(labels) > 1 or others:
-        shown = ", ".join(f"{i} {list(blobs[i])}" for i in net.inputs) or "none"
-        raise DataError(
-            f"netdsl feeds a net one image input (N, C, H, W) and at most one label input "
-            f"(N,); net '{net.net.name}' has inputs {shown}",
-            where,
-            hint='declare input { name: "data" shape: [C, H, W] } and '
-            'input { name: "label" shape: [] }',
-        )
-    shape = tuple(int(d) for d in blobs[images[0]][1:])
-    return Feeds(images[0], labels[0] if labels else None, shape)  # type: ignore[arg-type]
-
-
-def layer_input_shapes(net: Net, cfg: DataConfig) -> dict[str, tuple[int, ...]]:
-    """Input shapes of a Caffe Data/ImageData layer that the spec cannot know (they are in
-    the database or the images), read from the data."""
-    layer = next((lay for lay in net.layers if lay.kind.has_data_source), None)
-    if layer is None or "data" in net.sections:
-        return {}
-    from netdsl.runtime.data import make_source
-
-    if cfg.source == "lmdb":
-        native = tuple(int(d) for d in make_source("lmdb", path=cfg.path).shape)
-    elif cfg.resize and not cfg.crop:
-        c = cfg.channels or 3
-        native = (c, *cfg.resize)
-    elif cfg.crop:
-        native = (cfg.channels or 3, cfg.crop, cfg.crop)
-    else:
-        src = make_source("list", path=cfg.path, root=cfg.root, channels=cfg.channels or 3,
-                          bgr=cfg.bgr)
-        native = tuple(int(d) for d in np.asarray(src.get(0)[0]).shape)
-    c = native[0] if not cfg.channels else cfg.channels
-    h, w = (cfg.crop, cfg.crop) if cfg.crop else native[1:]
-    return {layer.tops[0]: (c, h, w)}
-
-
-def share_weights(src: Any, dst: Any) -> list[str]:
-    """Make ``dst`` (a CompiledNet) hold ``src``'s tensors for every blob both have.
-
-    Returns the keys shared. A blob the two nets hold differently (other shards or
-    devices) cannot be shared: :class:`Trainer` copies those before each test.
-    """
-    shared = []
-    src_blobs = src._blobs
-    for key, ref in dst._blobs.items():
-        other = src_blobs.get(key)
-        if other is None or not _same_layout(ref, other):
-            continue
-        for part, theirs in zip(ref.parts, other.parts, strict=True):
-            setattr(part.module, part.attr, theirs.tensor)
-        shared.append(key)
-    return shared
-
-
-def _same_layout(a: Any, b: Any) -> bool:
-    if len(a.parts) != len(b.parts) or tuple(a.shape) != tuple(b.shape):
-        return False
-    for p, q in zip(a.parts, b.parts, strict=True):
-        t, u = p.tensor, q.tensor
-        if t.shape != u.shape or t.device != u.device or t.dtype != u.dtype:
-            return False
-        if type(t) is not type(u):  # a Parameter must stay a Parameter, a buffer a buffer
-            return False
-    return True
-
-
 # ------------------------------------------------------------------------------- trainer
 
 
@@ -328,12 +170,11 @@ class Trainer:
         devices: Mapping[str, str] | str | None = None,
         data_path: str | None = None,
     ) -> None:
-        import netdsl
-
         self.spec_path = os.fspath(spec_path)
-        self.train_ir, self.test_ir = load_phases(spec_path, overrides)
-        self.name = self.train_ir.name or Path(self.spec_path).stem
-        cfg = solver_config(self.train_ir)
+        setup = netdsl.load_training(spec_path, overrides)
+        self.train_ir, self.test_ir = setup.train_net, setup.test_net
+        self.name = setup.name
+        cfg = setup.solver
 
         # The fillers and the data order have their own generators, seeded from this; the
         # global ones (python, numpy, torch: Dropout) are seeded last, after everything
@@ -343,8 +184,8 @@ class Trainer:
         else:
             self.seed = int.from_bytes(os.urandom(4), "little") >> 1
 
-        self.train_data = data_config(self.train_ir, "train", data_path)
-        self.testing = has_data(self.test_ir)
+        self.train_data, train_span = data_config(self.train_ir, "train", data_path)
+        self.testing = phase_data(self.test_ir) is not None
         if not self.testing and (cfg.test_interval > 0 or cfg.test_iter > 0):
             raise DataError(
                 "the solver tests the net (test_interval/test_iter), but the TEST phase "
@@ -352,11 +193,6 @@ class Trainer:
                 Span(self.train_ir.path),
                 hint="add a data { } section, or a data layer with include { phase: TEST }",
             )
-        self.test_data = (
-            dataclasses.replace(data_config(self.test_ir, "test", data_path), test_crops=1)
-            if self.testing
-            else None
-        )
 
         self.net = netdsl.compile(
             self.train_ir, "train", devices, batch=self.train_data.batch_size,
@@ -371,25 +207,26 @@ class Trainer:
             )
         self.feeds = feeds_of(self.net)
         self.loader: Loader = build_loader(
-            self.train_data, "train", self.feeds.shape, self.seed, span=data_span(self.train_ir)
+            self.train_data, "train", self.feeds.shape, self.seed, span=train_span
         )
+        self.test_data = None
         self.test_net: Any = None
         self.test_loader: Loader | None = None
         self._copied: list[str] = []
         if self.testing:
-            assert self.test_data is not None
+            test_data, test_span = data_config(self.test_ir, "test", data_path)
+            self.test_data = dataclasses.replace(test_data, test_crops=1)
             self.test_net = netdsl.compile(
                 self.test_ir, "test", devices, batch=self.test_data.batch_size,
                 inputs=layer_input_shapes(self.test_ir, self.test_data), seed=self.seed,
             )
-            shared = set(share_weights(self.net, self.test_net))
-            train_keys = set(self.net.state_dict())
-            self._copied = [k for k in self.test_net._blobs if k in train_keys and k not in shared]
+            shared = set(self.test_net.share_weights_from(self.net))
+            train_keys = set(self.net.blob_keys())
+            self._copied = [k for k in self.test_net.blob_keys()
+                            if k in train_keys and k not in shared]
             self.test_feeds = feeds_of(self.test_net)
             self.test_loader = build_loader(
-                self.test_data, "test", self.test_feeds.shape, self.seed,
-                span=data_span(self.test_ir),
-            )
+                self.test_data, "test", self.test_feeds.shape, self.seed, span=test_span)
 
         iters_per_epoch = self.loader.epoch_size / cfg.iter_size
         self.cfg: SolverConfig = resolve_max_iter(cfg, iters_per_epoch)
@@ -417,12 +254,10 @@ class Trainer:
         if cfg.plateau_metric not in outputs and cfg.plateau_metric != "loss":
             from netdsl.diagnostics import did_you_mean
 
-            block = self.train_ir.sections.get("solver")
-            f = block.first("plateau_metric") if block is not None else None
             raise SpecError(
                 f"plateau_metric '{cfg.plateau_metric}' is not an output of the TEST net "
                 f"(its outputs: {', '.join(outputs) or 'none'})",
-                f.span if f is not None else None,
+                self.train_ir.solver_spans.get("plateau_metric"),
                 did_you_mean(cfg.plateau_metric, outputs),
             )
 

@@ -17,7 +17,6 @@ from netdsl.runtime.data import (
     IMAGENET_EIGVAL,
     IMAGENET_EIGVEC,
     CenterCrop,
-    DataConfig,
     DigitsSource,
     FolderSource,
     ListSource,
@@ -37,6 +36,7 @@ from netdsl.runtime.data import (
     load_mean_file,
     make_source,
 )
+from netdsl.sections import DataConfig
 
 # -- helpers ---------------------------------------------------------------------------
 

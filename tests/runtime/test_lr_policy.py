@@ -9,7 +9,7 @@ from safetensors.torch import load_file, save_file
 from netdsl.diagnostics import DataError, SpecError
 from netdsl.runtime import lr_policy as lp
 from netdsl.runtime.lr_policy import PlateauState, learning_rate, plateau_update
-from netdsl.runtime.solver import SolverConfig
+from netdsl.sections import LR_POLICIES, SolverConfig
 
 approx = pytest.approx
 
@@ -156,6 +156,7 @@ def test_unknown_policy() -> None:
 
 
 def test_dispatch_covers_every_policy() -> None:
+    assert tuple(lp.POLICIES) == LR_POLICIES  # the section's names, each computed here
     assert set(lp.POLICIES) == {
         "fixed",
         "step",

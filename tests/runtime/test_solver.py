@@ -14,9 +14,9 @@ from safetensors.torch import load_file, save_file
 
 import netdsl
 from netdsl.diagnostics import DataError, ErrorList, Span, SpecError
-from netdsl.runtime.config import solver_config
 from netdsl.runtime.lr_policy import learning_rate
-from netdsl.runtime.solver import CaffeOptimizer, SolverConfig, SolverType, resolve_max_iter
+from netdsl.runtime.solver import CaffeOptimizer
+from netdsl.sections import SolverConfig, SolverType, resolve_max_iter
 
 # --------------------------------------------------------------------------- reference
 #
@@ -678,7 +678,7 @@ SOLVER_SPEC = """solver {
 def _solver_from_text(tmp_path: Path, text: str, overrides: dict[str, str] | None = None):
     path = tmp_path / "solver.net"
     path.write_text(text)
-    return solver_config(netdsl.load(path, "train", overrides or {})), path
+    return netdsl.load(path, "train", overrides or {}).solver, path
 
 
 def test_set_sigmoid_with_negative_gamma_is_accepted(tmp_path: Path) -> None:

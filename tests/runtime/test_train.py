@@ -14,8 +14,7 @@ import torch
 
 import netdsl
 from netdsl.diagnostics import DataError, NetdslError, SpecError, render
-from netdsl.runtime import train as T
-from netdsl.runtime.config import data_config, solver_config
+from netdsl.runtime.loading import data_config
 from netdsl.runtime.snapshot import read_snapshot
 from netdsl.runtime.train import INTERRUPTED, Trainer, train
 from netdsl.weights import load_weights, save_weights
@@ -78,17 +77,21 @@ def same_tensors(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool
 # ------------------------------------------------------------------------------ config
 
 
+def _data_config(net: netdsl.Net, phase: str, data_path: str | None = None):
+    return data_config(net, phase, data_path)[0]
+
+
 def test_solver_config_defaults_without_solver_section(tmp_path: Path) -> None:
     p = tmp_path / "n.net"
     p.write_text(TINY.format(dropout="", data=DATA).split("solver")[0])
-    cfg = solver_config(netdsl.load(p))
+    cfg = netdsl.load(p).solver
     assert (cfg.base_lr, cfg.lr_policy, cfg.max_epochs, cfg.max_iter) == (0.01, "fixed", 1.0, 0)
 
 
 def test_solver_config_set_max_iter_replaces_max_epochs() -> None:
     small = ROOT / "specs" / "alexnet_small.net"
-    assert solver_config(netdsl.load(small)).max_epochs > 0  # the spec counts epochs
-    cfg = solver_config(netdsl.load(small, "train", {"solver.max_iter": "7"}))
+    assert netdsl.load(small).solver.max_epochs > 0  # the spec counts epochs
+    cfg = netdsl.load(small, "train", {"solver.max_iter": "7"}).solver
     assert (cfg.max_iter, cfg.max_epochs) == (7, 0.0)
 
 
@@ -96,7 +99,7 @@ def test_solver_typo_is_located(spec: Path) -> None:
     text = spec.read_text().replace("momentum: 0.9", "momentun: 0.9")
     spec.write_text(text)
     with pytest.raises(SpecError) as e:
-        solver_config(netdsl.load(spec))
+        netdsl.load(spec)  # the solver section is checked when the net is built
     line = next(i for i, t in enumerate(text.splitlines(), 1) if "momentun" in t)
     assert e.value.span.line == line
     assert "did you mean 'momentum'" in (e.value.hint or "")
@@ -106,8 +109,8 @@ def test_data_phase_blocks_override_common_fields(tmp_path: Path) -> None:
     data = ('data { source: "digits" batch_size: 16 mean_value: [0.5]\n'
             '       train { mirror: true } test { batch_size: 40 mean_value: [0.25] } }')
     p = write_spec(tmp_path / "n.net", data=data)
-    tr = data_config(netdsl.load(p, "train"), "train")
-    te = data_config(netdsl.load(p, "test"), "test")
+    tr = _data_config(netdsl.load(p, "train"), "train")
+    te = _data_config(netdsl.load(p, "test"), "test")
     assert (tr.batch_size, tr.mirror, tr.mean_value) == (16, True, (0.5,))
     assert (te.batch_size, te.mirror, te.mean_value) == (40, False, (0.25,))
 
@@ -115,7 +118,7 @@ def test_data_phase_blocks_override_common_fields(tmp_path: Path) -> None:
 def test_data_typo_in_phase_block(tmp_path: Path) -> None:
     p = write_spec(tmp_path / "n.net", data='data { source: "digits" test { bach_size: 4 } }')
     with pytest.raises(SpecError) as e:
-        data_config(netdsl.load(p, "test"), "test")
+        _data_config(netdsl.load(p, "test"), "test")
     assert "unknown field 'bach_size'" in e.value.message
     assert "batch_size" in (e.value.hint or "")
     assert e.value.span.line > 0
@@ -149,8 +152,8 @@ def test_folder_data_uses_phase_subfolders(tmp_path: Path) -> None:
         (tmp_path / "imgs" / sub / "cat").mkdir(parents=True)
     data = f'data {{ source: "folder" path: "{tmp_path / "imgs"}" }}'
     p = write_spec(tmp_path / "n.net", data=data)
-    train_path = data_config(netdsl.load(p, "train"), "train").path
-    test_path = data_config(netdsl.load(p, "test"), "test").path
+    train_path = _data_config(netdsl.load(p, "train"), "train").path
+    test_path = _data_config(netdsl.load(p, "test"), "test").path
     assert train_path == str(tmp_path / "imgs" / "train")
     assert test_path == str(tmp_path / "imgs" / "val")
 
@@ -420,7 +423,7 @@ def test_caffe_data_layers_train_from_lmdb(tmp_path: Path, monkeypatch: pytest.M
         env.close()
     p = tmp_path / "train_val.prototxt"
     p.write_text(PROTOTXT)
-    cfg = data_config(netdsl.load(p, "test"), "test", str(tmp_path / "db"))
+    cfg = _data_config(netdsl.load(p, "test"), "test", str(tmp_path / "db"))
     assert (cfg.source, cfg.batch_size, cfg.scale, cfg.shuffle) == ("lmdb", 10, 0.0625, False)
     assert cfg.path == str(tmp_path / "db" / "test_lmdb")
     e = _train_error(p)
@@ -428,15 +431,17 @@ def test_caffe_data_layers_train_from_lmdb(tmp_path: Path, monkeypatch: pytest.M
     result = train(p, fmt="none", data_path=str(tmp_path / "db"),
                    overrides={"solver.max_iter": "3", "solver.snapshot_prefix": "s/l"})
     assert result["iter"] == 3 and 0.0 <= result["acc"] <= 1.0
-    assert T.load_phases(p)[0].layers[0].type == "Data"
+    assert netdsl.load_training(p).train_net.layers[0].type == "Data"
 
 
 def test_caffe_solver_file_names_the_net(spec: Path) -> None:
     solver = spec.parent / "tiny_solver.prototxt"
     solver.write_text('net: "tiny.net"\nbase_lr: 0.05\nlr_policy: "fixed"\nmax_iter: 3\n'
                       'test_interval: 3\ntest_iter: 1\nsnapshot_prefix: "s/solver"\n')
-    tr, te = T.load_phases(solver, {"solver.max_iter": "2", "hidden": "8"})
-    assert solver_config(tr).max_iter == 2 and solver_config(tr).base_lr == 0.05
+    setup = netdsl.load_training(solver, {"solver.max_iter": "2", "hidden": "8"})
+    tr, te = setup.train_net, setup.test_net
+    assert setup.solver.max_iter == 2
+    assert tr.solver.max_iter == 2 and tr.solver.base_lr == 0.05
     assert tr.layer("fc1").params.num_output == 8 and te.layer("accuracy").type == "Accuracy"
     result = train(solver, fmt="none")
     assert result["iter"] == 3 and (spec.parent / "s" / "solver_iter_3.safetensors").is_file()

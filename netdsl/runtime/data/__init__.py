@@ -1,4 +1,5 @@
-"""The training runtime's data: sources, transforms, a resumable loader, and their config.
+"""The training runtime's data: sources, transforms, a resumable loader, and the pipeline
+a data config (``netdsl.sections.DataConfig``) builds from them.
 
 Typical use::
 
@@ -11,11 +12,12 @@ from __future__ import annotations
 
 from .base import IMAGE_EXTENSIONS, SampleSource, Source, read_image
 from .caffe_lmdb import LmdbSource, decode_datum
-from .config import SOURCE_KINDS, DataConfig, build_loader, load_mean_file, make_source
 from .digits import DigitsSource
 from .folder import FolderSource
 from .listfile import ListSource
 from .loader import Loader, average_crops
+from .pipeline import build_loader, load_mean_file
+from .sources import SOURCES, SourceKind, make_source, open_source
 from .synthetic import SyntheticSource
 from .transforms import (
     IMAGENET_EIGVAL,
@@ -37,9 +39,8 @@ __all__ = [
     "IMAGENET_EIGVAL",
     "IMAGENET_EIGVEC",
     "IMAGE_EXTENSIONS",
-    "SOURCE_KINDS",
+    "SOURCES",
     "CenterCrop",
-    "DataConfig",
     "DigitsSource",
     "FolderSource",
     "ListSource",
@@ -52,6 +53,7 @@ __all__ = [
     "ReplicateChannels",
     "Resize",
     "SampleSource",
+    "SourceKind",
     "Scale",
     "Source",
     "SubtractMean",
@@ -63,5 +65,6 @@ __all__ = [
     "decode_datum",
     "load_mean_file",
     "make_source",
+    "open_source",
     "read_image",
 ]

@@ -67,6 +67,11 @@ class Source:
     def get(self, i: int) -> tuple[np.ndarray, int]:
         raise NotImplementedError
 
+    @property
+    def native_channels(self) -> int:
+        """How many channels the images ``get`` returns have."""
+        return 1 if self.channel_order == "L" else 3
+
     def describe(self, i: int) -> str:
         """How error messages name sample ``i`` (a file path where there is one)."""
         return f"sample {i}"

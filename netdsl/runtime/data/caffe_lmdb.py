@@ -138,6 +138,10 @@ class LmdbSource(Source):
     def __len__(self) -> int:
         return len(self._keys)
 
+    @property
+    def native_channels(self) -> int:
+        return int(self.shape[0])
+
     def get(self, i: int) -> tuple[np.ndarray, int]:
         i = self._check_index(i)
         if self._txn is None:

@@ -1,0 +1,155 @@
+"""Loading for the runtime: where a phase's data is, which inputs take images and labels,
+and the input shapes a Caffe data layer leaves to its data.
+
+Paths of the data are relative to the current directory, as in Caffe. ``--data PATH``
+(``data_path``) replaces the spec's path: for a spec path whose last part exists under
+``PATH`` (``--data /datasets/mnist`` for ``examples/mnist/mnist_train_lmdb``) that file
+is used, else ``PATH`` itself. An image folder with ``train/`` and ``val/`` (or ``test/``)
+sub-folders is used per phase, as ``specs/alexnet.net`` lays ImageNet out. Data that is not
+where the config says is a :class:`DataError` naming the path and how to point elsewhere.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import replace
+from typing import Any
+
+import numpy as np
+import torch
+
+from netdsl import Net
+from netdsl.diagnostics import DataError, Span
+from netdsl.sections import SOURCE_KINDS, DataConfig, missing_data, phase_data
+
+__all__ = ["DATA_HINT", "Feeds", "data_config", "feeds_of", "layer_input_shapes"]
+
+#: How to point netdsl at data that is somewhere else.
+DATA_HINT = "point netdsl at it with --data PATH, or --set data.path=PATH"
+
+_PHASE_FOLDERS = {"train": ("train",), "test": ("val", "test", "validation")}
+
+
+def data_config(net: Net, phase: str, data_path: str | None = None
+                ) -> tuple[DataConfig, Span | None]:
+    """The phase's data config, found where it says (``data_path``: ``--data``), and where
+    it was written (for errors about it). A net without data is a DataError."""
+    found = phase_data(net)
+    if found is None:
+        raise missing_data(net, phase)
+    cfg, path_span = found.config, found.path_span
+    if data_path is not None:
+        cfg = replace(cfg, path=_apply_data_path(cfg.path, data_path))
+        path_span = None
+    cfg = _locate(cfg, phase, path_span, found.origin, from_flag=data_path is not None)
+    return cfg, found.span
+
+
+def _apply_data_path(spec_path: str, data_path: str) -> str:
+    """``--data PATH``: PATH/<the spec path's last part> if that exists, else PATH."""
+    if spec_path:
+        tail = os.path.basename(os.path.normpath(spec_path))
+        candidate = os.path.join(data_path, tail)
+        if tail and os.path.exists(candidate):
+            return candidate
+    return data_path
+
+
+def _locate(
+    cfg: DataConfig, phase: str, path_span: Span | None, origin: str, *, from_flag: bool
+) -> DataConfig:
+    """Check that the data exists; pick a folder's train/val sub-folder for the phase."""
+    kind = cfg.source
+    if not SOURCE_KINDS.get(kind):
+        return cfg
+    path = cfg.path
+    what = "training" if phase == "train" else "test"
+    subs = _PHASE_FOLDERS[phase]
+    if not os.path.exists(path):
+        if kind == "folder":
+            layout = (
+                f"class folders in {os.path.join(path, subs[0], '<class>')} "
+                f"or {os.path.join(path, '<class>')}"
+            )
+        elif kind == "list":
+            layout = "a file of 'image-path label' lines"
+        else:
+            layout = "a Caffe LMDB database folder (data.mdb, lock.mdb)"
+        via = "--data" if from_flag else "the spec"
+        if origin == "layer":
+            hint = (
+                "point netdsl at it with --data PATH (a folder holding "
+                f"'{os.path.basename(os.path.normpath(path))}', or the data itself)"
+            )
+        else:
+            hint = DATA_HINT if from_flag else "download it, or " + DATA_HINT
+        raise DataError(
+            f"the {what} data is not there: {SOURCE_KINDS[kind]} '{path}' (from {via}) "
+            f"does not exist; expected {layout}",
+            path_span,
+            hint=hint,
+        )
+    if kind == "folder" and os.path.isdir(path):
+        for sub in subs:
+            candidate = os.path.join(path, sub)
+            if os.path.isdir(candidate):
+                return replace(cfg, path=candidate)
+    return cfg
+
+
+@dataclasses.dataclass(frozen=True)
+class Feeds:
+    """Which input blob takes the images and which the labels (``None``: no label input)."""
+
+    data: str
+    label: str | None
+    shape: tuple[int, int, int]  # the image input's (C, H, W)
+
+    def inputs(self, x: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {self.data: x} if self.label is None else {self.data: x, self.label: y}
+
+
+def feeds_of(net: Any) -> Feeds:
+    """The image and label inputs of a compiled net, from its inputs' shapes: the image is
+    the input of shape ``(N, C, H, W)``, the label the one of shape ``(N,)``."""
+    blobs = net.shapes.blobs
+    images = [i for i in net.inputs if len(blobs[i]) == 4]
+    labels = [i for i in net.inputs if len(blobs[i]) == 1]
+    others = [i for i in net.inputs if i not in images and i not in labels]
+    where = Span(net.net.path)
+    if len(images) != 1 or len(labels) > 1 or others:
+        shown = ", ".join(f"{i} {list(blobs[i])}" for i in net.inputs) or "none"
+        raise DataError(
+            f"netdsl feeds a net one image input (N, C, H, W) and at most one label input "
+            f"(N,); net '{net.net.name}' has inputs {shown}",
+            where,
+            hint='declare input { name: "data" shape: [C, H, W] } and '
+            'input { name: "label" shape: [] }',
+        )
+    shape = tuple(int(d) for d in blobs[images[0]][1:])
+    return Feeds(images[0], labels[0] if labels else None, shape)  # type: ignore[arg-type]
+
+
+def layer_input_shapes(net: Net, cfg: DataConfig) -> dict[str, tuple[int, ...]]:
+    """Input shapes of a Caffe Data/ImageData layer that the spec cannot know (they are in
+    the database or the images), read from the data."""
+    layer = next((lay for lay in net.layers if lay.kind.has_data_source), None)
+    if layer is None or net.data is not None:
+        return {}
+    from netdsl.runtime.data import make_source
+
+    if cfg.source == "lmdb":
+        native = tuple(int(d) for d in make_source("lmdb", path=cfg.path).shape)
+    elif cfg.resize and not cfg.crop:
+        c = cfg.channels or 3
+        native = (c, *cfg.resize)
+    elif cfg.crop:
+        native = (cfg.channels or 3, cfg.crop, cfg.crop)
+    else:
+        src = make_source("list", path=cfg.path, root=cfg.root, channels=cfg.channels or 3,
+                          bgr=cfg.bgr)
+        native = tuple(int(d) for d in np.asarray(src.get(0)[0]).shape)
+    c = native[0] if not cfg.channels else cfg.channels
+    h, w = (cfg.crop, cfg.crop) if cfg.crop else native[1:]
+    return {layer.tops[0]: (c, h, w)}

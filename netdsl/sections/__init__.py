@@ -1,0 +1,31 @@
+"""The spec's sections, typed at the build stage: ``solver {}`` as :class:`SolverConfig`,
+``data {}`` as :class:`DataConfig`. ``ir.Net`` carries them (``net.solver``,
+``net.data``), so a bad field is a ``file:line:col`` diagnostic from ``netdsl shapes`` as
+from ``netdsl train``, and the runtime reads typed values, never syntax."""
+
+from __future__ import annotations
+
+from .data import SOURCE_KINDS, DataConfig, PhaseData, data_section, missing_data, phase_data
+from .solver import (
+    DEFAULT_EPOCHS,
+    LR_POLICIES,
+    SolverConfig,
+    SolverType,
+    resolve_max_iter,
+    solver_section,
+)
+
+__all__ = [
+    "DEFAULT_EPOCHS",
+    "LR_POLICIES",
+    "SOURCE_KINDS",
+    "DataConfig",
+    "PhaseData",
+    "SolverConfig",
+    "SolverType",
+    "data_section",
+    "missing_data",
+    "phase_data",
+    "resolve_max_iter",
+    "solver_section",
+]
