@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+from contextvars import ContextVar
 from functools import lru_cache
 from pathlib import Path
 
@@ -78,9 +79,9 @@ class _ToSyntax(Transformer):
     child nodes; that is why braces, brackets and ')' are named terminals in the grammar.
     """
 
-    def __init__(self) -> None:
-        super().__init__()
-        self.path = "<string>"
+    @property
+    def path(self) -> str:
+        return _PATH.get()
 
     def tok(self, t: Token) -> Span:
         return _tok_span(self.path, t)
@@ -212,6 +213,9 @@ def _fold(operands: list, ops: list[str]):
     return out[0]
 
 
+#: The file being parsed, for the spans the shared transformer makes: a context variable,
+#: so parses in several threads (or one inside another) each see their own.
+_PATH: ContextVar[str] = ContextVar("netdsl_parse_path", default="<string>")
 _TRANSFORMER = _ToSyntax()
 
 
@@ -237,7 +241,7 @@ def parse(text: str, path: str) -> s.File:
     """Parse .net or prototxt text. Raises ParseError at the offending line and column."""
     remember_source(path, text)
     parser = _parser()
-    _TRANSFORMER.path = path
+    token = _PATH.set(path)
     # The parser allocates tens of thousands of small acyclic objects; the cyclic garbage
     # collector would scan them all several times over for nothing.
     was_enabled = gc.isenabled()
@@ -247,6 +251,7 @@ def parse(text: str, path: str) -> s.File:
     except UnexpectedInput as e:
         raise _syntax_error(e, path, text) from None
     finally:
+        _PATH.reset(token)
         if was_enabled:
             gc.enable()
 

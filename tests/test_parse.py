@@ -131,3 +131,18 @@ def test_missing_file_is_a_diagnostic(tmp_path) -> None:
 def test_every_shared_prototxt_parses(path) -> None:
     f = parse_file(path)
     assert f.items
+
+
+def test_parsing_is_reentrant_across_threads() -> None:
+    """Spans name the file each thread parses, however the parses interleave."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    texts = {f"f{i}.net": "layer { name: \"a\" }\n" * 1500 for i in range(8)}
+
+    def one(path: str) -> set[str]:
+        file = parse(texts[path], path)
+        return {file.path, file.span.path} | {item.span.path for item in file.items}
+
+    with ThreadPoolExecutor(8) as pool:
+        for path, seen in zip(texts, pool.map(one, texts), strict=True):
+            assert seen == {path}
