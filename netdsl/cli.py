@@ -276,6 +276,41 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _lower_parser(sub: Any) -> None:
+    p = sub.add_parser("lower", help="print the compiled program as Python (torch.fx)",
+                       description="The graph netdsl compiles the spec to, printed as torch.fx "
+                       "prints a GraphModule: one line per kernel call, and the transfers "
+                       "between devices as .to(...), narrow and cat.")
+    _spec_args(p)
+    p.add_argument("--phase", choices=["train", "test"], default=None)
+    p.add_argument("--devices", default=None, metavar="LOGICAL=DEVICE,...",
+                   help="map logical devices to torch devices (default: as train does)")
+    p.add_argument("--unfused", action="store_true",
+                   help="keep the logical devices' shards apart even on one physical device")
+    p.add_argument("--outputs", default=None, help="comma-separated blobs to compute")
+    p.add_argument("--input", dest="inputs", action="append", type=_input_shape, default=[],
+                   metavar="NAME=C,H,W", help="shape of a data blob the spec cannot know")
+    p.set_defaults(func=cmd_lower)
+
+
+def cmd_lower(args: argparse.Namespace) -> int:
+    from . import load_spec
+    from .build import build
+    from .compiler import compile as compile_net
+
+    spec = load_spec(args.spec, dict(args.overrides))
+    net = build(spec, args.phase or default_phase(spec))
+    devices = _device_map(args.devices) if args.devices else None
+    compiled = compile_net(net, devices=devices, inputs=dict(args.inputs), seed=0,
+                           fuse=not args.unfused)
+    outputs = [o.strip() for o in args.outputs.split(",")] if args.outputs else None
+    code = compiled.graph_module(outputs).code.strip()
+    placed = ", ".join(f"{k}={v}" for k, v in compiled.devices.items())
+    print(f"# {net.name or args.spec} ({net.phase.value}) on {placed}")
+    print(code)
+    return 0
+
+
 def _device_map(text: str) -> dict[str, str]:
     from .compiler import parse_device_map
 
@@ -365,7 +400,8 @@ def cmd_time(args: argparse.Namespace) -> int:
 
 PARSERS: list[Callable[[Any], None]] = [_train_parser, _test_parser, _time_parser,
                                         _shapes_parser, _expand_parser, _convert_parser,
-                                        _draw_parser, _export_parser, _weights_parser]
+                                        _lower_parser, _draw_parser, _export_parser,
+                                        _weights_parser]
 
 
 def make_parser() -> argparse.ArgumentParser:

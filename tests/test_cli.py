@@ -107,3 +107,17 @@ def test_default_placement_is_one_log_line(capsys: pytest.CaptureFixture[str]) -
     expected = "cuda:0" if torch.cuda.is_available() else "cpu"  # the default placement
     assert placing == [f"netdsl: placing gpu:0 -> {expected}"]
     assert json.loads(captured.out)["batch"] == 2
+
+
+def test_lower_prints_the_program(capsys: pytest.CaptureFixture[str]) -> None:
+    spec = str(ROOT / "specs" / "alexnet.net")
+    assert main(["lower", spec, "--devices", "cpu", "--outputs", "fc8"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("# AlexNet (train) on gpu:0=cpu, gpu:1=cpu\ndef forward(self, data):")
+    assert "self.layers.conv2(pool1)" in out and "return (fc8,)" in out
+    assert main(["lower", spec, "--devices", "gpu:0=cpu,gpu:1=cpu", "--unfused"]) == 0
+    out = capsys.readouterr().out
+    assert 'getattr(self.layers.conv2, "1")' in out and "torch.cat([" in out
+    assert main(["lower", spec, "--devices", "cpu", "--outputs", "fc9"]) == 1
+    captured = capsys.readouterr()
+    assert captured.out == "" and "no blob 'fc9'" in captured.err
