@@ -8,16 +8,20 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from .ir import Net, Phase
 from .layers.base import Role
+
+if TYPE_CHECKING:
+    from .syntax import Spec
 
 __all__ = ["CompiledNet", "Net", "Phase", "Role", "Training", "compile", "compile_net", "load",
            "load_spec", "load_training", "__version__"]
 __version__ = "0.1.0"
 
 
-def load_spec(path: str | Path, overrides: Mapping[str, str] | None = None):
+def load_spec(path: str | Path, overrides: Mapping[str, str] | None = None) -> Spec:
     """Parse, upgrade Caffe forms and resolve a spec file -> ``syntax.Spec``."""
     from .caffe_compat import upgrade
     from .parse import parse_file
@@ -35,7 +39,7 @@ def load(path: str | Path, phase: Phase | str = Phase.TRAIN,
     return build(load_spec(path, overrides), phase)
 
 
-def __getattr__(name: str):
+def __getattr__(name: str) -> Any:
     """Lazy exports: ``compile`` and ``CompiledNet`` import torch, the rest does not."""
     if name in ("load_training", "Training"):
         from . import training

@@ -93,7 +93,8 @@ def _rule(f: s.Field) -> _Rule:
 def in_phase(layer: s.Block, phase: Phase) -> bool:
     """Caffe's Net::FilterNet for one layer, plus netdsl's `phase:` shorthand."""
     includes = [_rule(f) for f in layer.fields("include")]
-    excludes = [_rule(f) for f in layer.fields("exclude")]
+    exclude_fields = layer.fields("exclude")
+    excludes = [_rule(f) for f in exclude_fields]
     short = layer.first("phase")
     if short is not None:
         val = short.value
@@ -102,7 +103,7 @@ def in_phase(layer: s.Block, phase: Phase) -> bool:
         includes.append(_Rule(phase=str(val.value)))
     if includes and excludes:
         raise SpecError(
-            "a layer can have include or exclude rules, not both", layer.first("exclude").span  # type: ignore[union-attr]
+            "a layer can have include or exclude rules, not both", exclude_fields[0].span
         )
     if includes:
         return any(_meets(r, phase) for r in includes)

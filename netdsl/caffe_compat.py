@@ -20,6 +20,7 @@ from __future__ import annotations
 import dataclasses
 import re
 from functools import lru_cache
+from typing import Any
 
 from . import syntax as s
 from .diagnostics import Span, SpecError, raise_all
@@ -60,7 +61,7 @@ def _shape_lists(items: tuple[s.Item, ...]) -> tuple[s.Item, ...]:
     return tuple(out)
 
 
-def _layer_type(layer: s.Block) -> LayerType | None:
+def _layer_type(layer: s.Block) -> LayerType[Any] | None:
     t = layer.scalar("type")
     return None if t is None else REGISTRY.get(str(t))
 
@@ -103,15 +104,15 @@ def _flatten_params(layer: s.Block, errors: list[SpecError]) -> s.Block:
     if blobs_lr or decays:
         n = max(len(blobs_lr), len(decays))
         for idx in range(n):
-            inner: list[s.Item] = []
+            mults: list[s.Item] = []
             if idx < len(blobs_lr):
                 f = blobs_lr[idx]
-                inner.append(s.Field("lr_mult", f.value, f.span, f.key_span))
+                mults.append(s.Field("lr_mult", f.value, f.span, f.key_span))
             if idx < len(decays):
                 f = decays[idx]
-                inner.append(s.Field("decay_mult", f.value, f.span, f.key_span))
-            span = inner[0].span  # type: ignore[union-attr]
-            out.append(_field("param", s.Block(tuple(inner), span), span))
+                mults.append(s.Field("decay_mult", f.value, f.span, f.key_span))
+            span = mults[0].span
+            out.append(_field("param", s.Block(tuple(mults), span), span))
     return s.Block(_shape_lists(tuple(out)), layer.span)
 
 
@@ -125,17 +126,20 @@ def _input_layers(items: tuple[s.Item, ...], errors: list[SpecError]) -> list[s.
     layers: list[s.Field] = []
     for idx, name in enumerate(names):
         if shapes:
-            if idx >= len(shapes) or not isinstance(shapes[idx].value, s.Block):
+            shape = shapes[idx].value if idx < len(shapes) else None
+            if not isinstance(shape, s.Block):
                 errors.append(SpecError(f"input {idx + 1} has no input_shape", name.span))
                 continue
-            dl = _dims(shapes[idx].value)  # type: ignore[arg-type]
+            dl = _dims(shape)
             values = list(dl.items) if dl else []
         else:
             chunk = dims[4 * idx: 4 * idx + 4]
             if len(chunk) != 4:
+                what = (f"input '{name.value.value}'" if isinstance(name.value, s.Scalar)
+                        else f"input {idx + 1}")
                 errors.append(SpecError(
-                    f"input '{name.value.value}' needs 4 input_dim values (N, C, H, W), "  # type: ignore[union-attr]
-                    f"found {len(chunk)}", name.span,
+                    f"{what} needs 4 input_dim values (N, C, H, W), found {len(chunk)}",
+                    name.span,
                 ))
                 continue
             values = [f.value for f in chunk]
@@ -256,5 +260,8 @@ def _upgrade_item(item: s.Item, errors: list[SpecError]) -> s.Item:
     return item
 
 
-def _with_body(item: s.Item, body: s.Block) -> s.Item:
-    return dataclasses.replace(item, body=body)  # type: ignore[type-var]
+_WithBody = s.GroupDef | s.Repeat | s.Replace | s.Update | s.Insert
+
+
+def _with_body(item: _WithBody, body: s.Block) -> _WithBody:
+    return dataclasses.replace(item, body=body)

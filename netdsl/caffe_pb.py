@@ -250,7 +250,8 @@ _POOL.Add(_build_file())
 
 
 def _cls(name: str) -> type:
-    return message_factory.GetMessageClass(_POOL.FindMessageTypeByName(f"caffe.{name}"))
+    cls: type = message_factory.GetMessageClass(_POOL.FindMessageTypeByName(f"caffe.{name}"))
+    return cls
 
 
 BlobShape = _cls("BlobShape")

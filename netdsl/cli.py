@@ -10,7 +10,7 @@ import argparse
 import json
 import sys
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, TextIO
 
 from .diagnostics import NetdslError, UsageError, render
 
@@ -426,15 +426,15 @@ def _log_to_stderr() -> None:
     plainly, so that stdout stays clean for --format json."""
     import logging
 
-    class _Stderr(logging.StreamHandler):
+    class _Stderr(logging.StreamHandler[TextIO]):
         """Writes to whatever sys.stderr is when it emits (tests swap it)."""
 
-        @property  # type: ignore[override]
-        def stream(self):  # noqa: ANN202
+        @property  # type: ignore[override, unused-ignore]  # mypy 1.10 rejects a property over an attribute
+        def stream(self) -> TextIO:
             return sys.stderr
 
         @stream.setter
-        def stream(self, value) -> None:  # noqa: ANN001
+        def stream(self, value: TextIO) -> None:
             pass
 
     log = logging.getLogger("netdsl")

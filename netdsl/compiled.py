@@ -21,7 +21,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import Tensor, fx, nn
@@ -87,10 +87,10 @@ class CompiledNet(nn.Module):
         if self.storage_dtype is not None:
             self.to(self.storage_dtype)
         if channels_last:
-            self.to(memory_format=torch.channels_last)
+            self.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # Module.to's overloads omit memory_format
         self.train(net.phase.value == "train")
         self._load_prefix = ""
-        self.register_load_state_dict_post_hook(_forget_shard_keys)
+        self.register_load_state_dict_post_hook(_forget_shard_keys)  # type: ignore[no-untyped-call]  # unannotated in torch
 
     def __getstate__(self) -> dict[str, Any]:
         """Pickling and deep copies leave out the graphs (and their compiled forms); a
@@ -150,7 +150,8 @@ class CompiledNet(nn.Module):
                 with contextlib.ExitStack() as stack:
                     for t in device_types:
                         stack.enter_context(torch.autocast(t, dtype=dtype))
-                    return module(*xs)
+                    out: tuple[Tensor, ...] = module(*xs)
+                return out
             run = autocast
         if self.torch_compile:
             options = {} if self.torch_compile is True else dict(self.torch_compile)
@@ -163,9 +164,8 @@ class CompiledNet(nn.Module):
         dtype = self.storage_dtype
         cl = self.channels_last
 
-        def convert(x: Any) -> Tensor:
-            if not isinstance(x, Tensor):
-                x = torch.as_tensor(x)
+        def convert(value: Any) -> Tensor:
+            x = value if isinstance(value, Tensor) else torch.as_tensor(value)
             if x.device != device:
                 x = x.to(device, non_blocking=nb)
             if dtype is not None and x.is_floating_point() and x.dtype != dtype:
@@ -246,14 +246,15 @@ class CompiledNet(nn.Module):
         """Every ``<layer>.<blob>`` key, in layer and Caffe blob order."""
         return tuple(self._blobs)
 
-    def state_dict(self, *args: Any, destination: Any = None, prefix: str = "",
-                   keep_vars: bool = False) -> dict[str, Tensor]:  # type: ignore[override]
+    def state_dict(  # type: ignore[override]  # torch's overloads return the destination's type
+        self, *args: Any, destination: Any = None, prefix: str = "", keep_vars: bool = False
+    ) -> dict[str, Tensor]:
         """``<layer>.<blob>`` -> the blob with Caffe's full shape, whatever the placement.
 
         A blob divided between shards is concatenated (a copy, on the first shard's
         device); a whole one is the tensor itself (detached unless ``keep_vars``).
         """
-        out = destination if destination is not None else {}
+        out: dict[str, Tensor] = destination if destination is not None else {}
         for key, ref in self._blobs.items():
             if len(ref.parts) == 1 and keep_vars:
                 out[prefix + key] = ref.parts[0].tensor
@@ -262,7 +263,7 @@ class CompiledNet(nn.Module):
         return out
 
     def load_state_dict(self, state_dict: Mapping[str, Any], strict: bool = True,
-                        assign: bool = False) -> Any:  # type: ignore[override]
+                        assign: bool = False) -> Any:
         """Load ``<layer>.<blob>`` tensors (Caffe's shapes; torch tensors or arrays),
         splitting each between the shards that hold it. ``assign`` is not supported."""
         from torch.nn.modules.module import _IncompatibleKeys
@@ -333,7 +334,8 @@ class CompiledNet(nn.Module):
                     continue
                 seen.add(id(t))
                 name = key if ref.axis is None else f"{key}[{p.start}:{p.stop}]"
-                yield pre + name, t
+                # learnable: the lowering made it an nn.Parameter (ref.learnable says so)
+                yield pre + name, cast(nn.Parameter, t)
         for name, t in super().named_parameters(prefix, recurse, remove_duplicate):
             if id(t) not in seen:  # anything a lowering holds outside its Caffe blobs
                 seen.add(id(t))
@@ -345,14 +347,15 @@ class CompiledNet(nn.Module):
         for key, ref in self._blobs.items():
             if not ref.learnable:
                 continue
-            grads = [p.tensor.grad for p in ref.parts]
-            if any(g is None for g in grads):
+            grads = [g for p in ref.parts if (g := p.tensor.grad) is not None]
+            if len(grads) < len(ref.parts):
                 out[key] = None
             elif len(grads) == 1:
                 out[key] = grads[0]
             else:
-                dev = grads[0].device  # type: ignore[union-attr]
-                out[key] = torch.cat([g.to(dev) for g in grads], ref.axis)  # type: ignore[union-attr]
+                dev = grads[0].device
+                out[key] = torch.cat([g.to(dev) for g in grads],
+                                     ref.axis if ref.axis is not None else 0)
         return out
 
     def param_groups(self, base_lr: float = 1.0, weight_decay: float = 0.0

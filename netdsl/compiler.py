@@ -191,7 +191,7 @@ def compile(
                 "CUDA graphs need the net on CUDA devices; it is placed on "
                 + ", ".join(sorted({str(d) for d in mapping.values()})),
                 None, "drop --cuda-graphs, or place the net on GPUs (--devices)")
-        options = {} if torch_compile in (True, False) else dict(torch_compile)  # type: ignore[arg-type]
+        options = dict(torch_compile) if isinstance(torch_compile, Mapping) else {}
         torch_compile = {**options, "mode": "reduce-overhead"}
     shapes = infer_shapes(net, batch, inputs)
     if fuse:

@@ -87,7 +87,7 @@ def convert(path: str | Path, to: str | None = None, phase: str | None = None) -
     raise ValueError(f"convert: 'to' must be 'net' or 'prototxt', got {to!r}")
 
 
-def param_block(kind: LayerType) -> str:
+def param_block(kind: LayerType[Any]) -> str:
     """The ``*_param`` block Caffe reads this type's own fields from.
 
     The type's first ``caffe_params`` entry (other than loss_param) if it has one, else
@@ -106,8 +106,8 @@ def param_block(kind: LayerType) -> str:
 def canonical_filler(f: Filler) -> Filler:
     """The filler with the fields its kind ignores (xavier's ``std``...) at their defaults."""
     reads = _FILLER_READS.get(f.type, frozenset())
-    reset = {x.name: x.default for x in dataclasses.fields(Filler)
-             if x.name not in reads and x.name not in ("type", "sparse")}
+    reset: dict[str, Any] = {x.name: x.default for x in dataclasses.fields(Filler)
+                             if x.name not in reads and x.name not in ("type", "sparse")}
     return dataclasses.replace(f, **reset)
 
 
@@ -178,7 +178,7 @@ def net_to_prototxt(path: str | Path, phase: Phase | str | None = None) -> str:
 @dataclass
 class _Layer:
     body: s.Block
-    kind: LayerType
+    kind: LayerType[Any]
     name: str
     params: Any
     keys: list[str]  # the Params fields written in the layer, in order
@@ -382,7 +382,7 @@ def _net_layer(lay: _Layer) -> list[str]:
     implied = {lay.implied.get(p) for p in lay.phases}
     default_bottom = (len(implied) == 1 and len(lay.bottoms) == 1
                       and lay.bottoms == [next(iter(implied))])
-    head = [f"name: {quote(lay.name)}", f"type: {lay.kind.name}"]
+    head: list[Token] = [f"name: {quote(lay.name)}", f"type: {lay.kind.name}"]
     if lay.bottoms and not default_bottom:
         head.append(f"bottom: {_blobs(lay.bottoms)}")
     if lay.tops and (lay.tops != [lay.name] or lay.kind.tops.min < 1):
@@ -495,8 +495,12 @@ def _caffe_values(key: str, v: Any, span: Span, word: bool = False) -> list[s.Fi
     return [s.Field(key, _lit(v, span, word), span, span)]
 
 
+def _caffe_fields(obj: Any, span: Span) -> list[s.Field]:
+    return [f for k, x in _changed(obj) for f in _caffe_values(k, x, span)]
+
+
 def _caffe_block(obj: Any, span: Span) -> s.Block:
-    return s.Block(tuple(f for k, x in _changed(obj) for f in _caffe_values(k, x, span)), span)
+    return s.Block(tuple(_caffe_fields(obj, span)), span)
 
 
 def _dims(dims: Iterable[int], span: Span) -> s.Block:
@@ -545,8 +549,7 @@ def _caffe_layer(lay: _Layer, bottoms: list[str], batch: int, phase: Phase | Non
         if lay.kind.name == INPUT_TYPE and k in ("shape", "batch"):
             continue  # below: Caffe keeps the batch as the first dim
         if k in _LAYER_BLOCKS:
-            blocks.setdefault(_LAYER_BLOCKS[k], []).extend(
-                _caffe_block(v, span).items)  # type: ignore[arg-type]
+            blocks.setdefault(_LAYER_BLOCKS[k], []).extend(_caffe_fields(v, span))
             continue
         target = "loss_param" if k in _LOSS_FIELDS and lay.kind.reads_param_block(
             "loss_param") else own

@@ -80,7 +80,8 @@ def to_dot(table: ShapeTable, plan: Plan) -> str:
                 writer[(top, shard.device)] = _node_id(lay.name, shard.device)
     for c in clusters.values():
         g.subgraph(c)
-    return g.source
+    source: str = g.source
+    return source
 
 
 def draw(table: ShapeTable, plan: Plan, output: str | Path) -> Path:

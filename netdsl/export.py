@@ -11,15 +11,20 @@ from __future__ import annotations
 import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .diagnostics import DataError, Span, UsageError
 from .layers.base import Role
+
+if TYPE_CHECKING:
+    from .compiled import CompiledNet
+    from .ir import Net
 
 #: Layers a deployed net leaves out: they score its outputs against labels.
 _SCORING = (Role.LOSS, Role.METRIC, Role.SINK)
 
 
-def deploy_outputs(net) -> tuple[str, ...]:
+def deploy_outputs(net: Net) -> tuple[str, ...]:
     """The blobs a deployed net would return (see the module docstring)."""
     scoring = [lay for lay in net.layers if lay.kind.role in _SCORING]
     scored = {t for lay in scoring for t in lay.tops}
@@ -46,8 +51,8 @@ def export_onnx(spec: str | Path, output: str | Path, *, phase: str = "test",
     return export_compiled(compiled, output, outputs=outputs, opset=opset)
 
 
-def export_compiled(compiled, output: str | Path, *, outputs: Sequence[str] | None = None,
-                    opset: int = 17) -> Path:
+def export_compiled(compiled: CompiledNet, output: str | Path, *,
+                    outputs: Sequence[str] | None = None, opset: int = 17) -> Path:
     """Write an already compiled net (CPU, eval mode) as ONNX and check the file."""
     import torch
 

@@ -16,12 +16,15 @@ import types
 import typing
 from collections.abc import Iterable, Mapping
 from dataclasses import MISSING, Field
-from typing import Any, TypeVar, Union, get_args, get_origin, get_type_hints
+from typing import TYPE_CHECKING, Any, TypeVar, Union, get_args, get_origin, get_type_hints
 
 from . import syntax as s
 from .diagnostics import NetdslError, Span, SpecError, did_you_mean, raise_all
 
-T = TypeVar("T")
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
+
+T = TypeVar("T", bound="DataclassInstance")
 
 
 def doc(text: str, **extra: Any) -> dict[str, Any]:
@@ -29,7 +32,7 @@ def doc(text: str, **extra: Any) -> dict[str, Any]:
     return {"doc": text, **extra}
 
 
-def field_doc(f: Field) -> str:
+def field_doc(f: Field[Any]) -> str:
     return str(f.metadata.get("doc", ""))
 
 
@@ -90,7 +93,7 @@ def convert_value(tp: Any, v: s.Value, key: str) -> Any:
             f"'{key}' must be {_type_name(tp)}, got {_describe(v)}", v.span, extra
         )
 
-    if dataclasses.is_dataclass(tp):
+    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
         if not isinstance(v, s.Block):
             raise bad()
         return convert(tp, v.items, f"'{key}'")
@@ -241,7 +244,7 @@ def field_spans(items: Iterable[s.Item]) -> dict[str, Span]:
     return out
 
 
-def default_repr(f: Field) -> str:
+def default_repr(f: Field[Any]) -> str:
     if f.default is not MISSING:
         d = f.default
     elif f.default_factory is not MISSING:
@@ -280,6 +283,6 @@ def _short_type(tp: Any) -> str:
         return f"[{_short_type(get_args(tp)[0])}]"
     if isinstance(tp, type) and issubclass(tp, enum.Enum):
         return "|".join(m.name for m in tp)
-    if dataclasses.is_dataclass(tp):
+    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
         return tp.__name__
     return getattr(tp, "__name__", str(tp))

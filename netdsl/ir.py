@@ -47,7 +47,7 @@ class Layer:
     notes: tuple[syntax.Note, ...] = field(default=(), compare=False)
 
     @property
-    def kind(self) -> LayerType:
+    def kind(self) -> LayerType[Any]:
         return REGISTRY[self.type]
 
     def param_spec(self, index: int) -> ParamSpec:

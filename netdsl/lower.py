@@ -51,7 +51,7 @@ FLOAT32_ROLES = (Role.LOSS, Role.METRIC, Role.PROBABILITIES)
 class Float32(nn.Module):
     """Runs a kernel in float32 outside autocast (losses, metrics, probabilities)."""
 
-    def __init__(self, inner: Kernel, device_type: str) -> None:
+    def __init__(self, inner: nn.Module | Call, device_type: str) -> None:
         super().__init__()
         self.inner, self.device_type = inner, device_type
 
@@ -79,7 +79,8 @@ class BlobPart:
 
     @property
     def tensor(self) -> Tensor:
-        return getattr(self.module, self.attr)
+        t: Tensor = getattr(self.module, self.attr)
+        return t
 
 
 @dataclass
@@ -325,9 +326,12 @@ class _Lowerer:
         fills = lay.kind.fillers(lay.params)
         for i, (blob, shape) in enumerate(row.blobs.items()):
             spec = lay.param_spec(i)
-            tensors = [getattr(m, blob, None) for m in modules]
-            if any(t is None for t in tensors):
-                raise AssertionError(f"{lay.type} lowering has no blob '{blob}'")
+            tensors: list[Tensor] = []
+            for m in modules:
+                t = getattr(m, blob, None)
+                if t is None:
+                    raise AssertionError(f"{lay.type} lowering has no blob '{blob}'")
+                tensors.append(t)
             axis = self.split_axis(lay, blob, shape, [tuple(t.shape) for t in tensors])
             parts, start = [], 0
             for m, t in zip(modules, tensors, strict=True):

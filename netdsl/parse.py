@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import gc
+import os
+from collections.abc import Iterable
 from contextvars import ContextVar
 from functools import lru_cache
 from pathlib import Path
+from typing import Any, cast
 
 from lark import Lark, Token, Transformer
 from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken
@@ -72,7 +75,13 @@ def number(text: str) -> int | float:
     return int(t)
 
 
-class _ToSyntax(Transformer):
+#: What a rule's callback gets: its tokens and the nodes its sub-rules made (``None`` for
+#: an absent optional part). Named here: inside the class ``list`` is the rule's callback.
+_Children = list[Any]
+_Tokens = list[Token]
+
+
+class _ToSyntax(Transformer[Token, s.File]):
     """Builds syntax nodes while the LALR parser reduces (no intermediate lark tree).
 
     Lark's inline transformers get no `meta`, so spans are joined from the tokens and
@@ -86,114 +95,114 @@ class _ToSyntax(Transformer):
     def tok(self, t: Token) -> Span:
         return _tok_span(self.path, t)
 
-    def start(self, items):
-        items = tuple(items)
+    def start(self, items: _Children) -> s.File:
         span = _join(items[0].span, items[-1].span) if items else Span(self.path, 1, 1)
-        return s.File(self.path, items, span)
+        return s.File(self.path, tuple(items), span)
 
-    def key(self, children):
+    def key(self, children: _Tokens) -> tuple[str, Span]:
         tok = children[0]
         return (str(tok), self.tok(tok))
 
-    def field(self, children):
+    def field(self, children: _Children) -> s.Field:
         (key, key_span), value = children
         return s.Field(key, value, _join(key_span, value.span), key_span)
 
     block = field
 
-    def body(self, children):
+    def body(self, children: _Children) -> s.Block:
         lb, *items, rb = children
         return s.Block(tuple(items), _join(self.tok(lb), self.tok(rb)))
 
-    def import_stmt(self, children):
+    def import_stmt(self, children: _Tokens) -> s.Import:
         kw, path = children
         return s.Import(unquote(path), _join(self.tok(kw), self.tok(path)))
 
-    def let_stmt(self, children):
+    def let_stmt(self, children: _Children) -> s.Let:
         kw, name, value = children
         return s.Let(str(name), value, _join(self.tok(kw), value.span))
 
-    def repeat_stmt(self, children):
+    def repeat_stmt(self, children: _Children) -> s.Repeat:
         kw, count, _, var, body = children
         var_name = str(var) if var is not None else None
         return s.Repeat(count, var_name, body, _join(self.tok(kw), body.span))
 
-    def group_def(self, children):
+    def group_def(self, children: _Children) -> s.GroupDef:
         kw, name, *rest = children
         body = rest[-1]
         params = tuple(p for p in rest[:-1] if p is not None)
         return s.GroupDef(str(name), params, body, _join(self.tok(kw), body.span))
 
-    def param(self, children):
+    def param(self, children: _Children) -> s.Param:
         name, default = children
         end = default.span if default is not None else self.tok(name)
         return s.Param(str(name), default, _join(self.tok(name), end))
 
-    def replace_stmt(self, children):
+    def replace_stmt(self, children: _Children) -> s.Replace:
         kw, target, body = children
         return s.Replace(unquote(target), body, _join(self.tok(kw), body.span))
 
-    def update_stmt(self, children):
+    def update_stmt(self, children: _Children) -> s.Update:
         kw, target, body = children
         return s.Update(unquote(target), body, _join(self.tok(kw), body.span))
 
-    def remove_stmt(self, children):
+    def remove_stmt(self, children: _Tokens) -> s.Remove:
         kw, target = children
         return s.Remove(unquote(target), _join(self.tok(kw), self.tok(target)))
 
-    def insert_stmt(self, children):
+    def insert_stmt(self, children: _Children) -> s.Insert:
         kw, where, target, body = children
         return s.Insert(str(where), unquote(target), body, _join(self.tok(kw), body.span))
 
     # values
-    def number(self, children):
+    def number(self, children: _Tokens) -> s.Scalar:
         (t,) = children
         v = number(str(t))
         return s.Scalar(v, "float" if isinstance(v, float) else "int", self.tok(t))
 
-    def string(self, children):
+    def string(self, children: _Tokens) -> s.Scalar:
         (t,) = children
         return s.Scalar(unquote(str(t)), "string", self.tok(t))
 
-    def word(self, children):
+    def word(self, children: _Tokens) -> s.Scalar:
         (t,) = children
         return s.Scalar(str(t), "word", self.tok(t))
 
-    def var(self, children):
+    def var(self, children: _Tokens) -> s.Var:
         (t,) = children
         return s.Var(str(t)[1:], self.tok(t))
 
-    def call(self, children):
+    def call(self, children: _Children) -> s.Call:
         name, *args, rpar = children
         span = _join(self.tok(name), self.tok(rpar))
         return s.Call(str(name), tuple(a for a in args if a is not None), span)
 
-    def list(self, children):
+    def list(self, children: _Children) -> s.ListValue:
         lb, *items, rb = children
         span = _join(self.tok(lb), self.tok(rb))
         return s.ListValue(tuple(c for c in items if c is not None), span)
 
-    def neg(self, children):
+    def neg(self, children: _Children) -> s.Value:
         minus, v = children
         span = _join(self.tok(minus), v.span)
-        if isinstance(v, s.Scalar) and v.kind in ("int", "float"):
+        if isinstance(v, s.Scalar) and v.kind in ("int", "float") and not isinstance(v.value, str):
             return s.Scalar(-v.value, v.kind, span)
         return s.Neg(v, span)
 
-    def expr(self, children):
+    def expr(self, children: _Children) -> s.Value:
         """Operands and operators as written, folded by precedence (left-associative)."""
         operands = children[0::2]
         ops = [str(t) for t in children[1::2]]
         return _fold(operands, ops)
 
-    def unary(self, children):  # `+x`
-        return children[1]
+    def unary(self, children: _Children) -> s.Value:  # `+x`
+        operand: s.Value = children[1]
+        return operand
 
 
 _PRECEDENCE = {"+": 1, "-": 1, "*": 2, "/": 2, "//": 2, "%": 2}
 
 
-def _fold(operands: list, ops: list[str]):
+def _fold(operands: list[s.Value], ops: list[str]) -> s.Value:
     """Shunting-yard over a flat operand/operator list."""
     out = [operands[0]]
     stack: list[str] = []
@@ -227,7 +236,7 @@ def _parser() -> Lark:
     )
 
 
-def _expected_words(expected: set[str] | frozenset[str]) -> str:
+def _expected_words(expected: Iterable[str]) -> str:
     words = sorted({_TOKEN_WORDS.get(e, f"'{e[3:].lower()}'" if e.startswith("KW_") else e)
                     for e in expected})
     if len(words) > 6:
@@ -247,7 +256,9 @@ def parse(text: str, path: str) -> s.File:
     was_enabled = gc.isenabled()
     gc.disable()
     try:
-        return parser.parse(text)
+        # With a transformer, the LALR parser returns what _ToSyntax.start made (lark types
+        # it as a tree).
+        return cast(s.File, parser.parse(text))
     except UnexpectedInput as e:
         raise _syntax_error(e, path, text) from None
     finally:
@@ -285,7 +296,7 @@ def _syntax_error(e: UnexpectedInput, path: str, text: str) -> ParseError:
     return ParseError(str(e), Span(path, line, col))
 
 
-def parse_file(path: str | Path) -> s.File:
+def parse_file(path: str | os.PathLike[str]) -> s.File:
     """Read and parse a file; a missing or unreadable file is a diagnostic, not a traceback."""
     p = Path(path)
     try:

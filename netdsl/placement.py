@@ -438,7 +438,7 @@ class _Planner:
             else:
                 merged.append((dev, (logical,), lo, hi))
         shards = []
-        for dev, logical, lo, hi in merged:
+        for dev, logicals, lo, hi in merged:
             inputs = []
             for b, bshape in zip(lay.bottoms, bottoms, strict=True):
                 if group > 1 and k > 1:
@@ -446,7 +446,7 @@ class _Planner:
                     inputs.append(self.need(b, dev, lo * c // n, hi * c // n))
                 else:
                     inputs.append(self.need_all(b, dev))
-            shards.append(Shard(dev, (lo, hi), tuple(inputs), logical))
+            shards.append(Shard(dev, (lo, hi), tuple(inputs), logicals))
         parts = tuple((dev, lo, hi) for dev, _, lo, hi in merged)
         layouts = tuple(Layout(axis, n, parts) for _ in tops)
         return LayerPlan(lay.name, lay.type, Split.CHANNELS, tuple(shards), layouts)

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .shapes import ShapeTable
+
+if TYPE_CHECKING:
+    from rich.console import Console
 
 
 def _dims(shape: tuple[int, ...]) -> str:
@@ -18,7 +21,7 @@ def human(n: float, unit: str = "") -> str:
     return f"{int(n)}{unit}"
 
 
-def console_for_tables():
+def console_for_tables() -> Console:
     """A rich console; when piped, wide enough that tables are not cut at 80 columns."""
     import sys
 

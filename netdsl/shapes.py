@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from .diagnostics import NetdslError, ShapeError
-from .ir import Net
+from .ir import Layer, Net
 from .layers.base import Shape, ShapeContext, count
 
 
@@ -97,7 +97,7 @@ def infer_shapes(net: Net, batch: int | None = None,
     return ShapeTable(net, b, tuple(rows), blobs)
 
 
-def _count_params(lay, pshapes: Mapping[str, Shape], shared: dict[str, tuple[Shape, str]],
+def _count_params(lay: Layer, pshapes: Mapping[str, Shape], shared: dict[str, tuple[Shape, str]],
                   ctx: ShapeContext) -> int:
     """Learnable parameters, counting a blob shared by name (ParamSpec.name) once."""
     total = 0

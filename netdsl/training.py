@@ -56,21 +56,22 @@ def load_training(spec: str | os.PathLike[str],
         return Training(train, test, train.solver, os.fspath(spec))
     solver_overrides = {k: v for k, v in overrides.items() if k.startswith("solver.")}
     solver_spec = resolve(file, default_loader, solver_overrides)
-    block = next(f.value for f in solver_spec.items if f.key == "solver")
-    assert isinstance(block, s.Block)
+    solver_value = next(f.value for f in solver_spec.items if f.key == "solver")
+    assert isinstance(solver_value, s.Block)
+    block = solver_value
     solver = solver_section(block)
     spans = field_spans(block.items)
     net_overrides = {k: v for k, v in overrides.items() if not k.startswith("solver.")}
     nets = []
-    resolved: dict[Path, s.Spec] = {}
+    specs: dict[Path, s.Spec] = {}
     for phase, keys in (("train", ("net", "train_net")), ("test", ("net", "test_net"))):
         key = next((k for k in keys if block.scalar(k)), None)
         if key is None:  # a train_net without a test_net: the TEST phase of the same file
             key = "train_net"
         path = _net_file(block, key, Path(os.fspath(spec)).parent)
-        if path not in resolved:
-            resolved[path] = resolve(upgrade(parse_file(path)), default_loader, net_overrides)
-        net = build(resolved[path], phase)
+        if path not in specs:
+            specs[path] = resolve(upgrade(parse_file(path)), default_loader, net_overrides)
+        net = build(specs[path], phase)
         nets.append(dataclasses.replace(net, solver=solver, solver_spans=spans))
     return Training(nets[0], nets[1], solver, os.fspath(spec))
 

@@ -103,8 +103,13 @@ def _legacy_shape(dims: list[int], layer_type: str, index: int) -> tuple[int, ..
     return tuple(dims)
 
 
+#: A ``caffe_pb.BlobProto`` message. caffe_pb makes its classes at run time from
+#: descriptors, so to mypy they are values, not types, and their fields are unknown.
+_BlobProto = Any
+
+
 def _blob_to_array(
-    blob: caffe_pb.BlobProto, layer: str, layer_type: str, index: int, path: Path
+    blob: _BlobProto, layer: str, layer_type: str, index: int, path: Path
 ) -> np.ndarray:
     where = f"layer '{layer}' blob {index}"
     if any(blob.HasField(f) for f in ("num", "channels", "height", "width")):
@@ -147,7 +152,7 @@ def read_caffemodel(path: str | os.PathLike[str]) -> list[CaffeLayerBlobs]:
             f"not a Caffe binary model (protobuf parse failed: {e})", _span(p), hint=_CAFFE_HINT
         ) from None
 
-    entries: list[tuple[str, str, list[caffe_pb.BlobProto]]] = []
+    entries: list[tuple[str, str, list[_BlobProto]]] = []
     if len(net.layers) > 0:
         # Like Caffe's UpgradeV1Net: a net with V1 ``layers`` ignores any V2 ``layer``.
         for v1 in net.layers:

@@ -53,6 +53,16 @@ def test_input_dim_becomes_an_input_layer() -> None:
     assert layer.scalar("batch") == 10
 
 
+def test_wrong_input_dim_count_is_an_error() -> None:
+    from netdsl.diagnostics import SpecError
+
+    with pytest.raises(SpecError, match="input 'data' needs 4 input_dim values"):
+        up('input: "data" input_dim: 1 input_dim: 3')
+    # an input named by something other than a string (it was an AttributeError)
+    with pytest.raises(SpecError, match="input 1 needs 4 input_dim values"):
+        up("input: [1, 2] input_dim: 1")
+
+
 def test_input_shape_form() -> None:
     f = up('input: "data" input_shape { dim: 1 dim: 3 dim: 32 dim: 32 }')
     assert [v.value for v in f.items[0].value.first("shape").value.items] == [3, 32, 32]

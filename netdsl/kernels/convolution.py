@@ -8,7 +8,7 @@ created empty: the compiler fills them.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -18,8 +18,11 @@ __all__ = ["Conv", "InnerProduct", "empty_param"]
 
 Shape = tuple[int, ...]
 
-_CONV = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
-_CONV_T = {1: F.conv_transpose1d, 2: F.conv_transpose2d, 3: F.conv_transpose3d}
+# Typed loosely: the two tables' functions take different arguments (conv_transpose has
+# output_padding before groups).
+_CONV: dict[int, Callable[..., Tensor]] = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
+_CONV_T: dict[int, Callable[..., Tensor]] = {
+    1: F.conv_transpose1d, 2: F.conv_transpose2d, 3: F.conv_transpose3d}
 
 
 def empty_param(shape: Shape) -> nn.Parameter:

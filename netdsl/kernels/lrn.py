@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -80,7 +82,7 @@ def lrn_shard(x_with_halo: Tensor, below: int, above: int, local_size: int = 5,
     if torch.compiler.is_compiling():
         y3 = _cross_channel_traced(x3, *args)
     elif torch.is_grad_enabled() and x3.requires_grad:
-        y3 = _CrossChannelLRN.apply(x3, *args)
+        y3 = _CrossChannelLRN.apply(x3, *args)  # type: ignore[no-untyped-call]  # torch leaves apply unannotated
     else:
         y3 = _cross_channel_forward(x3, *args, keep_for_backward=False)[0]
     return y3.reshape(shape[0], channels - below - above, *shape[2:])
@@ -179,23 +181,24 @@ class _CrossChannelLRN(torch.autograd.Function):
     autograd through the same forward ops (AlexNet norm1 shape, CPU).
     """
 
+    # ``ctx`` is Any: torch's FunctionCtx declares neither ``saved_tensors`` nor the
+    # attributes a Function keeps on it (``config``).
+
     @staticmethod
-    def forward(  # type: ignore[override]
-        ctx: torch.autograd.function.FunctionCtx, x: Tensor, lo: int, hi: int, size: int,
-        alpha: float, beta: float, k: float,
-    ) -> Tensor:
+    def forward(ctx: Any, x: Tensor, lo: int, hi: int, size: int, alpha: float, beta: float,
+                k: float) -> Tensor:
         y, p, q = _cross_channel_forward(x, lo, hi, size, alpha, beta, k, True)
+        assert p is not None and q is not None  # kept for backward
         ctx.save_for_backward(x, p, q)
-        ctx.config = (lo, hi, size, alpha, beta)  # type: ignore[attr-defined]
+        ctx.config = (lo, hi, size, alpha, beta)
         return y
 
     @staticmethod
     @once_differentiable
-    def backward(  # type: ignore[override]
-        ctx: torch.autograd.function.FunctionCtx, dy: Tensor
-    ) -> tuple[Tensor | None, ...]:
-        x, p, q = ctx.saved_tensors  # type: ignore[attr-defined]
-        lo, hi, size, alpha, beta = ctx.config  # type: ignore[attr-defined]
+    def backward(ctx: Any, *grads: Tensor) -> tuple[Tensor | None, ...]:
+        (dy,) = grads  # the one output's gradient
+        x, p, q = ctx.saved_tensors
+        lo, hi, size, alpha, beta = ctx.config
         channels = x.shape[1]
         c_out = channels - lo - hi
         post = size - 1 - (size - 1) // 2

@@ -10,6 +10,7 @@ from torch import Tensor, nn
 
 from ..caffe_math import flatten_shape, reshape_shape
 from ..fillers import fill_
+from ..layers.base import Filler
 from .convolution import Shape
 
 __all__ = ["DummyData", "concat", "flatten", "reshape", "slice_blob"]
@@ -42,7 +43,9 @@ def reshape(x: Tensor, shape: Sequence[int] = (), axis: int = 0, num_axes: int =
 class DummyData(nn.Module):
     """Fresh tops of fixed shapes each call, filled as Caffe's fillers do."""
 
-    def __init__(self, shapes: Sequence[Shape], fillers: Sequence[object]) -> None:
+    _anchor: Tensor
+
+    def __init__(self, shapes: Sequence[Shape], fillers: Sequence[Filler]) -> None:
         super().__init__()
         self.shapes, self.fillers = [tuple(s) for s in shapes], list(fillers)
         self.register_buffer("_anchor", torch.empty(0), persistent=False)  # device and dtype
@@ -52,7 +55,7 @@ class DummyData(nn.Module):
         out = []
         for shape, filler in zip(self.shapes, self.fillers, strict=True):
             t = torch.empty(shape, dtype=a.dtype, device=a.device)
-            fill_(t, filler, torch.default_generator)  # type: ignore[arg-type]
+            fill_(t, filler, torch.default_generator)
             out.append(t)
         return out[0] if len(out) == 1 else tuple(out)
 

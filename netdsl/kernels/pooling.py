@@ -31,7 +31,7 @@ def _pair(v: _Pair, name: str) -> tuple[int, int]:
     t = tuple(int(e) for e in v)
     if len(t) != 2:
         raise ValueError(f"{name} must be an int or a pair, got {v!r}")
-    return t  # type: ignore[return-value]
+    return t
 
 
 def _geometry(x: Tensor, kernel_hw: _Pair | None, stride_hw: _Pair, pad_hw: _Pair,
@@ -133,10 +133,10 @@ def pool2d(x: Tensor, kernel_hw: _Pair | None = None, stride_hw: _Pair = 1, pad_
         return sums / div
     xp = _pad_windows(x, kernel, stride, pad, out_hw, -math.inf)
     out = F.max_pool2d(xp, kernel, stride, 0)[..., : out_hw[0], : out_hw[1]]
-    rows = empty_windows(in_hw[0], stride[0], pad[0], out_hw[0])
-    cols = empty_windows(in_hw[1], stride[1], pad[1], out_hw[1])
-    if any(rows) or any(cols):
-        empty = torch.tensor([[r or c for c in cols] for r in rows], device=x.device)
+    empty_rows = empty_windows(in_hw[0], stride[0], pad[0], out_hw[0])
+    empty_cols = empty_windows(in_hw[1], stride[1], pad[1], out_hw[1])
+    if any(empty_rows) or any(empty_cols):
+        empty = torch.tensor([[r or c for c in empty_cols] for r in empty_rows], device=x.device)
         out = torch.where(empty, out.new_tensor(-FLT_MAX), out)
     return out
 

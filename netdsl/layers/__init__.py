@@ -8,19 +8,19 @@ from __future__ import annotations
 
 import importlib
 import pkgutil
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from ..diagnostics import Span, SpecError, did_you_mean
 from .base import LayerType
 
-REGISTRY: dict[str, LayerType] = {}
-TYPES: dict[str, LayerType] = {}  # canonical name -> type, in registration order
+REGISTRY: dict[str, LayerType[Any]] = {}
+TYPES: dict[str, LayerType[Any]] = {}  # canonical name -> type, in registration order
 
 #: The type that the language's ``input { ... }`` blocks and Caffe's ``input:`` /
 #: ``input_dim:`` / ``input_shape`` fields become.
 INPUT_TYPE = "Input"
 
-L = TypeVar("L", bound=type[LayerType])
+L = TypeVar("L", bound=type[LayerType[Any]])
 
 
 def register(cls: L) -> L:
@@ -36,7 +36,7 @@ def register(cls: L) -> L:
     return cls
 
 
-def lookup(type_name: str, span: Span) -> LayerType:
+def lookup(type_name: str, span: Span) -> LayerType[Any]:
     """The type called ``type_name``; an unknown name is an error listing near matches."""
     t = REGISTRY.get(type_name)
     if t is not None:

@@ -20,7 +20,7 @@ class AccuracyParams:
 
 
 @register
-class Accuracy(LayerType):
+class Accuracy(LayerType[AccuracyParams]):
     """Top-k accuracy of predictions against labels (Caffe AccuracyLayer).
 
     Tops: the scalar accuracy, optionally the per-class accuracy (one value per class).

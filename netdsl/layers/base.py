@@ -13,7 +13,7 @@ import enum
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar, Union
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar, Union
 
 from ..diagnostics import ShapeError, Span
 from ..fields import doc
@@ -193,13 +193,20 @@ class Alias:
 #: A lowered layer: a module (state or phase), a stateless call, or an alias.
 Kernel = Union["torch.nn.Module", Call, Alias]
 
+#: A layer type's params: the frozen dataclass it names as ``Params``.
+P = TypeVar("P")
 
-class LayerType:
+
+class LayerType(Generic[P]):
     """Base class: override what the type needs. Instances are stateless singletons.
 
     Everything netdsl knows about one type is here or in the type's own file: fields,
     blob counts, shape rule, learnable blobs and their Caffe layout, MACs, how it divides
     across devices (``sharding``), its role, and its torch kernel (``lower``).
+
+    A type subclasses ``LayerType[ItsParams]`` and sets ``Params = ItsParams``: the type
+    argument lets its hooks take ``p: ItsParams``; ``Params`` is what build constructs
+    (a class variable cannot be typed by a type variable, so the two are said apart).
     """
 
     name: ClassVar[str] = ""
@@ -221,7 +228,7 @@ class LayerType:
     fresh_output: ClassVar[bool] = False
     split: ClassVar[Split] = Split.FOLLOW
     follow: ClassVar[Follow] = Follow.NONE
-    Params: ClassVar[type] = NoParams
+    Params: ClassVar[type[Any]] = NoParams
     #: Caffe ``*_param`` blocks this type reads, where the name alone does not say it
     #: (``convolution_param`` for Convolution is implied; see ``reads_param_block``).
     caffe_params: ClassVar[tuple[str, ...]] = ()
@@ -255,27 +262,27 @@ class LayerType:
     def doc(self) -> str:
         return (self.__doc__ or "").strip().splitlines()[0]
 
-    def shape(self, p: Any, bottoms: tuple[Shape, ...], ctx: ShapeContext) -> tuple[Shape, ...]:
+    def shape(self, p: P, bottoms: tuple[Shape, ...], ctx: ShapeContext) -> tuple[Shape, ...]:
         """Top shapes from bottom shapes; the default keeps the first bottom's shape."""
         return (bottoms[0],) * max(1, len(ctx.tops))
 
-    def param_shapes(self, p: Any, bottoms: tuple[Shape, ...]) -> dict[str, Shape]:
+    def param_shapes(self, p: P, bottoms: tuple[Shape, ...]) -> dict[str, Shape]:
         """Caffe shapes of the learnable blobs, keyed by blob name."""
         return {}
 
-    def macs(self, p: Any, bottoms: tuple[Shape, ...], tops: tuple[Shape, ...]) -> int:
+    def macs(self, p: P, bottoms: tuple[Shape, ...], tops: tuple[Shape, ...]) -> int:
         """Forward multiply-accumulates for the whole batch (0 for cheap layers)."""
         return 0
 
-    def fillers(self, p: Any) -> dict[str, Filler]:
+    def fillers(self, p: P) -> dict[str, Filler]:
         """Initialisers of the learnable blobs (blob name -> Filler)."""
         return {}
 
-    def batch_size(self, p: Any) -> int:
+    def batch_size(self, p: P) -> int:
         """The batch a data layer's params give (0: none)."""
         return 0
 
-    def data_source(self, p: Any) -> dict[str, Any] | None:
+    def data_source(self, p: P) -> dict[str, Any] | None:
         """How the runtime reads this data layer's examples: the fields of a ``data {}``
         section (``source``, ``path``, transforms...), or ``None`` where the layer names
         no source the runtime reads. Raises :class:`FieldError` for a bad field."""
@@ -283,16 +290,16 @@ class LayerType:
 
     # --- placement and lowering ----------------------------------------------------------
 
-    def sharding(self, p: Any, bottoms: tuple[Shape, ...]) -> Sharding:
+    def sharding(self, p: P, bottoms: tuple[Shape, ...]) -> Sharding:
         """How this layer divides across its devices (see :class:`Sharding`)."""
         return Sharding(self.split, self.follow)
 
-    def shard_params(self, p: Any, outputs: tuple[int, int]) -> Any:
+    def shard_params(self, p: P, outputs: tuple[int, int]) -> P:
         """The params of the shard of a CHANNELS layer that computes ``outputs``
         ``[start, stop)`` of the divided axis (as if it were a layer of its own)."""
         raise NotImplementedError(f"{self.name} does not divide its outputs")
 
-    def lower(self, p: Any, bottoms: tuple[Shape, ...], tops: tuple[Shape, ...]) -> Kernel:
+    def lower(self, p: P, bottoms: tuple[Shape, ...], tops: tuple[Shape, ...]) -> Kernel:
         """The kernel computing this layer on one device.
 
         Contract: called on the bottom tensors, a kernel returns one value per top: the
@@ -306,14 +313,14 @@ class LayerType:
         """
         raise NotImplementedError(f"{self.name} has no torch lowering")
 
-    def lower_shard(self, p: Any, bottoms: tuple[Shape, ...], tops: tuple[Shape, ...],
+    def lower_shard(self, p: P, bottoms: tuple[Shape, ...], tops: tuple[Shape, ...],
                     outputs: tuple[int, int] | None, halo: tuple[int, int]) -> Kernel:
         """The kernel of one shard: ``outputs`` is the range a CHANNELS shard computes,
         ``halo`` the neighbouring channels its first bottom carries (``sharding``);
         shapes are the shard's own."""
         return self.lower(p if outputs is None else self.shard_params(p, outputs), bottoms, tops)
 
-    def lower_in_place(self, p: Any) -> Kernel | None:
+    def lower_in_place(self, p: P) -> Kernel | None:
         """A kernel that overwrites its one bottom, if the type has one (Caffe's in-place
         ReLU); the compiler uses it where nothing can tell the difference."""
         return None

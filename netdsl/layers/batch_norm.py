@@ -22,7 +22,7 @@ class BatchNormParams:
 
 
 @register
-class BatchNorm(LayerType):
+class BatchNorm(LayerType[BatchNormParams]):
     """(x - mean) / sqrt(var + eps) per channel (Caffe BatchNormLayer; pair it with Scale).
 
     Its three Caffe blobs (running mean and variance, both scaled by ``scale_factor``)

@@ -70,7 +70,7 @@ def operand_axis(bottom: Shape, operand: Shape, axis: int, ctx: ShapeContext, wh
 
 
 @register
-class Bias(LayerType):
+class Bias(LayerType[BiasParams]):
     """top = bottom + bias, the bias broadcast from `axis` (Caffe BiasLayer).
 
     With two bottoms the second is the bias; with one, the bias is learned.

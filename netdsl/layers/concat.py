@@ -34,7 +34,7 @@ def legacy_axis(
 
 
 @register
-class Concat(LayerType):
+class Concat(LayerType[ConcatParams]):
     """Joins its bottoms along `axis`; all other dimensions must agree (Caffe ConcatLayer)."""
 
     caffe_names = ("CONCAT",)

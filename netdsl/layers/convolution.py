@@ -64,7 +64,7 @@ def conv_geometry(p: ConvParams, ctx: ShapeContext, n_spatial: int) -> ConvGeome
 
 
 @register
-class Convolution(LayerType):
+class Convolution(LayerType[ConvParams]):
     """Learnable filters slid over the input (Caffe ConvolutionLayer)."""
 
     caffe_names = ("CONVOLUTION",)
@@ -81,7 +81,9 @@ class Convolution(LayerType):
             raise ctx.error(f"needs a blob with channels, got shape {list(bottom)}")
         return conv_geometry(p, ctx, len(bottom) - 2)
 
-    def shape(self, p: ConvParams, bottoms: tuple[Shape, ...], ctx: ShapeContext):
+    def shape(
+        self, p: ConvParams, bottoms: tuple[Shape, ...], ctx: ShapeContext
+    ) -> tuple[Shape, ...]:
         if p.axis != 1:
             raise ctx.error("only axis 1 (NCHW) is supported", "axis")
         first = bottoms[0]
@@ -118,10 +120,7 @@ class Convolution(LayerType):
 
     def param_shapes(self, p: ConvParams, bottoms: tuple[Shape, ...]) -> dict[str, Shape]:
         b = bottoms[0]
-        n_spatial = len(b) - 2
-        kernel = (p.kernel_h, p.kernel_w) if p.kernel_h is not None else (
-            p.kernel_size * n_spatial if len(p.kernel_size) == 1 else p.kernel_size
-        )
+        kernel = self._geom(p, b, ShapeContext.detached(self.name)).kernel
         shapes: dict[str, Shape] = {"weight": (p.num_output, b[1] // p.group, *kernel)}
         if p.bias_term:
             shapes["bias"] = (p.num_output,)

@@ -12,7 +12,7 @@ from typing import Any
 
 from ..fields import FieldError, doc
 from . import register
-from .base import Arity, LayerType, Role, Shape, ShapeContext
+from .base import Arity, LayerType, P, Role, Shape, ShapeContext
 
 
 @dataclass(frozen=True)
@@ -28,18 +28,18 @@ class Transform:
     force_gray: bool = field(default=False, metadata=doc("decode as 1 channel"))
 
 
-class DataLayer(LayerType):
+class DataLayer(LayerType[P]):
     """Base of the types whose tops are the net's inputs: no bottoms and no kernel (the
     compiled net is fed those tops by its caller)."""
 
     bottoms = Arity.exact(0)
     role = Role.INPUT
 
-    def batch_size(self, p: Any) -> int:
+    def batch_size(self, p: P) -> int:
         return int(getattr(p, "batch_size", 0))
 
 
-def _caffe_transform(p: Any) -> dict[str, Any]:
+def _caffe_transform(p: DataParams | ImageDataParams) -> dict[str, Any]:
     """The data-section fields of a Caffe data layer's transform_param (and the
     deprecated copies of them in the layer's own params)."""
     t = p.transform
@@ -79,7 +79,7 @@ class InputParams:
 
 
 @register
-class Input(DataLayer):
+class Input(DataLayer[InputParams]):
     """Declares input blobs and their shapes (Caffe InputLayer, `input:` / `input_dim:`)."""
 
     caffe_names = ("INPUT",)
@@ -89,7 +89,9 @@ class Input(DataLayer):
     def batch_size(self, p: InputParams) -> int:
         return p.batch
 
-    def shape(self, p: InputParams, bottoms: tuple[Shape, ...], ctx: ShapeContext):
+    def shape(
+        self, p: InputParams, bottoms: tuple[Shape, ...], ctx: ShapeContext
+    ) -> tuple[Shape, ...]:
         shapes = p.shape
         if len(shapes) not in (1, len(ctx.tops)):
             raise ctx.error(
@@ -141,7 +143,7 @@ def _db_shape(ctx: ShapeContext, what: str) -> tuple[Shape, ...]:
 
 
 @register
-class Data(DataLayer):
+class Data(DataLayer[DataParams]):
     """Reads examples from an LMDB/LevelDB database (Caffe DataLayer)."""
 
     caffe_names = ("DATA",)
@@ -149,7 +151,9 @@ class Data(DataLayer):
     has_data_source = True
     Params = DataParams
 
-    def shape(self, p: DataParams, bottoms: tuple[Shape, ...], ctx: ShapeContext):
+    def shape(
+        self, p: DataParams, bottoms: tuple[Shape, ...], ctx: ShapeContext
+    ) -> tuple[Shape, ...]:
         return _db_shape(ctx, "database")
 
     def data_source(self, p: DataParams) -> dict[str, Any]:
@@ -182,7 +186,7 @@ class ImageDataParams:
 
 
 @register
-class ImageData(DataLayer):
+class ImageData(DataLayer[ImageDataParams]):
     """Reads images named in a list file (Caffe ImageDataLayer)."""
 
     caffe_names = ("IMAGE_DATA",)
@@ -190,7 +194,9 @@ class ImageData(DataLayer):
     has_data_source = True
     Params = ImageDataParams
 
-    def shape(self, p: ImageDataParams, bottoms: tuple[Shape, ...], ctx: ShapeContext):
+    def shape(
+        self, p: ImageDataParams, bottoms: tuple[Shape, ...], ctx: ShapeContext
+    ) -> tuple[Shape, ...]:
         top = ctx.tops[0]
         given = _input_override(ctx, top)
         if given is None:
@@ -229,14 +235,16 @@ class MemoryDataParams:
 
 
 @register
-class MemoryData(DataLayer):
+class MemoryData(DataLayer[MemoryDataParams]):
     """Examples handed in from memory (Caffe MemoryDataLayer)."""
 
     caffe_names = ("MEMORY_DATA",)
     tops = Arity(1, 2)
     Params = MemoryDataParams
 
-    def shape(self, p: MemoryDataParams, bottoms: tuple[Shape, ...], ctx: ShapeContext):
+    def shape(
+        self, p: MemoryDataParams, bottoms: tuple[Shape, ...], ctx: ShapeContext
+    ) -> tuple[Shape, ...]:
         data = _input_override(ctx, ctx.tops[0]) or (ctx.batch, p.channels, p.height, p.width)
         return (data, *(_label_shape(ctx) for _ in ctx.tops[1:]))
 
@@ -249,14 +257,16 @@ class HDF5DataParams:
 
 
 @register
-class HDF5Data(DataLayer):
+class HDF5Data(DataLayer[HDF5DataParams]):
     """Reads blobs from HDF5 files (Caffe HDF5DataLayer); shapes via --input."""
 
     caffe_names = ("HDF5_DATA",)
     tops = Arity(1)
     Params = HDF5DataParams
 
-    def shape(self, p: HDF5DataParams, bottoms: tuple[Shape, ...], ctx: ShapeContext):
+    def shape(
+        self, p: HDF5DataParams, bottoms: tuple[Shape, ...], ctx: ShapeContext
+    ) -> tuple[Shape, ...]:
         out = []
         for top in ctx.tops:
             given = _input_override(ctx, top)

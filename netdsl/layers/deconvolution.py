@@ -15,7 +15,7 @@ def _geometry(p: ConvParams, bottom: Shape, ctx: ShapeContext) -> ConvGeometry:
 
 
 @register
-class Deconvolution(LayerType):
+class Deconvolution(LayerType[ConvParams]):
     """Learnable transposed convolution, e.g. for upsampling (Caffe DeconvolutionLayer).
 
     Output side: (in - 1) * stride - 2 * pad + dilation * (kernel - 1) + 1. The weight is

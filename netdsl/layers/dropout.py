@@ -19,7 +19,7 @@ class DropoutParams:
 
 
 @register
-class Dropout(LayerType):
+class Dropout(LayerType[DropoutParams]):
     """Randomly zeroes inputs in training, identity in testing (Caffe DropoutLayer)."""
 
     caffe_names = ("DROPOUT",)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 from ..fields import doc
 from . import register
@@ -23,7 +24,10 @@ class DummyDataParams:
     width: tuple[int, ...] = field(default=(), metadata=doc("deprecated 4-D form: width"))
 
 
-def _pick(values: tuple, i: int):
+_T = TypeVar("_T")
+
+
+def _pick(values: tuple[_T, ...], i: int) -> _T:
     return values[0] if len(values) == 1 else values[i]
 
 
@@ -43,7 +47,7 @@ def dummy_shapes(p: DummyDataParams, n_tops: int, ctx: ShapeContext) -> tuple[Sh
                 raise ctx.error(
                     f"give '{name}' once, or once per top ({n_tops}); got {len(vals)}", name
                 )
-        shapes = tuple(
+        shapes: tuple[Shape, ...] = tuple(
             (_pick(p.num, i), _pick(p.channels, i), _pick(p.height, i), _pick(p.width, i))
             for i in range(n_tops)
         )
@@ -61,7 +65,7 @@ def dummy_shapes(p: DummyDataParams, n_tops: int, ctx: ShapeContext) -> tuple[Sh
 
 
 @register
-class DummyData(LayerType):
+class DummyData(LayerType[DummyDataParams]):
     """Makes tops of fixed shapes filled by `data_filler` (Caffe DummyDataLayer)."""
 
     caffe_names = ("DUMMY_DATA",)

@@ -28,7 +28,7 @@ class EltwiseParams:
 
 
 @register
-class Eltwise(LayerType):
+class Eltwise(LayerType[EltwiseParams]):
     """Combines same-shaped bottoms element by element (Caffe EltwiseLayer)."""
 
     caffe_names = ("ELTWISE",)

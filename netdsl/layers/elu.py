@@ -15,7 +15,7 @@ class ELUParams:
 
 
 @register
-class ELU(LayerType):
+class ELU(LayerType[ELUParams]):
     """Exponential linear unit (Caffe ELULayer)."""
 
     Params = ELUParams

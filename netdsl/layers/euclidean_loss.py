@@ -8,7 +8,7 @@ from .softmax_with_loss import check_loss_bottoms
 
 
 @register
-class EuclideanLoss(LayerType):
+class EuclideanLoss(LayerType[NoParams]):
     """1/(2N) * sum((a - b)^2) for two blobs of N examples (Caffe EuclideanLossLayer)."""
 
     caffe_names = ("EUCLIDEAN_LOSS",)

@@ -17,7 +17,7 @@ class FlattenParams:
 
 
 @register
-class Flatten(LayerType):
+class Flatten(LayerType[FlattenParams]):
     """Merges axes axis..end_axis into one (Caffe FlattenLayer)."""
 
     caffe_names = ("FLATTEN",)

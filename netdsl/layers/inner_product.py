@@ -30,7 +30,7 @@ class InnerProductParams:
 
 
 @register
-class InnerProduct(LayerType):
+class InnerProduct(LayerType[InnerProductParams]):
     """Fully connected: every output neuron sees every input (Caffe InnerProductLayer)."""
 
     caffe_names = ("INNER_PRODUCT", "FullyConnected")
@@ -40,7 +40,9 @@ class InnerProduct(LayerType):
     fresh_output = True
     Params = InnerProductParams
 
-    def shape(self, p: InnerProductParams, bottoms: tuple[Shape, ...], ctx: ShapeContext):
+    def shape(
+        self, p: InnerProductParams, bottoms: tuple[Shape, ...], ctx: ShapeContext
+    ) -> tuple[Shape, ...]:
         b = bottoms[0]
         if p.num_output < 1:
             raise ctx.error("num_output must be positive", "num_output")
@@ -55,7 +57,8 @@ class InnerProduct(LayerType):
         w = (k, p.num_output) if p.transpose else (p.num_output, k)
         return {"weight": w, "bias": (p.num_output,)} if p.bias_term else {"weight": w}
 
-    def macs(self, p: InnerProductParams, bottoms: tuple[Shape, ...], tops: tuple[Shape, ...]):
+    def macs(self, p: InnerProductParams, bottoms: tuple[Shape, ...], tops: tuple[Shape, ...]
+             ) -> int:
         return count(tops[0]) * self._k(p, bottoms[0])
 
     def fillers(self, p: InnerProductParams) -> dict[str, Filler]:

@@ -31,7 +31,7 @@ class LRNParams:
 
 
 @register
-class LRN(LayerType):
+class LRN(LayerType[LRNParams]):
     """b = a / (k + alpha/n * sum of a^2 over n neighbours)^beta (Caffe LRNLayer)."""
 
     caffe_names = ("LocalResponseNorm",)
@@ -39,7 +39,9 @@ class LRN(LayerType):
     fresh_output = True
     Params = LRNParams
 
-    def shape(self, p: LRNParams, bottoms: tuple[Shape, ...], ctx: ShapeContext):
+    def shape(
+        self, p: LRNParams, bottoms: tuple[Shape, ...], ctx: ShapeContext
+    ) -> tuple[Shape, ...]:
         b = bottoms[0]
         if len(b) != 4:
             raise ctx.error(f"needs a 4-D (N, C, H, W) input, got {list(b)}")

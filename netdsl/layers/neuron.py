@@ -15,7 +15,7 @@ class EngineParams:
 
 
 @register
-class Sigmoid(LayerType):
+class Sigmoid(LayerType[EngineParams]):
     """y = 1 / (1 + exp(-x)) (Caffe SigmoidLayer)."""
 
     caffe_names = ("SIGMOID",)
@@ -30,7 +30,7 @@ class Sigmoid(LayerType):
 
 
 @register
-class TanH(LayerType):
+class TanH(LayerType[EngineParams]):
     """y = tanh(x) (Caffe TanHLayer)."""
 
     caffe_names = ("TANH",)
@@ -45,7 +45,7 @@ class TanH(LayerType):
 
 
 @register
-class AbsVal(LayerType):
+class AbsVal(LayerType[NoParams]):
     """y = |x| (Caffe AbsValLayer)."""
 
     caffe_names = ("ABSVAL",)
@@ -60,7 +60,7 @@ class AbsVal(LayerType):
 
 
 @register
-class BNLL(LayerType):
+class BNLL(LayerType[NoParams]):
     """Binomial normal log likelihood: y = log(1 + exp(x)) (Caffe BNLLLayer)."""
 
     caffe_names = ("BNLL",)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
+from typing import Any
 
 from ..caffe_math import pooled_size
 from ..fields import doc
@@ -46,8 +47,14 @@ class PoolGeometry:
     pad: tuple[int, int]
 
 
+def _two(t: tuple[int, ...]) -> tuple[int, int]:
+    h, w = t
+    return h, w
+
+
 def pool_geometry(p: PoolParams, bottom: Shape, ctx: ShapeContext) -> PoolGeometry:
     h, w = bottom[2], bottom[3]
+    kernel: tuple[int, ...]
     if p.global_pooling:
         if p.kernel_size is not None or p.kernel_h is not None:
             raise ctx.error("global_pooling takes no kernel size", "kernel_size")
@@ -65,11 +72,11 @@ def pool_geometry(p: PoolParams, bottom: Shape, ctx: ShapeContext) -> PoolGeomet
     for k, pd in zip(kernel, pad, strict=True):
         if pd >= k:
             raise ctx.error(f"pad {pd} must be smaller than the kernel {k}", "pad")
-    return PoolGeometry(kernel, stride, pad)  # type: ignore[arg-type]
+    return PoolGeometry(_two(kernel), _two(stride), _two(pad))
 
 
 @register
-class Pooling(LayerType):
+class Pooling(LayerType[PoolParams]):
     """Max or average pooling over windows (Caffe PoolingLayer)."""
 
     caffe_names = ("POOLING",)
@@ -78,7 +85,9 @@ class Pooling(LayerType):
     fresh_output = True
     Params = PoolParams
 
-    def shape(self, p: PoolParams, bottoms: tuple[Shape, ...], ctx: ShapeContext):
+    def shape(
+        self, p: PoolParams, bottoms: tuple[Shape, ...], ctx: ShapeContext
+    ) -> tuple[Shape, ...]:
         b = bottoms[0]
         if len(b) != 4:
             raise ctx.error(f"needs a 4-D (N, C, H, W) input, got {list(b)}")
@@ -101,10 +110,10 @@ class Pooling(LayerType):
         from ..kernels import pooling
 
         g = pool_geometry(p, bottoms[0], ShapeContext.detached(self.name))
-        geometry = {"kernel_hw": None if p.global_pooling else g.kernel,
-                    "stride_hw": g.stride, "pad_hw": g.pad}
-        window = {**geometry, "round_mode": p.round_mode.name,
-                  "global_pooling": p.global_pooling}
+        geometry: dict[str, Any] = {"kernel_hw": None if p.global_pooling else g.kernel,
+                                    "stride_hw": g.stride, "pad_hw": g.pad}
+        window: dict[str, Any] = {**geometry, "round_mode": p.round_mode.name,
+                                  "global_pooling": p.global_pooling}
         if p.pool is PoolMethod.STOCHASTIC:
             return pooling.StochasticPool(**window)
         if len(tops) == 2:

@@ -17,7 +17,7 @@ class PowerParams:
 
 
 @register
-class Power(LayerType):
+class Power(LayerType[PowerParams]):
     """y = (shift + scale * x) ^ power (Caffe PowerLayer)."""
 
     caffe_names = ("POWER",)

@@ -21,7 +21,7 @@ class PReLUParams:
 
 
 @register
-class PReLU(LayerType):
+class PReLU(LayerType[PReLUParams]):
     """max(x, 0) + a * min(x, 0) with a learned per channel (Caffe PReLULayer)."""
 
     blobs = ("weight",)

@@ -18,7 +18,7 @@ class ReLUParams:
 
 
 @register
-class ReLU(LayerType):
+class ReLU(LayerType[ReLUParams]):
     """Rectified linear unit, optionally leaky (Caffe ReLULayer)."""
 
     caffe_names = ("RELU",)

@@ -20,7 +20,7 @@ class ReshapeParams:
 
 
 @register
-class Reshape(LayerType):
+class Reshape(LayerType[ReshapeParams]):
     """Gives the data a new shape without copying (Caffe ReshapeLayer)."""
 
     Params = ReshapeParams

@@ -30,7 +30,7 @@ def _bias_axes(p: ScaleParams, bottoms: tuple[Shape, ...]) -> int:
 
 
 @register
-class Scale(LayerType):
+class Scale(LayerType[ScaleParams]):
     """top = bottom * scale (+ bias), broadcast from `axis` (Caffe ScaleLayer).
 
     With two bottoms the second is the scale; with one, the scale is learned ("weight").

@@ -7,7 +7,7 @@ from .base import Arity, LayerType, NoParams, Role, Shape, ShapeContext, Shardin
 
 
 @register
-class Silence(LayerType):
+class Silence(LayerType[NoParams]):
     """Takes any number of bottoms and makes no tops (Caffe SilenceLayer)."""
 
     caffe_names = ("SILENCE",)

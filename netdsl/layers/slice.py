@@ -56,7 +56,7 @@ def slice_sizes(p: SliceParams, size: int, n_tops: int, ctx: ShapeContext) -> li
 
 
 @register
-class Slice(LayerType):
+class Slice(LayerType[SliceParams]):
     """Cuts its bottom along `axis` at `slice_point`s, one piece per top (Caffe SliceLayer)."""
 
     caffe_names = ("SLICE",)

@@ -16,7 +16,7 @@ class SoftmaxParams:
 
 
 @register
-class Softmax(LayerType):
+class Softmax(LayerType[SoftmaxParams]):
     """exp(x) / sum(exp(x)) along `axis`; other axes are independent (Caffe SoftmaxLayer)."""
 
     caffe_names = ("SOFTMAX",)

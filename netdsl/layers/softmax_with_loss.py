@@ -70,7 +70,7 @@ def check_label_count(axis: int, data: Shape, label: Shape, ctx: ShapeContext) -
 
 
 @register
-class SoftmaxWithLoss(LayerType):
+class SoftmaxWithLoss(LayerType[SoftmaxWithLossParams]):
     """Softmax then the negative log likelihood of the labels (Caffe SoftmaxWithLossLayer).
 
     Bottoms: predictions and integer labels. Tops: the scalar loss, optionally the

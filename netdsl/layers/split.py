@@ -7,7 +7,7 @@ from .base import Alias, Arity, Follow, Kernel, LayerType, NoParams, Shape, Shap
 
 
 @register
-class SplitLayer(LayerType):
+class SplitLayer(LayerType[NoParams]):
     """Copies its bottom to every top (Caffe SplitLayer; Caffe inserts these itself)."""
 
     name = "Split"  # the class is not called Split: base.Split is the placement enum

@@ -78,6 +78,17 @@ def is_layer(f: s.Field) -> bool:
     return f.key == "layer" and isinstance(f.value, s.Block)
 
 
+def layer_of(f: s.Field) -> s.Block | None:
+    """The body of a ``layer { ... }`` field; None for any other field."""
+    return f.value if f.key == "layer" and isinstance(f.value, s.Block) else None
+
+
+def layer_name(f: s.Field) -> str | None:
+    """The name of a ``layer { ... }`` field; None for any other field (or no name)."""
+    body = layer_of(f)
+    return None if body is None else name_of(body)
+
+
 def fields_of(block: s.Block) -> list[s.Field]:
     return [f for f in block.items if isinstance(f, s.Field)]
 
@@ -85,8 +96,9 @@ def fields_of(block: s.Block) -> list[s.Field]:
 def last_top(items: Sequence[s.Field]) -> str | None:
     """The blob an omitted bottom after `items` reads: the last layer's first top."""
     for f in reversed(items):
-        if is_layer(f):
-            tops = tops_of(f.value)  # type: ignore[arg-type]
+        body = layer_of(f)
+        if body is not None:
+            tops = tops_of(body)
             if tops:
                 return tops[0]
         elif f.key == "input" and isinstance(f.value, s.Block) and name_of(f.value):

@@ -18,6 +18,7 @@ from .common import (
     fields_of,
     is_layer,
     last_top,
+    layer_name,
     map_blobs,
     name_of,
     set_fields,
@@ -42,9 +43,9 @@ def apply_edit(ex: Expander, e: s.Item, items: list[s.Field]) -> list[s.Field]:
     if "${" in target:
         target = ev.interpolate(s.Scalar(target, "string", tspan), ev.globals)
     verb = "insert " + e.where if isinstance(e, s.Insert) else type(e).__name__.lower()
-    idxs = [i for i, f in enumerate(items) if is_layer(f) and name_of(f.value) == target]  # type: ignore[arg-type]
+    idxs = [i for i, f in enumerate(items) if layer_name(f) == target]
     if not idxs:
-        names = [n for f in items if is_layer(f) and (n := name_of(f.value))]  # type: ignore[arg-type]
+        names = [n for f in items if (n := layer_name(f))]
         hint = did_you_mean(target, names)
         if hint is None and target in ex.aliases:
             inner = next((n for n in names if n.startswith(target + "/")), None)
@@ -64,7 +65,7 @@ def apply_edit(ex: Expander, e: s.Item, items: list[s.Field]) -> list[s.Field]:
     if isinstance(e, s.Remove):
         out = list(items)
         for _ in idxs:
-            i = next(i for i, f in enumerate(out) if is_layer(f) and name_of(f.value) == target)  # type: ignore[arg-type]
+            i = next(i for i, f in enumerate(out) if layer_name(f) == target)
             out = _remove_at(ex, out, i, tspan)
         return out
     assert isinstance(e, s.Insert)
@@ -139,9 +140,10 @@ def _remove_at(ex: Expander, items: list[s.Field], i: int, tspan: Span) -> list[
                     f"remove or update '{name_of(lb)}' first",
                     [(f"'{name_of(lb)}' is here", f.span)])
         if reads:
-            moved = set(reads)
-            lb = map_blobs(lb, "bottom",
-                            lambda b, m=moved: pairs[eff(b)] if eff(b) in m else b)
+            def rename(b: str, moved: frozenset[str] = frozenset(reads)) -> str:
+                return pairs[eff(b)] if eff(b) in moved else b
+
+            lb = map_blobs(lb, "bottom", rename)
             out[j] = dataclasses.replace(f, value=lb)
         live -= set(values_of(lb, "top") or [])  # a writer of the blob takes it over
     if implicit or not tops or i >= len(out) or not is_layer(out[i]):

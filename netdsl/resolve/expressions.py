@@ -16,7 +16,7 @@ from .. import syntax as s
 from ..diagnostics import NetdslError, Span, SpecError, did_you_mean
 from ..parse import parse
 from .common import add_note, head_span, misplaced
-from .functions import FUNCTIONS, is_number, kind_of, scalar, text_of
+from .functions import FUNCTIONS, kind_of, number_of, scalar, text_of
 
 MAX_REPEAT = 100_000
 MAX_ITERATIONS = 1_000_000
@@ -77,7 +77,7 @@ def _respan(v: s.Value, span: Span) -> s.Value:
         return s.ListValue(v.items, span)
     if isinstance(v, s.Block):
         return s.Block(v.items, span)
-    return dataclasses.replace(v, span=span)  # type: ignore[type-var]
+    return dataclasses.replace(v, span=span)
 
 
 # --------------------------------------------------------------------------- parsing snippets
@@ -209,9 +209,10 @@ class Evaluator:
             return self.eval_block(v, scope)
         if isinstance(v, s.Neg):
             x = self.eval(v.operand, scope)
-            if not is_number(x):
+            num = number_of(x)
+            if num is None:
                 raise SpecError(f"cannot negate {kind_of(x)}", v.span)
-            return scalar(-x.value, v.span)  # type: ignore[union-attr, operator]
+            return scalar(-num, v.span)
         if isinstance(v, s.BinOp):
             return self.binop(v, scope)
         if isinstance(v, s.Call):
@@ -227,9 +228,10 @@ class Evaluator:
             if isinstance(a, s.ListValue) and isinstance(b, s.ListValue):
                 return s.ListValue(a.items + b.items, v.span)
         verb, fn = _OPS[v.op]
-        if is_number(a) and is_number(b):
+        na, nb = number_of(a), number_of(b)
+        if na is not None and nb is not None:
             try:
-                return scalar(fn(a.value, b.value), v.span)  # type: ignore[union-attr, arg-type]
+                return scalar(fn(na, nb), v.span)
             except ZeroDivisionError:
                 raise SpecError("division by zero", v.span) from None
             except OverflowError:
@@ -286,12 +288,13 @@ class Evaluator:
     def iterations(self, rep: s.Repeat, scope: Scope) -> Iterator[tuple[Scope, s.Note]]:
         """Each iteration of a repeat: the body's scope and the note naming the iteration."""
         n = self.eval(rep.count, scope)
-        if not (isinstance(n, s.Scalar) and n.kind == "int") or n.value < 1:  # type: ignore[operator]
-            got = n.value if isinstance(n, s.Scalar) and is_number(n) else kind_of(n)
+        num = number_of(n)
+        if num is None or not isinstance(n, s.Scalar) or n.kind != "int" or num < 1:
+            got = num if num is not None else kind_of(n)
             raise SpecError(f"repeat count must be a positive integer, got {got}", rep.count.span,
-                            "use int(...) to round a float" if is_number(n) and n.kind == "float"
-                            else None)
-        count = int(n.value)  # type: ignore[arg-type]
+                            "use int(...) to round a float"
+                            if isinstance(n, s.Scalar) and n.kind == "float" else None)
+        count = int(num)
         if count > MAX_REPEAT:
             raise SpecError(f"runaway expansion: repeat count {count} is over the limit of "
                             f"{MAX_REPEAT}", rep.count.span)

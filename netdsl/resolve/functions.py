@@ -29,6 +29,13 @@ def is_number(v: s.Value) -> bool:
     return isinstance(v, s.Scalar) and v.kind in ("int", "float")
 
 
+def number_of(v: s.Value) -> int | float | None:
+    """The value of an int or float literal; None for anything else."""
+    if is_number(v) and isinstance(v, s.Scalar) and not isinstance(v.value, str):
+        return v.value
+    return None
+
+
 def text_of(v: s.Value, span: Span) -> str:
     if isinstance(v, s.Scalar):
         return repr(v.value) if isinstance(v.value, float) else str(v.value)
@@ -53,9 +60,10 @@ def _check_args(fn: str, args: Sequence[s.Value], span: Span, lo: int, hi: int) 
 
 
 def _number(fn: str, v: s.Value) -> int | float:
-    if not is_number(v):
+    x = number_of(v)
+    if x is None:
         raise SpecError(f"{fn}() needs a number, got {kind_of(v)}", v.span)
-    return v.value  # type: ignore[union-attr, return-value]
+    return x
 
 
 def _letter(n: int) -> str:

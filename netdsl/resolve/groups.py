@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable, Mapping, Sequence
+from typing import TypeGuard
 
 from .. import syntax as s
 from ..diagnostics import NetdslError, Span, SpecError, did_you_mean
@@ -19,6 +20,7 @@ from .common import (
     add_note,
     head_span,
     is_layer,
+    layer_of,
     map_blobs,
     misplaced,
     name_of,
@@ -201,12 +203,11 @@ class Expander:
             for it in items:
                 if isinstance(it, s.Repeat):
                     scan(it.body.items)
-                elif isinstance(it, s.Field) and is_layer(it):
-                    for f in it.value.items:  # type: ignore[union-attr]
+                elif isinstance(it, s.Field) and (body := layer_of(it)) is not None:
+                    for f in body.items:
                         if isinstance(f, s.Field) and f.key in ("name", "top"):
                             vals = f.value.items if isinstance(f.value, s.ListValue) else (f.value,)
-                            found.update(str(v.value) for v in vals  # type: ignore[union-attr]
-                                         if _is_literal_name(v))
+                            found.update(str(v.value) for v in vals if _is_literal_name(v))
         scan(g.body.items)
         res = frozenset(found)
         self._locals_cache[id(g)] = res
@@ -320,7 +321,8 @@ class Expander:
         target = rename_to if rename_to is not None else (
             tops[0] if tops and tops[0] != name else None)
         if target is not None and target != output:
-            if not any(output in tops_of(x.value) for x in produced):  # type: ignore[arg-type]
+            if not any(isinstance(x.value, s.Block) and output in tops_of(x.value)
+                       for x in produced):
                 top_f = next((x for x in fields if x.key == "top"), name_f)
                 raise SpecError(f"cannot name the output of instance '{name}' '{target}': its "
                                 f"last layer writes '{output}', which the group does not make",
@@ -348,10 +350,11 @@ class Expander:
             return lambda b: b
         made: set[str] = set()
         for f in items:
-            if is_layer(f):
-                made.update(tops_of(f.value))  # type: ignore[arg-type]
-            elif f.key == "input" and isinstance(f.value, s.Block) and name_of(f.value):
-                made.add(name_of(f.value))  # type: ignore[arg-type]
+            body = layer_of(f)
+            if body is not None:
+                made.update(tops_of(body))
+            elif f.key == "input" and isinstance(f.value, s.Block) and (n := name_of(f.value)):
+                made.add(n)
         aliases = self.aliases
         return lambda b: aliases[b] if b in aliases and b not in made else b
 
@@ -369,7 +372,7 @@ class Expander:
         return out
 
 
-def _is_literal_name(v: s.Value) -> bool:
+def _is_literal_name(v: s.Value) -> TypeGuard[s.Scalar]:
     """Written as a plain literal (so local to a group body), not computed."""
     return isinstance(v, s.Scalar) and (
         v.kind == "word" or (v.kind == "string" and "${" not in str(v.value)))

@@ -142,7 +142,8 @@ def _matches(f: s.Field, key: str | None, slots: list[list[s.Field]], from_base:
     assert isinstance(over, s.Block)
     if f.key == "layer" and key is None:
         return []
-    matches = []
+    matches: list[int] = []
+    bodies: dict[int, s.Block] = {}
     for i, slot in enumerate(slots):
         if not from_base[i] or len(slot) != 1:
             continue
@@ -152,11 +153,12 @@ def _matches(f: s.Field, key: str | None, slots: list[list[s.Field]], from_base:
         name = name_of(g.value)
         if name == key or (prefix and name is not None and name.startswith(f"{key}/")):
             matches.append(i)
+            bodies[i] = g.value
     phase = _phase(over)
     if phase is None or not matches:
         return matches
-    same = [i for i in matches if _phase(slots[i][0].value) == phase]  # type: ignore[arg-type]
-    return same or [i for i in matches if _phase(slots[i][0].value) is None]  # type: ignore[arg-type]
+    same = [i for i in matches if _phase(bodies[i]) == phase]
+    return same or [i for i in matches if _phase(bodies[i]) is None]
 
 
 def merge(base: list[s.Field], over: list[s.Field],

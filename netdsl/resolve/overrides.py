@@ -14,7 +14,7 @@ from collections.abc import Mapping
 
 from .. import syntax as s
 from ..diagnostics import NetdslError, Span, SpecError, did_you_mean, remember_source
-from .common import is_layer, name_of, set_fields
+from .common import layer_name, set_fields
 from .expressions import Binding, Evaluator, parse_expr
 
 
@@ -66,7 +66,7 @@ def apply_field_override(ev: Evaluator, items: list[s.Field], key: str,
     head = parts[0]
     targets = [i for i, f in enumerate(items) if f.key == head and isinstance(f.value, s.Block)]
     if not targets:
-        targets = [i for i, f in enumerate(items) if is_layer(f) and name_of(f.value) == head]  # type: ignore[arg-type]
+        targets = [i for i, f in enumerate(items) if layer_name(f) == head]
     out = list(items)
     if not targets:
         out.append(s.Field(head, s.Block((), value.span), value.span, value.span))

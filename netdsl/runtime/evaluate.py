@@ -20,6 +20,7 @@ from dataclasses import replace
 from typing import IO, Any
 
 import torch
+from torch.autograd.graph import Node
 
 from netdsl import Net, Role
 from netdsl.diagnostics import DataError, Span, UsageError
@@ -232,7 +233,8 @@ class _Clock:
         self.forward[name] = self.forward.get(name, 0.0) + dt
         outs = out if isinstance(out, tuple | list) else (out,)
         stops = self._stops.pop(name, set())
-        todo = [o.grad_fn for o in outs if isinstance(o, torch.Tensor) and o.grad_fn is not None]
+        todo: list[Node | None] = [o.grad_fn for o in outs
+                                   if isinstance(o, torch.Tensor) and o.grad_fn is not None]
         seen: set[Any] = set()
         while todo:
             node = todo.pop()
@@ -328,7 +330,7 @@ def time(
         else:
             objective = sum(v.float().sum() for v in res.values() if v.requires_grad)
         if isinstance(objective, torch.Tensor) and objective.requires_grad:
-            objective.backward()
+            objective.backward()  # type: ignore[no-untyped-call]  # unannotated in torch
         sync()
         t2 = _time.perf_counter()
         clock.end_iteration()

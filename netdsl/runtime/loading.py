@@ -127,8 +127,8 @@ def feeds_of(net: Any) -> Feeds:
             hint='declare input { name: "data" shape: [C, H, W] } and '
             'input { name: "label" shape: [] }',
         )
-    shape = tuple(int(d) for d in blobs[images[0]][1:])
-    return Feeds(images[0], labels[0] if labels else None, shape)  # type: ignore[arg-type]
+    _, c, h, w = (int(d) for d in blobs[images[0]])  # 4-D: found above
+    return Feeds(images[0], labels[0] if labels else None, (c, h, w))
 
 
 def layer_input_shapes(net: Net, cfg: DataConfig) -> dict[str, tuple[int, ...]]:
@@ -137,10 +137,10 @@ def layer_input_shapes(net: Net, cfg: DataConfig) -> dict[str, tuple[int, ...]]:
     layer = next((lay for lay in net.layers if lay.kind.has_data_source), None)
     if layer is None or net.data is not None:
         return {}
-    from netdsl.runtime.data import make_source
+    from netdsl.runtime.data import LmdbSource, make_source
 
     if cfg.source == "lmdb":
-        native = tuple(int(d) for d in make_source("lmdb", path=cfg.path).shape)
+        native = tuple(int(d) for d in LmdbSource(cfg.path).shape)
     elif cfg.resize and not cfg.crop:
         c = cfg.channels or 3
         native = (c, *cfg.resize)

@@ -100,7 +100,7 @@ def _payload_sha256(tensors: Mapping[str, torch.Tensor], meta: Mapping[str, str]
         t = tensors[name].detach().to("cpu").contiguous()
         raw = t.reshape(-1).view(torch.uint8).numpy()
         h.update(f"tensor\0{name}\0{t.dtype}\0{tuple(t.shape)}\0{raw.nbytes}\0".encode())
-        h.update(raw)
+        h.update(raw.data)  # the array's bytes, as a memoryview
     return h.hexdigest()
 
 

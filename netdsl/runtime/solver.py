@@ -144,7 +144,7 @@ class CaffeOptimizer(torch.optim.Optimizer):
 
     def _buffer(self, p: torch.Tensor, slot: str) -> torch.Tensor:
         st = self.state[p]
-        buf = st.get(slot)
+        buf: torch.Tensor | None = st.get(slot)
         if buf is None:
             buf = torch.zeros_like(p, memory_format=torch.preserve_format)
             st[slot] = buf
@@ -223,7 +223,7 @@ class CaffeOptimizer(torch.optim.Optimizer):
     # ---------------------------------------------------------------- update
 
     @torch.no_grad()
-    def step(self, lr: float) -> None:  # type: ignore[override]
+    def step(self, lr: float) -> None:  # type: ignore[override]  # takes the rate, not a closure
         """Apply one Caffe update at rate ``lr`` (from ``lr_policy.learning_rate``).
 
         Order as ``SGDSolver::ApplyUpdate``: clip on the global norm, then per blob

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import typing
 
 import pytest
 
@@ -38,6 +39,24 @@ def test_every_type_lowers_and_documents_its_fields(name: str) -> None:
     assert k.doc
     for f in dataclasses.fields(k.Params):
         assert field_doc(f), f"{name}.{f.name} has no doc"
+
+
+def _type_argument(cls: type) -> object:
+    """The class in the ``LayerType[...]`` (or ``DataLayer[...]``) that ``cls`` subclasses."""
+    for klass in cls.__mro__:
+        for base in getattr(klass, "__orig_bases__", ()):
+            args = typing.get_args(base)
+            if args and not isinstance(args[0], typing.TypeVar):
+                return args[0]
+    return None
+
+
+@pytest.mark.parametrize("name", sorted(TYPES))
+def test_type_argument_is_the_params_class(name: str) -> None:
+    """``LayerType[P]`` is what mypy checks the hooks' ``p`` against; ``Params`` is what
+    build constructs: they must be one class."""
+    k = TYPES[name]
+    assert _type_argument(type(k)) is k.Params
 
 
 @pytest.mark.parametrize("name", sorted(TYPES))

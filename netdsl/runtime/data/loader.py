@@ -223,7 +223,8 @@ class Loader:
 
     def _describe(self, i: int) -> str:
         describe = getattr(self.source, "describe", None)
-        return describe(int(i)) if describe else f"sample {i}"
+        name: str = describe(int(i)) if describe else f"sample {i}"
+        return name
 
     def _check_item(self, t: torch.Tensor, i: int) -> None:
         c, h, w = t.shape
