@@ -35,10 +35,6 @@ def _field(key: str, value: s.Value, span: Span) -> s.Field:
     return s.Field(key, value, span, span)
 
 
-def _int(v: int, span: Span) -> s.Scalar:
-    return s.Scalar(v, "int", span)
-
-
 def _dims(block: s.Block) -> s.ListValue | None:
     """``shape { dim: 1 dim: 3 }`` -> ``[1, 3]``; None if the block holds anything else."""
     if any(not (isinstance(i, s.Field) and i.key == "dim") for i in block.items):

@@ -23,7 +23,6 @@ from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 __all__ = [
     "BlobShape",
     "BlobProto",
-    "BlobProtoVector",
     "Datum",
     "NetParameter",
     "LayerParameter",
@@ -199,9 +198,6 @@ def _build_file() -> descriptor_pb2.FileDescriptorProto:
     _field(m, "height", 3, _F.TYPE_INT32)
     _field(m, "width", 4, _F.TYPE_INT32)
 
-    m = fdp.message_type.add(name="BlobProtoVector")
-    _field(m, "blobs", 1, _F.TYPE_MESSAGE, _REPEATED, ".caffe.BlobProto")
-
     m = fdp.message_type.add(name="Datum")
     _field(m, "channels", 1, _F.TYPE_INT32)
     _field(m, "height", 2, _F.TYPE_INT32)
@@ -256,7 +252,6 @@ def _cls(name: str) -> type:
 
 BlobShape = _cls("BlobShape")
 BlobProto = _cls("BlobProto")
-BlobProtoVector = _cls("BlobProtoVector")
 Datum = _cls("Datum")
 NetParameter = _cls("NetParameter")
 LayerParameter = _cls("LayerParameter")

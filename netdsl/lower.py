@@ -155,7 +155,6 @@ class Program:
     axis: dict[str, int] = field(default_factory=dict)
     outputs: dict[str, int] = field(default_factory=dict)
     blobs: list[BlobRef] = field(default_factory=list)
-    layer_keys: dict[str, str] = field(default_factory=dict)  # layer name -> module key
 
     def value(self) -> int:
         self.n_values += 1
@@ -311,7 +310,6 @@ class _Lowerer:
             self.blobs(lay, row, modules)
         if held:
             out.modules[key] = held[0] if len(lp.shards) == 1 else nn.ModuleList(held)
-            out.layer_keys[lay.name] = key
 
     def define(self, blob: str, axis: int, segments: list[_Segment]) -> None:
         self.out.segments[blob] = segments

@@ -50,9 +50,12 @@ def test_fans_are_caffes_integer_counts() -> None:
     assert fan_in_out((10,)) == (1, 10)
 
 
-@pytest.mark.parametrize("norm,n", [
-    (VarianceNorm.FAN_IN, 64 * 9), (VarianceNorm.FAN_OUT, 128 * 9),
-    (VarianceNorm.AVERAGE, (64 * 9 + 128 * 9) / 2)])
+#: Each variance_norm and the n it divides by, for a (128, 64, 3, 3) blob.
+NORMS = [(VarianceNorm.FAN_IN, 64 * 9), (VarianceNorm.FAN_OUT, 128 * 9),
+         (VarianceNorm.AVERAGE, (64 * 9 + 128 * 9) / 2)]
+
+
+@pytest.mark.parametrize("norm,n", NORMS)
 def test_xavier_scale(norm: VarianceNorm, n: float) -> None:
     shape = (128, 64, 3, 3)
     scale = math.sqrt(3.0 / n)
@@ -63,9 +66,7 @@ def test_xavier_scale(norm: VarianceNorm, n: float) -> None:
     assert t.var().item() == pytest.approx(scale**2 / 3, rel=0.03)  # U(-a, a): a^2 / 3
 
 
-@pytest.mark.parametrize("norm,n", [
-    (VarianceNorm.FAN_IN, 64 * 9), (VarianceNorm.FAN_OUT, 128 * 9),
-    (VarianceNorm.AVERAGE, (64 * 9 + 128 * 9) / 2)])
+@pytest.mark.parametrize("norm,n", NORMS)
 def test_msra_std(norm: VarianceNorm, n: float) -> None:
     shape = (128, 64, 3, 3)
     std = math.sqrt(2.0 / n)

@@ -51,7 +51,9 @@ class ConvGeometry:
     dilation: tuple[int, ...]
 
 
-def conv_geometry(p: ConvParams, ctx: ShapeContext, n_spatial: int) -> ConvGeometry:
+def conv_geometry(p: ConvParams, bottom: Shape, ctx: ShapeContext) -> ConvGeometry:
+    """Kernel, stride, pad and dilation for each spatial axis of ``bottom`` (N, C, ...)."""
+    n_spatial = len(bottom) - 2
     kernel = spatial_pair(ctx, p.kernel_size, p.kernel_h, p.kernel_w, "kernel", None, n_spatial)
     stride = spatial_pair(ctx, p.stride, p.stride_h, p.stride_w, "stride", 1, n_spatial)
     pad = spatial_pair(ctx, p.pad, p.pad_h, p.pad_w, "pad", 0, n_spatial)
@@ -61,6 +63,52 @@ def conv_geometry(p: ConvParams, ctx: ShapeContext, n_spatial: int) -> ConvGeome
         if any(v < low for v in vals):
             raise ctx.error(f"{name} must be at least {low}, got {list(vals)}", name)
     return ConvGeometry(kernel, stride, pad, dilation)
+
+
+def conv_setup(p: ConvParams, bottoms: tuple[Shape, ...], ctx: ShapeContext
+               ) -> tuple[Shape, ConvGeometry]:
+    """Caffe's BaseConvolutionLayer::LayerSetUp, shared by Convolution and Deconvolution:
+    checks NCHW, one shape for every bottom and a top per bottom, at least one spatial
+    axis, num_output and group positive, and group dividing both channel counts. Returns
+    the bottoms' shape and the window geometry."""
+    if p.axis != 1:
+        raise ctx.error("only axis 1 (NCHW) is supported", "axis")
+    first = bottoms[0]
+    for i, b in enumerate(bottoms[1:], start=1):
+        if b != first:
+            raise ctx.error(
+                f"all bottoms must have one shape; bottom 0 is {list(first)}, "
+                f"bottom {i} is {list(b)}", "bottom",
+            )
+    if len(ctx.tops) != len(bottoms):
+        raise ctx.error(
+            f"needs one top per bottom: {len(bottoms)} bottoms, {len(ctx.tops)} tops", "top"
+        )
+    if len(first) < 3:
+        raise ctx.error(f"needs a blob with channels and spatial axes, got {list(first)}")
+    if p.num_output < 1:
+        raise ctx.error("num_output must be positive", "num_output")
+    if p.group < 1:
+        raise ctx.error("group must be positive", "group")
+    channels = first[1]
+    if channels % p.group:
+        raise ctx.error(
+            f"{channels} input channels are not divisible by group {p.group}", "group",
+            "each group must see the same number of input channels",
+        )
+    if p.num_output % p.group:
+        raise ctx.error(
+            f"num_output {p.num_output} is not divisible by group {p.group}", "num_output"
+        )
+    return first, conv_geometry(p, first, ctx)
+
+
+def conv_blob_shapes(p: ConvParams, weight: Shape) -> dict[str, Shape]:
+    """The learnable blobs of a (de)convolution: ``weight``, and a bias per output."""
+    shapes: dict[str, Shape] = {"weight": weight}
+    if p.bias_term:
+        shapes["bias"] = (p.num_output,)
+    return shapes
 
 
 @register
@@ -76,35 +124,10 @@ class Convolution(LayerType[ConvParams]):
     fresh_output = True
     Params = ConvParams
 
-    def _geom(self, p: ConvParams, bottom: Shape, ctx: ShapeContext) -> ConvGeometry:
-        if len(bottom) < 2:
-            raise ctx.error(f"needs a blob with channels, got shape {list(bottom)}")
-        return conv_geometry(p, ctx, len(bottom) - 2)
-
     def shape(
         self, p: ConvParams, bottoms: tuple[Shape, ...], ctx: ShapeContext
     ) -> tuple[Shape, ...]:
-        if p.axis != 1:
-            raise ctx.error("only axis 1 (NCHW) is supported", "axis")
-        first = bottoms[0]
-        for b in bottoms[1:]:
-            if b != first:
-                raise ctx.error(f"all bottoms must have one shape; got {list(first)} and {list(b)}")
-        channels = first[1]
-        if p.num_output < 1:
-            raise ctx.error("num_output must be positive", "num_output")
-        if p.group < 1:
-            raise ctx.error("group must be positive", "group")
-        if channels % p.group:
-            raise ctx.error(
-                f"{channels} input channels are not divisible by group {p.group}", "group",
-                "each group must see the same number of input channels",
-            )
-        if p.num_output % p.group:
-            raise ctx.error(
-                f"num_output {p.num_output} is not divisible by group {p.group}", "num_output"
-            )
-        g = self._geom(p, first, ctx)
+        first, g = conv_setup(p, bottoms, ctx)
         out = []
         for i, size in enumerate(first[2:]):
             extent = g.dilation[i] * (g.kernel[i] - 1) + 1
@@ -120,11 +143,8 @@ class Convolution(LayerType[ConvParams]):
 
     def param_shapes(self, p: ConvParams, bottoms: tuple[Shape, ...]) -> dict[str, Shape]:
         b = bottoms[0]
-        kernel = self._geom(p, b, ShapeContext.detached(self.name)).kernel
-        shapes: dict[str, Shape] = {"weight": (p.num_output, b[1] // p.group, *kernel)}
-        if p.bias_term:
-            shapes["bias"] = (p.num_output,)
-        return shapes
+        kernel = conv_geometry(p, b, ShapeContext.detached(self.name)).kernel
+        return conv_blob_shapes(p, (p.num_output, b[1] // p.group, *kernel))
 
     def macs(self, p: ConvParams, bottoms: tuple[Shape, ...], tops: tuple[Shape, ...]) -> int:
         w = self.param_shapes(p, bottoms)["weight"]
@@ -147,5 +167,5 @@ class Convolution(LayerType[ConvParams]):
               ) -> Kernel:
         from ..kernels.convolution import Conv
 
-        g = self._geom(p, bottoms[0], ShapeContext.detached(self.name))
+        g = conv_geometry(p, bottoms[0], ShapeContext.detached(self.name))
         return Conv(self.param_shapes(p, bottoms), g.stride, g.pad, g.dilation, p.group)

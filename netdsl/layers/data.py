@@ -127,19 +127,19 @@ class DataParams:
     transform: Transform = field(default=Transform(), metadata=doc("preprocessing"))
 
 
-def _label_shape(ctx: ShapeContext) -> Shape:
-    return (ctx.batch,)
-
-
-def _db_shape(ctx: ShapeContext, what: str) -> tuple[Shape, ...]:
+def _data_shape(ctx: ShapeContext, known: Shape | None, stored_in: str = "") -> tuple[Shape, ...]:
+    """The data top, from --input, else from ``known`` (the C, H, W the params give), else
+    an error saying the shape is ``stored_in`` the data; then the label top, (N,), if any."""
     top = ctx.tops[0]
-    given = _input_override(ctx, top)
-    if given is None:
+    data = _input_override(ctx, top)
+    if data is None and known is not None:
+        data = _with_batch(ctx.batch, known)
+    if data is None:
         raise ctx.error(
-            f"the shape of '{top}' is stored in the {what}, which shapes does not read",
+            f"the shape of '{top}' is stored in the {stored_in}, which shapes does not read",
             hint=f"give it: --input {top}=C,H,W (e.g. --input {top}=3,227,227)",
         )
-    return (given, *(_label_shape(ctx) for _ in ctx.tops[1:]))
+    return (data, *((ctx.batch,) for _ in ctx.tops[1:]))
 
 
 @register
@@ -154,7 +154,7 @@ class Data(DataLayer[DataParams]):
     def shape(
         self, p: DataParams, bottoms: tuple[Shape, ...], ctx: ShapeContext
     ) -> tuple[Shape, ...]:
-        return _db_shape(ctx, "database")
+        return _data_shape(ctx, None, "database")
 
     def data_source(self, p: DataParams) -> dict[str, Any]:
         fields = _caffe_transform(p)
@@ -197,18 +197,11 @@ class ImageData(DataLayer[ImageDataParams]):
     def shape(
         self, p: ImageDataParams, bottoms: tuple[Shape, ...], ctx: ShapeContext
     ) -> tuple[Shape, ...]:
-        top = ctx.tops[0]
-        given = _input_override(ctx, top)
-        if given is None:
-            c = 3 if p.is_color else 1
-            crop = p.transform.crop_size or p.crop_size
-            if crop:
-                given = (ctx.batch, c, crop, crop)
-            elif p.new_height and p.new_width:
-                given = (ctx.batch, c, p.new_height, p.new_width)
-            else:
-                return _db_shape(ctx, "images (no new_height/new_width or crop_size)")
-        return (given, *(_label_shape(ctx) for _ in ctx.tops[1:]))
+        c = 3 if p.is_color else 1
+        crop = p.transform.crop_size or p.crop_size
+        known = ((c, crop, crop) if crop else
+                 (c, p.new_height, p.new_width) if p.new_height and p.new_width else None)
+        return _data_shape(ctx, known, "images (no new_height/new_width or crop_size)")
 
     def data_source(self, p: ImageDataParams) -> dict[str, Any]:
         fields = _caffe_transform(p)
@@ -245,8 +238,7 @@ class MemoryData(DataLayer[MemoryDataParams]):
     def shape(
         self, p: MemoryDataParams, bottoms: tuple[Shape, ...], ctx: ShapeContext
     ) -> tuple[Shape, ...]:
-        data = _input_override(ctx, ctx.tops[0]) or (ctx.batch, p.channels, p.height, p.width)
-        return (data, *(_label_shape(ctx) for _ in ctx.tops[1:]))
+        return _data_shape(ctx, (p.channels, p.height, p.width))
 
 
 @dataclass(frozen=True)

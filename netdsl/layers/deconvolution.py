@@ -5,13 +5,7 @@ from __future__ import annotations
 from ..caffe_math import deconv_out_size
 from . import register
 from .base import Arity, Filler, Kernel, LayerType, Shape, ShapeContext, Split, count
-from .convolution import ConvGeometry, ConvParams, conv_geometry
-
-
-def _geometry(p: ConvParams, bottom: Shape, ctx: ShapeContext) -> ConvGeometry:
-    if len(bottom) < 3:
-        raise ctx.error(f"needs a blob with channels and spatial axes, got {list(bottom)}")
-    return conv_geometry(p, ctx, len(bottom) - 2)
+from .convolution import ConvParams, conv_blob_shapes, conv_geometry, conv_setup
 
 
 @register
@@ -35,33 +29,7 @@ class Deconvolution(LayerType[ConvParams]):
     def shape(
         self, p: ConvParams, bottoms: tuple[Shape, ...], ctx: ShapeContext
     ) -> tuple[Shape, ...]:
-        if p.axis != 1:
-            raise ctx.error("only axis 1 (NCHW) is supported", "axis")
-        first = bottoms[0]
-        for i, b in enumerate(bottoms[1:], start=1):
-            if b != first:
-                raise ctx.error(
-                    f"all bottoms must have one shape; bottom 0 is {list(first)}, "
-                    f"bottom {i} is {list(b)}", "bottom",
-                )
-        if len(ctx.tops) != len(bottoms):
-            raise ctx.error(
-                f"needs one top per bottom: {len(bottoms)} bottoms, {len(ctx.tops)} tops", "top"
-            )
-        if p.num_output < 1:
-            raise ctx.error("num_output must be positive", "num_output")
-        if p.group < 1:
-            raise ctx.error("group must be positive", "group")
-        g = _geometry(p, first, ctx)
-        channels = first[1]
-        if channels % p.group:
-            raise ctx.error(
-                f"{channels} input channels are not divisible by group {p.group}", "group"
-            )
-        if p.num_output % p.group:
-            raise ctx.error(
-                f"num_output {p.num_output} is not divisible by group {p.group}", "num_output"
-            )
+        first, g = conv_setup(p, bottoms, ctx)
         out = []
         for i, size in enumerate(first[2:]):
             extent = g.dilation[i] * (g.kernel[i] - 1) + 1
@@ -77,11 +45,8 @@ class Deconvolution(LayerType[ConvParams]):
 
     def param_shapes(self, p: ConvParams, bottoms: tuple[Shape, ...]) -> dict[str, Shape]:
         b = bottoms[0]
-        g = _geometry(p, b, ShapeContext.detached(self.name))
-        shapes: dict[str, Shape] = {"weight": (b[1], p.num_output // p.group, *g.kernel)}
-        if p.bias_term:
-            shapes["bias"] = (p.num_output,)
-        return shapes
+        kernel = conv_geometry(p, b, ShapeContext.detached(self.name)).kernel
+        return conv_blob_shapes(p, (b[1], p.num_output // p.group, *kernel))
 
     def macs(self, p: ConvParams, bottoms: tuple[Shape, ...], tops: tuple[Shape, ...]) -> int:
         w = self.param_shapes(p, bottoms)["weight"]
@@ -94,6 +59,6 @@ class Deconvolution(LayerType[ConvParams]):
               ) -> Kernel:
         from ..kernels.convolution import Conv
 
-        g = _geometry(p, bottoms[0], ShapeContext.detached(self.name))
+        g = conv_geometry(p, bottoms[0], ShapeContext.detached(self.name))
         return Conv(self.param_shapes(p, bottoms), g.stride, g.pad, g.dilation, p.group,
                     transposed=True)

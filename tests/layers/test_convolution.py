@@ -4,12 +4,23 @@ from __future__ import annotations
 
 import torch
 
-from .helpers import close, lower, rand, shapes
+from .helpers import close, lower, rand, shape_error, shapes
 
 
 def test_alexnet_conv1_shape() -> None:
     assert shapes("Convolution", ((10, 3, 227, 227),), num_output=96, kernel_size=(11,),
                   stride=(4,)) == ((10, 96, 55, 55),)
+
+
+def test_caffe_setup_checks() -> None:
+    # BaseConvolutionLayer's checks, shared with Deconvolution: a top per bottom, and a
+    # spatial axis to slide over (a 0-D convolution has no lowering).
+    shape_error("Convolution", ((1, 2, 5, 5),), tops=2, match="one top per bottom",
+                field="top", num_output=3, kernel_size=(3,))
+    shape_error("Convolution", ((1, 2),), match="channels and spatial axes",
+                num_output=3, kernel_size=(3,))
+    shape_error("Convolution", ((1, 2, 5, 5), (1, 2, 5, 4)), tops=2, match="bottom 1 is",
+                field="bottom", num_output=3, kernel_size=(3,))
 
 
 def test_group_2_matches_nn_conv2d() -> None:

@@ -14,17 +14,15 @@ from netdsl.diagnostics import DataError, render
 from netdsl.runtime import evaluate as E
 from netdsl.runtime.train import train
 from netdsl.weights import save_weights
-from tests.runtime.test_train import write_spec
+from tests.runtime.helpers import write_spec
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 CROP = {"data.resize": "[10]", "data.crop": "8"}  # 8x8 digits scaled to 10x10, cropped to 8
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+#: A net with no loss, ending in a Softmax.
+DEPLOY = ('name: "d"\ninput { name: "data" shape: [1, 8, 8] }\n'
+          'layer { name: "fc" type: InnerProduct bottom: "data" num_output: 3 }\n'
+          'layer { name: "prob" type: Softmax bottom: "fc" }\n')
 
 
 @pytest.fixture
@@ -88,9 +86,7 @@ def test_weights_must_cover_the_net(trained: tuple[Path, Path]) -> None:
 
 def test_prediction_blob(tmp_path: Path) -> None:
     p = tmp_path / "deploy.net"
-    p.write_text('name: "d"\ninput { name: "data" shape: [1, 8, 8] }\n'
-                 'layer { name: "fc" type: InnerProduct bottom: "data" num_output: 3 }\n'
-                 'layer { name: "prob" type: Softmax bottom: "fc" }\n')
+    p.write_text(DEPLOY)
     assert E.prediction_blob(netdsl.load(p, "test")) == ("prob", True)
     spec = write_spec(tmp_path / "tiny.net")
     assert E.prediction_blob(netdsl.load(spec, "test")) == ("fc2", False)
@@ -119,8 +115,6 @@ def test_time_per_layer(tmp_path: Path) -> None:
 
 def test_time_a_net_without_loss(tmp_path: Path) -> None:
     p = tmp_path / "deploy.net"
-    p.write_text('name: "d"\ninput { name: "data" shape: [1, 8, 8] }\n'
-                 'layer { name: "fc" type: InnerProduct bottom: "data" num_output: 3 }\n'
-                 'layer { name: "prob" type: Softmax bottom: "fc" }\n')
+    p.write_text(DEPLOY)
     r = E.time(p, iterations=2, fmt="none")
     assert r["batch"] == 1 and all(lay["backward_ms"] > 0 for lay in r["layers"])

@@ -1,4 +1,5 @@
-"""The interface every data source implements, and image decoding shared by the sources.
+"""The interface every data source implements, image decoding shared by the sources, and
+the base of the sources that read image files (folder and list).
 
 A source is a random-access sequence of ``(image, label)`` samples:
 
@@ -23,7 +24,14 @@ import numpy as np
 
 from netdsl.diagnostics import DataError
 
-__all__ = ["IMAGE_EXTENSIONS", "SampleSource", "Source", "read_image", "decode_image"]
+__all__ = [
+    "IMAGE_EXTENSIONS",
+    "ImageFileSource",
+    "SampleSource",
+    "Source",
+    "decode_image",
+    "read_image",
+]
 
 #: File name endings recognised as images (as torchvision's ImageFolder; any case).
 IMAGE_EXTENSIONS: tuple[str, ...] = (
@@ -89,6 +97,35 @@ class Source:
         if not -n <= i < n:
             raise IndexError(f"sample {i} out of range for {n} samples")
         return i % n
+
+
+class ImageFileSource(Source):
+    """Image files and their labels, decoded with Pillow to ``(C, H, W)`` uint8: what the
+    folder and list sources share. A subclass calls ``__init__`` first, then finds its
+    files and sets ``paths`` and ``_labels``."""
+
+    paths: list[str]
+    _labels: np.ndarray
+
+    def __init__(self, channels: int, bgr: bool) -> None:
+        if channels not in (1, 3):
+            raise DataError(f"images can be decoded to 1 or 3 channels, not {channels}")
+        self.channels = channels
+        self.bgr = bgr and channels == 3
+        self.channel_order = "L" if channels == 1 else ("BGR" if self.bgr else "RGB")
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def get(self, i: int) -> tuple[np.ndarray, int]:
+        i = self._check_index(i)
+        return read_image(self.paths[i], self.channels, self.bgr), int(self._labels[i])
+
+    def describe(self, i: int) -> str:
+        return self.paths[i]
+
+    def labels(self) -> np.ndarray:
+        return self._labels
 
 
 def decode_image(data: bytes | str | os.PathLike[str], channels: int, what: str) -> np.ndarray:

@@ -19,7 +19,7 @@ import numpy as np
 
 from netdsl.diagnostics import DataError
 
-from .base import IMAGE_EXTENSIONS, Source, read_image
+from .base import IMAGE_EXTENSIONS, ImageFileSource
 
 __all__ = ["FolderSource"]
 
@@ -28,16 +28,12 @@ def _is_image(name: str) -> bool:
     return name.lower().endswith(IMAGE_EXTENSIONS)
 
 
-class FolderSource(Source):
+class FolderSource(ImageFileSource):
     """Images under ``root/<class>/``, decoded with Pillow to ``(C, H, W)`` uint8."""
 
     def __init__(self, root: str | os.PathLike[str], channels: int = 3, bgr: bool = False):
-        if channels not in (1, 3):
-            raise DataError(f"images can be decoded to 1 or 3 channels, not {channels}")
+        super().__init__(channels, bgr)
         self.root = Path(root)
-        self.channels = channels
-        self.bgr = bgr and channels == 3
-        self.channel_order = "L" if channels == 1 else ("BGR" if self.bgr else "RGB")
         if not self.root.exists():
             raise DataError(f"image folder not found: {self.root}")
         if not self.root.is_dir():
@@ -82,16 +78,3 @@ class FolderSource(Source):
         self.class_to_idx = {c: i for i, c in enumerate(classes)}
         self.paths = paths
         self._labels = np.asarray(labels, dtype=np.int64)
-
-    def __len__(self) -> int:
-        return len(self.paths)
-
-    def get(self, i: int) -> tuple[np.ndarray, int]:
-        i = self._check_index(i)
-        return read_image(self.paths[i], self.channels, self.bgr), int(self._labels[i])
-
-    def describe(self, i: int) -> str:
-        return self.paths[i]
-
-    def labels(self) -> np.ndarray:
-        return self._labels

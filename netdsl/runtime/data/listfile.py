@@ -19,12 +19,12 @@ import numpy as np
 
 from netdsl.diagnostics import DataError, Span
 
-from .base import Source, read_image
+from .base import ImageFileSource
 
 __all__ = ["ListSource"]
 
 
-class ListSource(Source):
+class ListSource(ImageFileSource):
     """Images named in a ``path label`` list file, decoded to ``(C, H, W)`` uint8."""
 
     def __init__(
@@ -35,13 +35,9 @@ class ListSource(Source):
         bgr: bool = False,
         check_files: bool = True,
     ) -> None:
-        if channels not in (1, 3):
-            raise DataError(f"images can be decoded to 1 or 3 channels, not {channels}")
+        super().__init__(channels, bgr)
         self.path = os.fspath(path)
         self.root = os.fspath(root)
-        self.channels = channels
-        self.bgr = bgr and channels == 3
-        self.channel_order = "L" if channels == 1 else ("BGR" if self.bgr else "RGB")
         if self.root and not os.path.isdir(self.root):
             raise DataError(f"root folder not found: {self.root}")
         try:
@@ -107,15 +103,5 @@ class ListSource(Source):
             hint,
         )
 
-    def __len__(self) -> int:
-        return len(self.paths)
-
-    def get(self, i: int) -> tuple[np.ndarray, int]:
-        i = self._check_index(i)
-        return read_image(self.paths[i], self.channels, self.bgr), int(self._labels[i])
-
     def describe(self, i: int) -> str:
         return f"{self.paths[i]} ({self.path}:{self.lines[i]})"
-
-    def labels(self) -> np.ndarray:
-        return self._labels
