@@ -26,7 +26,7 @@ from .fields import convert, doc, field_spans
 from .ir import Layer, Net, ParamSpec, Phase
 from .layers import INPUT_TYPE, lookup
 from .layers.base import Split
-from .sections import data_section, solver_section
+from .sections import data_section, runtime_section, solver_section
 
 #: Fields every layer may have, whatever its type (the rest belong to the type's Params).
 COMMON_FIELDS = {
@@ -51,6 +51,7 @@ TOP_FIELDS = {
     "layer": "a layer { ... }",
     "data": "where examples come from and how they are transformed (netdsl train)",
     "solver": "how the net is trained (Caffe's solver fields)",
+    "runtime": "how a run uses the hardware: precision, channels_last, compile",
     "force_backward": "Caffe: backpropagate to all layers (no effect)",
     "debug_info": "Caffe: print debug information (no effect)",
     "state": "Caffe: the net state { phase level stage }",
@@ -230,12 +231,13 @@ def build(spec: s.Spec, phase: Phase | str = Phase.TRAIN) -> Net:
     inputs = tuple(t for lay in layers if lay.kind.is_input for t in lay.tops)
     outputs = _outputs(layers)
     sections = {f.key: f.value for f in spec.items
-                if f.key in ("solver", "data") and isinstance(f.value, s.Block)}
+                if f.key in ("solver", "data", "runtime") and isinstance(f.value, s.Block)}
     solver = sections.get("solver")
     data = data_section(sections.get("data"), phase.value)
     return Net(net_name, phase, layers, net_devices, inputs, outputs, spec.path,
                _batch(layers), solver_section(solver),
-               field_spans(solver.items) if solver is not None else {}, data)
+               field_spans(solver.items) if solver is not None else {}, data,
+               runtime_section(sections.get("runtime")))
 
 
 def _draft(f: s.Field, body: s.Block, index: int, net_devices: tuple[str, ...]) -> _Draft:

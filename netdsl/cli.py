@@ -12,6 +12,7 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any, TextIO
 
+from .cli_data import add_data_parser
 from .diagnostics import NetdslError, UsageError, render
 
 Command = Callable[[argparse.Namespace], int]
@@ -53,16 +54,24 @@ def _spec_args(p: argparse.ArgumentParser) -> None:
                    help="override a variable (width=0.5) or a section field (solver.base_lr=0.1)")
 
 
+def _net_args(p: argparse.ArgumentParser, phase: str | None = None, batch: bool = True) -> None:
+    """--phase, --batch and --input: which of the spec's nets, and its input shapes."""
+    p.add_argument("--phase", choices=["train", "test"], default=phase,
+                   help="which phase's layers (default: "
+                   + (phase or "the file's state, else train") + ")")
+    if batch:
+        p.add_argument("--batch", type=_positive, default=None,
+                       help="batch size (default: the spec's)")
+    p.add_argument("--input", dest="inputs", action="append", type=_input_shape, default=[],
+                   metavar="NAME=C,H,W", help="shape of a data blob the spec cannot know")
+
+
 def _shapes_parser(sub: Any) -> None:
     p = sub.add_parser("shapes", help="print every layer's shapes, parameters and MACs",
                        description="Per-layer output shapes (batch included), learnable "
                        "parameters, multiply-accumulates and activation bytes, then totals.")
     _spec_args(p)
-    p.add_argument("--phase", choices=["train", "test"], default=None,
-                   help="which phase's layers (default: the file's state, else train)")
-    p.add_argument("--batch", type=_positive, default=None, help="batch size (default: the spec's)")
-    p.add_argument("--input", dest="inputs", action="append", type=_input_shape, default=[],
-                   metavar="NAME=C,H,W", help="shape of a data blob the spec cannot know")
+    _net_args(p)
     p.add_argument("--format", choices=["table", "json"], default="table")
     p.add_argument("--placement", action="store_true",
                    help="also show which shard of each layer runs where, and the transfers")
@@ -233,10 +242,7 @@ def _draw_parser(sub: Any) -> None:
     _spec_args(p)
     p.add_argument("-o", "--output", required=True, help=".svg/.png/.pdf (needs Graphviz's "
                    "dot) or .dot/.gv (the source)")
-    p.add_argument("--phase", choices=["train", "test"], default=None)
-    p.add_argument("--batch", type=_positive, default=None)
-    p.add_argument("--input", dest="inputs", action="append", type=_input_shape, default=[],
-                   metavar="NAME=C,H,W")
+    _net_args(p)
     p.set_defaults(func=cmd_draw)
 
 
@@ -282,14 +288,12 @@ def _lower_parser(sub: Any) -> None:
                        "prints a GraphModule: one line per kernel call, and the transfers "
                        "between devices as .to(...), narrow and cat.")
     _spec_args(p)
-    p.add_argument("--phase", choices=["train", "test"], default=None)
+    _net_args(p, batch=False)
     p.add_argument("--devices", default=None, metavar="LOGICAL=DEVICE,...",
                    help="map logical devices to torch devices (default: as train does)")
     p.add_argument("--unfused", action="store_true",
                    help="keep the logical devices' shards apart even on one physical device")
     p.add_argument("--outputs", default=None, help="comma-separated blobs to compute")
-    p.add_argument("--input", dest="inputs", action="append", type=_input_shape, default=[],
-                   metavar="NAME=C,H,W", help="shape of a data blob the spec cannot know")
     p.set_defaults(func=cmd_lower)
 
 
@@ -327,6 +331,27 @@ def _run_args(p: argparse.ArgumentParser) -> None:
                    help="rich progress, or one JSON object per line")
 
 
+def _speed_args(p: argparse.ArgumentParser, workers: bool = True) -> None:
+    """How a run uses the hardware (over the spec's ``runtime {}`` and ``data { workers }``)."""
+    if workers:
+        p.add_argument("--workers", type=int, default=None, metavar="N",
+                       help="processes decoding the data (default: the spec's, else one per "
+                       "core but one; 0: none)")
+    p.add_argument("--precision", choices=["fp32", "bf16", "fp16"], default=None,
+                   help="autocast precision (fp16 with dynamic loss scaling)")
+    p.add_argument("--channels-last", action="store_true", default=None,
+                   help="activations and weights in channels-last memory format")
+    p.add_argument("--compile", action="store_true", default=None,
+                   help="run the net through torch.compile, as one graph")
+    p.add_argument("--cuda-graphs", action="store_true", default=None,
+                   help="replay the compiled net as CUDA graphs (CUDA only)")
+
+
+def _speed(args: argparse.Namespace) -> dict[str, Any]:
+    keys = ("precision", "channels_last", "compile", "cuda_graphs")
+    return {k: getattr(args, k) for k in keys}
+
+
 def _train_parser(sub: Any) -> None:
     p = sub.add_parser("train", help="train a spec from its solver and data sections",
                        description="Caffe's `caffe train`: the solver section's update rule, "
@@ -340,6 +365,9 @@ def _train_parser(sub: Any) -> None:
                    help="fine-tune from a .safetensors or .caffemodel file")
     p.add_argument("--tensorboard", dest="tensorboard_dir", default=None, metavar="DIR",
                    help="also write the scalars as TensorBoard events (needs tensorboard)")
+    p.add_argument("--test-data", dest="test_data_path", default=None, metavar="PATH",
+                   help="where the TEST data is (default: as --data)")
+    _speed_args(p)
     p.set_defaults(func=cmd_train)
 
 
@@ -349,7 +377,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     devices = _device_map(args.devices) if args.devices else None
     result = train(args.spec, overrides=dict(args.overrides), devices=devices,
                    data_path=args.data_path, resume=args.resume, weights=args.weights,
-                   fmt=args.format, tensorboard_dir=args.tensorboard_dir)
+                   fmt=args.format, tensorboard_dir=args.tensorboard_dir,
+                   test_data_path=args.test_data_path, workers=args.workers, **_speed(args))
     return int(result.get("status", 0))
 
 
@@ -361,6 +390,7 @@ def _test_parser(sub: Any) -> None:
     _run_args(p)
     p.add_argument("--weights", required=True, metavar="FILE")
     p.add_argument("--crops", type=int, choices=[1, 10], default=None)
+    _speed_args(p)
     p.set_defaults(func=cmd_test)
 
 
@@ -369,7 +399,8 @@ def cmd_test(args: argparse.Namespace) -> int:
 
     devices = _device_map(args.devices) if args.devices else None
     test(args.spec, weights=args.weights, crops=args.crops, overrides=dict(args.overrides),
-         devices=devices, data_path=args.data_path, fmt=args.format)
+         devices=devices, data_path=args.data_path, fmt=args.format, workers=args.workers,
+         **_speed(args))
     return 0
 
 
@@ -379,12 +410,10 @@ def _time_parser(sub: Any) -> None:
                        "inputs of the net's shapes.")
     _spec_args(p)
     p.add_argument("--iterations", type=_positive, default=50)
-    p.add_argument("--batch", type=_positive, default=None)
-    p.add_argument("--phase", choices=["train", "test"], default="train")
-    p.add_argument("--input", dest="inputs", action="append", type=_input_shape, default=[],
-                   metavar="NAME=C,H,W")
+    _net_args(p, phase="train")
     p.add_argument("--devices", default=None, metavar="LOGICAL=DEVICE,...")
     p.add_argument("--format", choices=["rich", "json"], default="rich")
+    _speed_args(p, workers=False)
     p.set_defaults(func=cmd_time)
 
 
@@ -394,14 +423,14 @@ def cmd_time(args: argparse.Namespace) -> int:
     devices = _device_map(args.devices) if args.devices else None
     time(args.spec, iterations=args.iterations, batch=args.batch, devices=devices,
          fmt=args.format, overrides=dict(args.overrides), phase=args.phase,
-         inputs=dict(args.inputs) or None)
+         inputs=dict(args.inputs) or None, **_speed(args))
     return 0
 
 
 PARSERS: list[Callable[[Any], None]] = [_train_parser, _test_parser, _time_parser,
                                         _shapes_parser, _expand_parser, _convert_parser,
                                         _lower_parser, _draw_parser, _export_parser,
-                                        _weights_parser]
+                                        _weights_parser, add_data_parser]
 
 
 def make_parser() -> argparse.ArgumentParser:

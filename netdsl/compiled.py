@@ -112,10 +112,12 @@ class CompiledNet(nn.Module):
         call, and the transfers between devices as ``.to(...)``, ``narrow``, ``cat``."""
         return self.graph_module().code.strip() + "\n"
 
-    def layer_modules(self) -> dict[str, nn.Module]:
-        """Layer name -> the module(s) holding its blobs or state (a ``ModuleList`` of
-        shards for a divided layer); stateless layers have none."""
-        return {name: self.layers[key] for name, key in self._program.layer_keys.items()}
+    def input_device(self, name: str) -> torch.device:
+        """The device input blob ``name`` is fed on (where a loader should deliver it)."""
+        if name not in self._program.inputs:
+            raise DataError(f"'{name}' is not an input of net '{self.net.name}'", None,
+                            did_you_mean(name, self.inputs))
+        return self._torch_devices[self._program.inputs[name][1]]
 
     def _graph(self, outputs: Sequence[str] | None) -> _Graph:
         key = None if outputs is None else tuple(outputs)
@@ -400,10 +402,6 @@ class CompiledNet(nn.Module):
                 setattr(part.module, part.attr, their.tensor)
             shared.append(key)
         return shared
-
-    def blob_refs(self) -> tuple[BlobRef, ...]:
-        """The Caffe blobs and the shard tensors that hold them, in Caffe's order."""
-        return tuple(self._blobs.values())
 
     def extra_repr(self) -> str:
         devs = ", ".join(f"{k}={v}" for k, v in self.devices.items())

@@ -11,7 +11,7 @@ from . import syntax
 from .diagnostics import Span
 from .layers import REGISTRY
 from .layers.base import LayerType
-from .sections import PhaseData, SolverConfig, solver_section
+from .sections import PhaseData, RuntimeConfig, SolverConfig, solver_section
 
 
 class Phase(enum.Enum):
@@ -77,6 +77,8 @@ class Net:
     #: the ``data {}`` section for this phase, typed (None: no section; Caffe's data
     #: layers are read through ``sections.phase_data``)
     data: PhaseData | None = field(default=None, compare=False)
+    #: the ``runtime {}`` section: precision, memory format, torch.compile
+    runtime: RuntimeConfig = field(default_factory=RuntimeConfig, compare=False)
 
     def layer(self, name: str) -> Layer:
         for lay in self.layers:

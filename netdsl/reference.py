@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from .fields import reference_rows
 from .layers import TYPES
-from .sections import DataConfig, SolverConfig
+from .sections import DataConfig, RuntimeConfig, SolverConfig
 
 BEGIN = "<!-- reference:begin -->"
 END = "<!-- reference:end -->"
@@ -57,7 +57,9 @@ def solver_reference() -> str:
 
 def full_reference() -> str:
     data = "\n".join(["### Data fields (`data { ... }`)", ""] + _table(reference_rows(DataConfig)))
-    return "\n\n".join([layer_reference(), solver_reference(), data]) + "\n"
+    runtime = "\n".join(["### Runtime fields (`runtime { ... }`)", ""]
+                        + _table(reference_rows(RuntimeConfig)))
+    return "\n\n".join([layer_reference(), solver_reference(), data, runtime]) + "\n"
 
 
 def splice(readme: str, reference: str) -> str:

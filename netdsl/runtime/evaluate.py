@@ -26,6 +26,7 @@ from netdsl import Net, Role
 from netdsl.diagnostics import DataError, Span, UsageError
 from netdsl.runtime.data import average_crops, build_loader
 from netdsl.runtime.loading import data_config, feeds_of, layer_input_shapes
+from netdsl.runtime.precision import DTYPES, effective_runtime
 from netdsl.runtime.progress import FORMATS, json_line
 from netdsl.weights import load_net_weights
 
@@ -69,6 +70,11 @@ def test(
     data_path: str | None = None,
     fmt: str = "rich",
     out: IO[str] | None = None,
+    workers: int | None = None,
+    precision: str | None = None,
+    channels_last: bool | None = None,
+    compile: bool | None = None,
+    cuda_graphs: bool | None = None,
 ) -> dict[str, Any]:
     """Score ``weights`` on every image of the spec's test data, each image once.
 
@@ -77,7 +83,8 @@ def test(
         blob of the TEST net must be in it. ``None`` tests the fillers' initial weights.
       crops: 1 (centre crop) or 10 (corners, centre and mirrors, softmax averaged); default
         the data's ``test_crops``.
-      overrides, devices, data_path: as for :func:`netdsl.runtime.train.train`.
+      overrides, devices, data_path, workers: as for :func:`netdsl.runtime.train.train`.
+      precision, channels_last, compile, cuda_graphs: over the spec's ``runtime {}``.
       fmt: ``"rich"`` (progress bar and table), ``"json"`` (one JSON line) or ``"none"``.
 
     Returns:
@@ -101,12 +108,17 @@ def test(
         )
     cfg = replace(cfg, test_crops=n_crops)
     seed = 0
+    rt = effective_runtime(ir.runtime, precision=precision, channels_last=channels_last,
+                           compile=compile, cuda_graphs=cuda_graphs)
     net = netdsl.compile(ir, "test", devices, batch=cfg.batch_size,
-                         inputs=layer_input_shapes(ir, cfg), seed=seed)
+                         inputs=layer_input_shapes(ir, cfg), seed=seed,
+                         dtype=DTYPES[rt.precision], channels_last=rt.channels_last,
+                         torch_compile=rt.compile, cuda_graphs=rt.cuda_graphs)
     if weights is not None:
         load_net_weights(net, weights, strict=True)
     feeds = feeds_of(net)
-    loader = build_loader(cfg, "test", feeds.shape, seed, span=data_span)
+    loader = build_loader(cfg, "test", feeds.shape, seed, span=data_span, workers=workers,
+                          device=net.input_device(feeds.data))
     pred, is_prob = prediction_blob(ir)
     scalar_outputs = [o for o in net.outputs if o != pred]
 
@@ -275,6 +287,10 @@ def time(
     phase: str = "train",
     inputs: Mapping[str, tuple[int, ...]] | None = None,
     out: IO[str] | None = None,
+    precision: str | None = None,
+    channels_last: bool | None = None,
+    compile: bool | None = None,
+    cuda_graphs: bool | None = None,
 ) -> dict[str, Any]:
     """Time every layer's forward and backward pass, as ``caffe time`` does.
 
@@ -288,7 +304,8 @@ def time(
 
     Returns ``layers`` (in order: ``name``, ``type``, ``forward_ms``, ``backward_ms``, the
     means per iteration), ``forward_ms``, ``backward_ms``, ``forward_backward_ms`` (means of
-    the whole passes), ``total_ms``, ``iterations``, ``batch`` and ``device``.
+    the whole passes), ``total_ms``, ``iterations``, ``batch`` and ``device``. A compiled
+    net (``compile``) runs as one graph: only the whole passes are timed then.
     """
     import netdsl
 
@@ -300,7 +317,11 @@ def time(
     train_ir, test_ir = setup.train_net, setup.test_net
     ir = train_ir if phase == "train" else test_ir
     b = batch or _spec_batch(ir) or 1
-    net = netdsl.compile(ir, phase, devices, batch=b, inputs=dict(inputs or {}), seed=0)
+    rt = effective_runtime(ir.runtime, precision=precision, channels_last=channels_last,
+                           compile=compile, cuda_graphs=cuda_graphs)
+    net = netdsl.compile(ir, phase, devices, batch=b, inputs=dict(inputs or {}), seed=0,
+                         dtype=DTYPES[rt.precision], channels_last=rt.channels_last,
+                         torch_compile=rt.compile, cuda_graphs=rt.cuda_graphs)
     net.train(phase == "train")
     device_types = {d.type for d in net.devices.values()}
 
@@ -322,7 +343,7 @@ def time(
     def one() -> tuple[float, float]:
         sync()
         t0 = _time.perf_counter()
-        res = net.run_layers(clock.before, clock.after, **feed)
+        res = net(**feed) if rt.compile else net.run_layers(clock.before, clock.after, **feed)
         sync()
         t1 = _time.perf_counter()
         if net.loss_weights:

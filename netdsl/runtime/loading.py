@@ -23,7 +23,8 @@ from netdsl import Net
 from netdsl.diagnostics import DataError, Span
 from netdsl.sections import SOURCE_KINDS, DataConfig, missing_data, phase_data
 
-__all__ = ["DATA_HINT", "Feeds", "data_config", "feeds_of", "layer_input_shapes"]
+__all__ = ["DATA_HINT", "Feeds", "data_config", "detect_source", "feeds_of",
+           "layer_input_shapes"]
 
 #: How to point netdsl at data that is somewhere else.
 DATA_HINT = "point netdsl at it with --data PATH, or --set data.path=PATH"
@@ -40,10 +41,27 @@ def data_config(net: Net, phase: str, data_path: str | None = None
         raise missing_data(net, phase)
     cfg, path_span = found.config, found.path_span
     if data_path is not None:
-        cfg = replace(cfg, path=_apply_data_path(cfg.path, data_path))
+        path = _apply_data_path(cfg.path, data_path)
+        cfg = replace(cfg, path=path, source=detect_source(path, cfg.source))
         path_span = None
+    if SOURCE_KINDS[cfg.source] and not cfg.path:
+        raise DataError(f"source {cfg.source} needs path (the {SOURCE_KINDS[cfg.source]})",
+                        found.span, "give it: data { path: \"...\" }, or --data PATH")
     cfg = _locate(cfg, phase, path_span, found.origin, from_flag=data_path is not None)
     return cfg, found.span
+
+
+def detect_source(path: str, given: str) -> str:
+    """What ``--data PATH`` points at: an LMDB database (a folder holding ``data.mdb``), a
+    folder of class folders, or a list file; ``given`` (the spec's source) where the path
+    does not exist yet (so the error names it) or already is of that kind."""
+    if os.path.isdir(path):
+        kind = "lmdb" if os.path.isfile(os.path.join(path, "data.mdb")) else "folder"
+    elif os.path.isfile(path):
+        kind = "lmdb" if os.path.basename(path) == "data.mdb" else "list"
+    else:
+        return given if SOURCE_KINDS.get(given) else "folder"
+    return kind
 
 
 def _apply_data_path(spec_path: str, data_path: str) -> str:

@@ -7,13 +7,19 @@ format:
   Caffe-like log lines printed above it at every display and test;
 * ``"json"``: one JSON object per line, flushed at once, for scripts::
 
-      {"iter": 20, "epoch": 0.89, "phase": "train", "lr": 0.01, "loss": 2.29, ...}
+      {"event": "start", "net": "AlexNet", "iter": 0, "max_iter": 690, "batch": 64,
+       "device": "cuda:0", "workers": 7, "precision": "bf16", "channels_last": true, ...}
+      {"iter": 20, "epoch": 0.89, "phase": "train", "lr": 0.01, "loss": 2.29,
+       "images_per_s": 5321.7, "data_wait": 0.03, ...}
       {"iter": 100, "epoch": 4.45, "phase": "test", "lr": 0.01, "loss": 0.31, "accuracy": 0.9}
       {"event": "snapshot", "iter": 100, "path": "snapshots/x_iter_100.safetensors"}
       {"event": "done", "iter": 690, "accuracy": 0.97, "loss": 0.1, "seconds": 41.2}
 
-  A train line carries every scalar output blob of the train net by name (the smoothed
-  objective is ``loss``, so an output blob named ``loss`` appears as that); a test line
+  The start line says how the run uses the hardware (and the done line repeats it). A
+  train line carries every scalar output blob of the train net by name (the smoothed
+  objective is ``loss``, so an output blob named ``loss`` appears as that), the images
+  per second and ``data_wait``: the share of the time since the last display spent
+  waiting for data (near 1: the run is input-bound; add workers); a test line
   carries each test output blob averaged over the test batches, and ``loss``, the
   loss-weighted sum of the loss blobs. Non-finite numbers are written as ``null``;
 * ``"none"``: nothing (library use).
@@ -27,6 +33,7 @@ from __future__ import annotations
 import json
 import math
 import sys
+import time
 from collections.abc import Mapping, Sequence
 from typing import IO, Any
 
@@ -37,14 +44,16 @@ __all__ = [
     "JsonReporter",
     "MultiReporter",
     "Reporter",
+    "Rate",
     "RichReporter",
     "TensorBoardReporter",
+    "Window",
     "json_line",
     "make_reporter",
 ]
 
 FORMATS = ("rich", "json", "none")
-_RESERVED = ("iter", "epoch", "phase", "lr", "event")
+_RESERVED = ("iter", "epoch", "phase", "lr", "event", "images_per_s", "data_wait")
 
 
 def _finite(v: Any) -> Any:
@@ -69,10 +78,13 @@ def _number(v: float) -> str:
 class Reporter:
     """Receives the training loop's events; every method is optional (does nothing here)."""
 
-    def begin(self, *, net: str, start_iter: int, max_iter: int, batch: int) -> None:
-        """Training is about to run iterations ``start_iter .. max_iter - 1``."""
+    def begin(self, *, net: str, start_iter: int, max_iter: int, batch: int,
+              run: Mapping[str, Any] | None = None) -> None:
+        """Training is about to run iterations ``start_iter .. max_iter - 1``; ``run`` says
+        how (device, workers, precision, memory format, compile)."""
 
-    def advance(self, iteration: int, images_per_s: float | None) -> None:
+    def advance(self, iteration: int, images_per_s: float | None,
+                data_wait: float | None = None) -> None:
         """Iteration ``iteration - 1`` is done (called every iteration: keep it cheap)."""
 
     def train(self, record: Mapping[str, Any]) -> None:
@@ -104,9 +116,10 @@ class MultiReporter(Reporter):
         for r in self.reporters:
             r.begin(**kw)
 
-    def advance(self, iteration: int, images_per_s: float | None) -> None:
+    def advance(self, iteration: int, images_per_s: float | None,
+                data_wait: float | None = None) -> None:
         for r in self.reporters:
-            r.advance(iteration, images_per_s)
+            r.advance(iteration, images_per_s, data_wait)
 
     def train(self, record: Mapping[str, Any]) -> None:
         for r in self.reporters:
@@ -143,6 +156,11 @@ class JsonReporter(Reporter):
         self.out.write(json_line(record) + "\n")
         self.out.flush()
 
+    def begin(self, *, net: str, start_iter: int, max_iter: int, batch: int,
+              run: Mapping[str, Any] | None = None) -> None:
+        self._write({"event": "start", "net": net, "iter": start_iter, "max_iter": max_iter,
+                     "batch": batch, **(run or {})})
+
     def train(self, record: Mapping[str, Any]) -> None:
         self._write(record)
 
@@ -166,7 +184,8 @@ class RichReporter(Reporter):
         self._loss: float | None = None
         self._lr: float | None = None
 
-    def begin(self, *, net: str, start_iter: int, max_iter: int, batch: int) -> None:
+    def begin(self, *, net: str, start_iter: int, max_iter: int, batch: int,
+              run: Mapping[str, Any] | None = None) -> None:
         from rich.progress import (
             BarColumn,
             MofNCompleteColumn,
@@ -191,25 +210,30 @@ class RichReporter(Reporter):
         self.task = self.progress.add_task(
             net or "train", total=max_iter, completed=start_iter, stats=""
         )
+        how = _describe_run(run or {})
         self.console.print(
-            f"Training {net} from iteration {start_iter} to {max_iter}, batch {batch}",
+            f"Training {net} from iteration {start_iter} to {max_iter}, batch {batch}"
+            + (f" ({how})" if how else ""),
             markup=False,
         )
 
-    def _stats(self, images_per_s: float | None) -> str:
+    def _stats(self, images_per_s: float | None, data_wait: float | None = None) -> str:
         parts = []
         if images_per_s is not None:
             parts.append(f"{images_per_s:,.0f} img/s")
+        if data_wait is not None:
+            parts.append(f"wait {data_wait:.0%}")
         if self._loss is not None:
             parts.append(f"loss {_number(self._loss)}")
         if self._lr is not None:
             parts.append(f"lr {_number(self._lr)}")
         return "  ".join(parts)
 
-    def advance(self, iteration: int, images_per_s: float | None) -> None:
+    def advance(self, iteration: int, images_per_s: float | None,
+                data_wait: float | None = None) -> None:
         if self.progress is not None:
             self.progress.update(
-                self.task, completed=iteration, stats=self._stats(images_per_s)
+                self.task, completed=iteration, stats=self._stats(images_per_s, data_wait)
             )
 
     def train(self, record: Mapping[str, Any]) -> None:
@@ -220,9 +244,14 @@ class RichReporter(Reporter):
             for k, v in record.items()
             if k not in (*_RESERVED, "loss") and isinstance(v, float)
         )
+        speed = ""
+        if record.get("images_per_s") is not None:
+            speed = f", {record['images_per_s']:,.0f} img/s"
+        if record.get("data_wait") is not None:
+            speed += f", data wait {record['data_wait']:.0%}"
         self.console.print(
             f"Iteration {record['iter']} (epoch {record['epoch']:.2f}), lr = "
-            f"{_number(record['lr'])}, loss = {_number(record['loss'])}{extra}",
+            f"{_number(record['lr'])}, loss = {_number(record['loss'])}{extra}{speed}",
             markup=False,
         )
 
@@ -275,6 +304,23 @@ class RichReporter(Reporter):
             self.progress = None
 
 
+def _describe_run(run: Mapping[str, Any]) -> str:
+    """``cuda:0, 7 workers, bf16, channels-last, compiled`` from a start record's fields."""
+    parts = []
+    if run.get("device"):
+        parts.append(str(run["device"]))
+    if "workers" in run:
+        n = int(run["workers"])
+        parts.append(f"{n} data worker{'s' if n != 1 else ''}")
+    if run.get("precision"):
+        parts.append(str(run["precision"]))
+    for key, word in (("channels_last", "channels-last"), ("compile", "compiled"),
+                      ("cuda_graphs", "CUDA graphs")):
+        if run.get(key):
+            parts.append(word)
+    return ", ".join(parts)
+
+
 class TensorBoardReporter(Reporter):
     """The train and test scalars as TensorBoard events in ``log_dir``."""
 
@@ -322,3 +368,43 @@ def make_reporter(
     if len(reporters) == 1:
         return reporters[0]
     return MultiReporter(reporters)
+
+
+class Rate:
+    """Images per second over a sliding couple of seconds."""
+
+    def __init__(self) -> None:
+        self.t0 = time.perf_counter()
+        self.images = 0
+        self.value: float | None = None
+
+    def add(self, images: int) -> float | None:
+        self.images += images
+        now = time.perf_counter()
+        dt = now - self.t0
+        if dt >= 1.0:
+            self.value = self.images / dt
+            self.t0, self.images = now, 0
+        return self.value
+
+
+class Window:
+    """Images per second and the share of time spent waiting for data, since the last
+    display (reading them syncs nothing: the feeder times its own waits)."""
+
+    def __init__(self, feeder: Any) -> None:
+        self.feeder = feeder
+        self.t0, self.wait0, self.images = time.perf_counter(), feeder.wait_seconds, 0
+        self.data_wait: float | None = None
+
+    def add(self, images: int) -> None:
+        self.images += images
+
+    def read(self) -> dict[str, float]:
+        now, wait = time.perf_counter(), self.feeder.wait_seconds
+        dt = max(now - self.t0, 1e-9)
+        self.data_wait = min(1.0, (wait - self.wait0) / dt)
+        out = {"images_per_s": round(self.images / dt, 1),
+               "data_wait": round(self.data_wait, 4)}
+        self.t0, self.wait0, self.images = now, wait, 0
+        return out

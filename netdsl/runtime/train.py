@@ -38,17 +38,15 @@ snapshot ends with the same weights, bit for bit, as one that was never interrup
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import math
 import os
 import random
 import signal
 import sys
-import threading
 import time
 from collections import deque
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import IO, Any
 
@@ -57,10 +55,12 @@ import torch
 
 import netdsl
 from netdsl.diagnostics import DataError, NetdslError, Span, SpecError, UsageError
-from netdsl.runtime.data import Loader, build_loader
+from netdsl.runtime.data import Feeder, Loader, build_loader
 from netdsl.runtime.loading import data_config, feeds_of, layer_input_shapes
 from netdsl.runtime.lr_policy import PlateauState, learning_rate, plateau_update
-from netdsl.runtime.progress import Reporter, make_reporter
+from netdsl.runtime.precision import DTYPES, LossScaler, effective_runtime
+from netdsl.runtime.progress import Rate, Reporter, Window, make_reporter
+from netdsl.runtime.signals import stop_on_signals
 from netdsl.runtime.snapshot import (
     capture_rng_state,
     find_latest,
@@ -92,6 +92,12 @@ def train(
     fmt: str = "rich",
     tensorboard_dir: str | None = None,
     out: IO[str] | None = None,
+    test_data_path: str | None = None,
+    workers: int | None = None,
+    precision: str | None = None,
+    channels_last: bool | None = None,
+    compile: bool | None = None,
+    cuda_graphs: bool | None = None,
 ) -> dict[str, Any]:
     """Train the net of ``spec_path`` as its ``solver {}`` and ``data {}`` sections say.
 
@@ -110,6 +116,9 @@ def train(
       fmt: ``"rich"`` (progress bar), ``"json"`` (JSON lines) or ``"none"``.
       tensorboard_dir: also write the scalars as TensorBoard events there.
       out: where progress goes (default ``sys.stdout``).
+      test_data_path: ``--test-data``: where the TEST data is (default: ``data_path``).
+      workers: data worker processes (default: the data section's, else automatic).
+      precision, channels_last, compile, cuda_graphs: over the spec's ``runtime {}``.
 
     Returns:
       The final test outputs by blob name (and ``loss``), plus ``iter`` (iterations
@@ -124,7 +133,9 @@ def train(
         )
     reporter = make_reporter(fmt, out if out is not None else sys.stdout, tensorboard_dir)
     try:
-        trainer = Trainer(spec_path, overrides=overrides, devices=devices, data_path=data_path)
+        trainer = Trainer(spec_path, overrides=overrides, devices=devices, data_path=data_path,
+                          test_data_path=test_data_path, workers=workers, precision=precision,
+                          channels_last=channels_last, compile=compile, cuda_graphs=cuda_graphs)
         if weights is not None:
             trainer.load_weights(weights)
         if resume is not None:
@@ -135,24 +146,6 @@ def train(
 
 
 # ------------------------------------------------------------------------------- trainer
-
-
-class _Rate:
-    """Images per second over a sliding couple of seconds."""
-
-    def __init__(self) -> None:
-        self.t0 = time.perf_counter()
-        self.images = 0
-        self.value: float | None = None
-
-    def add(self, images: int) -> float | None:
-        self.images += images
-        now = time.perf_counter()
-        dt = now - self.t0
-        if dt >= 1.0:
-            self.value = self.images / dt
-            self.t0, self.images = now, 0
-        return self.value
 
 
 class Trainer:
@@ -169,12 +162,24 @@ class Trainer:
         overrides: Mapping[str, str] | None = None,
         devices: Mapping[str, str] | str | None = None,
         data_path: str | None = None,
+        test_data_path: str | None = None,
+        workers: int | None = None,
+        precision: str | None = None,
+        channels_last: bool | None = None,
+        compile: bool | None = None,
+        cuda_graphs: bool | None = None,
     ) -> None:
         self.spec_path = os.fspath(spec_path)
         setup = netdsl.load_training(spec_path, overrides)
         self.train_ir, self.test_ir = setup.train_net, setup.test_net
         self.name = setup.name
         cfg = setup.solver
+        self.runtime = effective_runtime(
+            self.train_ir.runtime, precision=precision, channels_last=channels_last,
+            compile=compile, cuda_graphs=cuda_graphs)
+        rt = self.runtime
+        compile_args = {"dtype": DTYPES[rt.precision], "channels_last": rt.channels_last,
+                        "torch_compile": rt.compile, "cuda_graphs": rt.cuda_graphs}
 
         # The fillers and the data order have their own generators, seeded from this; the
         # global ones (python, numpy, torch: Dropout) are seeded last, after everything
@@ -197,7 +202,7 @@ class Trainer:
         self.net = netdsl.compile(
             self.train_ir, "train", devices, batch=self.train_data.batch_size,
             inputs=layer_input_shapes(self.train_ir, self.train_data), seed=self.seed,
-        )
+            **compile_args)
         if not self.net.loss_weights:
             raise SpecError(
                 f"net '{self.name}' has no loss to train: no layer has a loss_weight",
@@ -207,31 +212,35 @@ class Trainer:
             )
         self.feeds = feeds_of(self.net)
         self.loader: Loader = build_loader(
-            self.train_data, "train", self.feeds.shape, self.seed, span=train_span
-        )
+            self.train_data, "train", self.feeds.shape, self.seed, span=train_span,
+            workers=workers, device=self.net.input_device(self.feeds.data))
+        self.feeder = Feeder(self.loader)
         self.test_data = None
         self.test_net: Any = None
         self.test_loader: Loader | None = None
         self._copied: list[str] = []
         if self.testing:
-            test_data, test_span = data_config(self.test_ir, "test", data_path)
+            test_data, test_span = data_config(self.test_ir, "test",
+                                               test_data_path or data_path)
             self.test_data = dataclasses.replace(test_data, test_crops=1)
             self.test_net = netdsl.compile(
                 self.test_ir, "test", devices, batch=self.test_data.batch_size,
                 inputs=layer_input_shapes(self.test_ir, self.test_data), seed=self.seed,
-            )
+                **compile_args)
             shared = set(self.test_net.share_weights_from(self.net))
             train_keys = set(self.net.blob_keys())
             self._copied = [k for k in self.test_net.blob_keys()
                             if k in train_keys and k not in shared]
             self.test_feeds = feeds_of(self.test_net)
             self.test_loader = build_loader(
-                self.test_data, "test", self.test_feeds.shape, self.seed, span=test_span)
+                self.test_data, "test", self.test_feeds.shape, self.seed, span=test_span,
+                workers=workers, device=self.test_net.input_device(self.test_feeds.data))
 
         iters_per_epoch = self.loader.epoch_size / cfg.iter_size
         self.cfg: SolverConfig = resolve_max_iter(cfg, iters_per_epoch)
         self._check_plateau_metric()
         self.opt = CaffeOptimizer(self.net.param_groups(), self.cfg)
+        self.scaler = LossScaler() if rt.precision == "fp16" else None
         self.plateau: PlateauState = PlateauState.initial(self.cfg)
         self.window: deque[torch.Tensor] = deque(maxlen=self.cfg.average_loss)
         self.iteration = 0
@@ -282,7 +291,7 @@ class Trainer:
             "max_iter": self.cfg.max_iter,
             "solver_type": self.cfg.type.value,
             "rng": rng_json,
-            "train_loader": self.loader.state(),
+            "train_loader": self.feeder.state(),
             "test_loader": self.test_loader.state() if self.test_loader is not None else None,
             "loss_window": [float(t.item()) for t in self.window],
         }
@@ -339,6 +348,7 @@ class Trainer:
             probe.load_state_tensors(opt_tensors)  # checks keys and shapes, changes nothing
             plateau = PlateauState.from_tensors(snap.solver_tensors)
             window = [float(v) for v in st["loss_window"]]
+            self.feeder.close()  # the loader must not run ahead while it is checked
             self._check_loader(self.loader, st["train_loader"])
             if self.test_loader is not None and st.get("test_loader") is not None:
                 self._check_loader(self.test_loader, st["test_loader"])
@@ -358,7 +368,7 @@ class Trainer:
         self.window = deque(
             (torch.tensor(v, dtype=torch.float32) for v in window), maxlen=self.cfg.average_loss
         )
-        self.loader.load_state(st["train_loader"])
+        self.feeder.load_state(st["train_loader"])
         if self.test_loader is not None and st.get("test_loader") is not None:
             self.test_loader.load_state(st["test_loader"])
         restore_rng_state(st.get("rng", {}), snap.solver_tensors)
@@ -382,8 +392,8 @@ class Trainer:
 
     def epoch(self) -> float:
         """Training epochs done so far, from the loader's position."""
-        ld = self.loader
-        return ld.epoch + ld.index / ld.num_samples
+        epoch, index = self.feeder.position
+        return epoch + index / self.loader.num_samples
 
     def step(self) -> tuple[float, dict[str, torch.Tensor]]:
         """One solver iteration (``iter_size`` forward/backward passes and one update).
@@ -397,14 +407,15 @@ class Trainer:
         total: torch.Tensor | None = None
         out: dict[str, torch.Tensor] = {}
         for _ in range(cfg.iter_size):
-            x, y = self.loader.next_batch()
+            x, y = self.feeder.next_batch()
             out = self.net(**self.feeds.inputs(x, y))
             loss = self.net.loss(out)
-            loss.backward()
+            (loss * self.scaler.scale if self.scaler is not None else loss).backward()
             total = loss.detach() if total is None else total + loss.detach()
         assert total is not None
         self.window.append(total / cfg.iter_size if cfg.iter_size > 1 else total)
-        self.opt.step(lr)
+        if self.scaler is None or self.scaler.unscale(self.net.parameters()):
+            self.opt.step(lr)
         self.iteration += 1
         return lr, out
 
@@ -467,16 +478,30 @@ class Trainer:
     def run(self, reporter: Reporter | None = None) -> dict[str, Any]:
         """Train from the current iteration to ``max_iter`` (see the module docstring)."""
         reporter = reporter if reporter is not None else Reporter()
+        try:
+            return self._run(reporter)
+        finally:
+            self.feeder.close()
+
+    def run_info(self) -> dict[str, Any]:
+        """How this run uses the hardware, as the start and done records say it."""
+        rt = self.runtime
+        return {"device": str(self.loader.device or "cpu"), "workers": self.loader.workers,
+                "precision": rt.precision, "channels_last": rt.channels_last,
+                "compile": rt.compile, "cuda_graphs": rt.cuda_graphs}
+
+    def _run(self, reporter: Reporter) -> dict[str, Any]:
         cfg = self.cfg
         batch = self.train_data.batch_size
         reporter.begin(
             net=self.name, start_iter=self.iteration, max_iter=cfg.max_iter,
-            batch=batch * cfg.iter_size,
+            batch=batch * cfg.iter_size, run=self.run_info(),
         )
-        rate = _Rate()
+        rate = Rate()
+        window = Window(self.feeder)
         last_test_at = -1
         t0 = time.perf_counter()
-        with _stop_on_signals(self):
+        with stop_on_signals(self.request_stop, lambda: self.stop_signal is not None):
             while self.iteration < cfg.max_iter:
                 it = self.iteration
                 if (
@@ -486,14 +511,17 @@ class Trainer:
                     self._run_test(cfg.test_iter, reporter)
                     last_test_at = it
                 lr, out = self.step()
+                window.add(batch * cfg.iter_size)
                 if cfg.display > 0 and it % cfg.display == 0:
                     blobs = {
                         k: float(v.detach().float().item())
                         for k, v in out.items() if v.numel() == 1
                     }
                     # Caffe prints the iteration before counting it.
-                    reporter.train(self._record(it, "train", lr, self.smoothed_loss(), blobs))
-                reporter.advance(self.iteration, rate.add(batch * cfg.iter_size))
+                    record = self._record(it, "train", lr, self.smoothed_loss(), blobs)
+                    reporter.train({**record, **window.read()})
+                reporter.advance(self.iteration, rate.add(batch * cfg.iter_size),
+                                 window.data_wait)
                 if cfg.snapshot > 0 and self.iteration % cfg.snapshot == 0:
                     self._snapshot(reporter)
                 if self.stop_signal is not None:
@@ -513,36 +541,11 @@ class Trainer:
             self._run_test(cfg.test_iter or self.test_loader.epoch_size, reporter)
         seconds = time.perf_counter() - t0
         final = dict(self.last_test)
-        reporter.event({"event": "done", "iter": self.iteration, **final, "seconds": seconds})
+        reporter.event({"event": "done", "iter": self.iteration, **final, "seconds": seconds,
+                        **self.run_info()})
         return {**final, "iter": self.iteration, "seconds": seconds,
                 "snapshot": str(self.last_snapshot), "status": 0}
 
     def _snapshot(self, reporter: Reporter) -> None:
         path = self.snapshot()
         reporter.event({"event": "snapshot", "iter": self.iteration, "path": str(path)})
-
-
-@contextlib.contextmanager
-def _stop_on_signals(trainer: Trainer) -> Iterator[None]:
-    """SIGINT/SIGTERM ask ``trainer`` to stop after the current iteration; a second one
-    raises KeyboardInterrupt. Only the main thread can install handlers: elsewhere this
-    does nothing."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    previous: dict[signal.Signals, Any] = {}
-
-    def handler(signum: int, frame: Any) -> None:
-        if trainer.stop_signal is not None:
-            for sig, old in previous.items():
-                signal.signal(sig, old)
-            raise KeyboardInterrupt
-        trainer.request_stop(signum)
-
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        previous[sig] = signal.signal(sig, handler)
-    try:
-        yield
-    finally:
-        for sig, old in previous.items():
-            signal.signal(sig, old)

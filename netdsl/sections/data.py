@@ -107,6 +107,9 @@ class DataConfig:
     split: str = field(
         default="", metadata=_doc("digits: train, test or all; default: the phase's split")
     )
+    workers: int = field(
+        default=-1, metadata=_doc("processes decoding samples; -1: one per core but one, 0: none")
+    )
     num_samples: int = field(default=1000, metadata=_doc("synthetic: how many samples"))
     num_classes: int = field(default=10, metadata=_doc("synthetic: how many classes"))
 
@@ -117,8 +120,6 @@ class DataConfig:
                 f"unknown data source '{self.source}' (sources: {', '.join(SOURCE_KINDS)})"
                 + (f"; {hint}" if hint else ""), "source")
         checks: tuple[tuple[bool, str, str], ...] = (
-            (bool(SOURCE_KINDS[self.source]) and not self.path, "path",
-             f"source {self.source} needs path (the {SOURCE_KINDS[self.source]})"),
             (self.batch_size < 1, "batch_size",
              f"batch_size must be positive, got {self.batch_size}"),
             (len(self.resize) > 2 or any(s < 1 for s in self.resize), "resize",
@@ -140,6 +141,8 @@ class DataConfig:
              "test_crops 10 needs crop (the crops are taken at that size)"),
             (self.split not in ("", "train", "test", "all"), "split",
              f"split must be train, test or all, got '{self.split}'"),
+            (self.workers < -1, "workers", f"workers must be -1 (automatic) or more, got "
+             f"{self.workers}"),
             (self.num_samples < 1, "num_samples", "num_samples must be positive"),
             (self.num_classes < 1, "num_classes", "num_classes must be positive"),
         )

@@ -18,38 +18,10 @@ from netdsl.runtime.loading import data_config
 from netdsl.runtime.snapshot import read_snapshot
 from netdsl.runtime.train import INTERRUPTED, Trainer, train
 from netdsl.weights import load_weights, save_weights
+from tests.runtime.helpers import DATA, TINY, write_spec
+from tests.shared import ROOT
 
-ROOT = Path(__file__).resolve().parents[2]
-
-TINY = """
-name: "tiny"
-let hidden = 16
-input {{ name: "data"  shape: [1, 8, 8] }}
-input {{ name: "label" shape: [] }}
-layer {{ name: "fc1" type: InnerProduct bottom: "data" num_output: $hidden
-        weight_filler: gaussian(0.1) }}
-layer {{ name: "relu1" type: ReLU bottom: "fc1" top: "fc1" }}
-{dropout}
-layer {{ name: "fc2" type: InnerProduct bottom: "fc1" num_output: 10
-        weight_filler: gaussian(0.1) }}
-layer {{ name: "loss" type: SoftmaxWithLoss bottom: ["fc2", "label"] }}
-layer {{ name: "accuracy" type: Accuracy bottom: ["fc2", "label"] phase: TEST }}
-{data}
-solver {{ base_lr: 0.1  momentum: 0.9  weight_decay: 0.001  lr_policy: "step"  gamma: 0.5
-         stepsize: 5  max_iter: 12  test_interval: 6  test_iter: 2  display: 4
-         snapshot: 0  snapshot_prefix: "snaps/tiny"  random_seed: 7 }}
-"""
-DROPOUT = 'layer { name: "drop1" type: Dropout bottom: "fc1" top: "fc1" dropout_ratio: 0.3 }'
-DATA = 'data { source: "digits"  batch_size: 16 }'
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny ops are slower with several threads on a shared machine (and then vary)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture
@@ -57,11 +29,6 @@ def spec(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """The tiny spec, in a fresh current folder (snapshots go there, as in Caffe)."""
     monkeypatch.chdir(tmp_path)
     return write_spec(tmp_path / "tiny.net")
-
-
-def write_spec(path: Path, *, dropout: bool = True, data: str = DATA) -> Path:
-    path.write_text(TINY.format(dropout=DROPOUT if dropout else "", data=data))
-    return path
 
 
 def run_json(spec: Path, **kw) -> tuple[dict, list[dict]]:
@@ -165,18 +132,23 @@ def test_json_lines_exact(spec: Path) -> None:
     result, lines = run_json(spec)
     kinds = [(d.get("phase") or d["event"], d["iter"]) for d in lines]
     assert kinds == [
-        ("test", 0), ("train", 0), ("train", 4), ("test", 6), ("train", 8),
+        ("start", 0), ("test", 0), ("train", 0), ("train", 4), ("test", 6), ("train", 8),
         ("snapshot", 12), ("test", 12), ("done", 12),
     ]
+    run = ["device", "workers", "precision", "channels_last", "compile", "cuda_graphs"]
+    assert list(lines[0]) == ["event", "net", "iter", "max_iter", "batch", *run]
+    assert lines[0]["precision"] == "fp32" and lines[0]["workers"] == 0  # digits: in memory
     for d in lines:
         if d.get("phase") == "train":
-            assert list(d) == ["iter", "epoch", "phase", "lr", "loss"]
+            assert list(d) == ["iter", "epoch", "phase", "lr", "loss", "images_per_s",
+                               "data_wait"]
+            assert d["images_per_s"] > 0 and 0 <= d["data_wait"] <= 1
         elif d.get("phase") == "test":
             assert list(d) == ["iter", "epoch", "phase", "lr", "loss", "accuracy"]
-    assert lines[1]["epoch"] == round(16 / 1437, 6)
+    assert lines[2]["epoch"] == round(16 / 1437, 6)
     assert [d["lr"] for d in lines if d.get("phase") == "train"] == [0.1, 0.1, 0.05]
     done = lines[-1]
-    assert list(done) == ["event", "iter", "loss", "accuracy", "seconds"]
+    assert list(done) == ["event", "iter", "loss", "accuracy", "seconds", *run]
     assert done["accuracy"] == result["accuracy"] == lines[-2]["accuracy"]
     assert result["status"] == 0 and result["iter"] == 12
     assert lines[-3] == {"event": "snapshot", "iter": 12, "path": "snaps/tiny_iter_12.safetensors"}
@@ -227,7 +199,7 @@ def test_iter_size_equals_a_doubled_batch(tmp_path: Path, monkeypatch: pytest.Mo
     sa, sb = a.net.state_dict(), b.net.state_dict()
     for k in sa:
         torch.testing.assert_close(sa[k], sb[k], rtol=1e-5, atol=1e-6)
-    assert a.loader.index == b.loader.index == 48
+    assert a.feeder.position[1] == b.feeder.position[1] == 48  # what the steps consumed
     # The displayed loss is the mean over the iter_size batches, not their sum.
     assert a.smoothed_loss() == pytest.approx(b.smoothed_loss(), rel=1e-5)
 
@@ -258,8 +230,13 @@ def test_resume_is_bit_identical(spec: Path) -> None:
     assert same_tensors(a.solver_tensors, b.solver_tensors)
     assert a.state == b.state
     # The resumed run prints what the straight run printed from iteration 7 on.
-    tail = [d for d in straight if d.get("iter", 0) >= 7 and "phase" in d]
-    assert tail == [d for d in resumed if "phase" in d]
+    timing = ("images_per_s", "data_wait")  # measured, so not the same twice
+
+    def printed(d: dict) -> dict:
+        return {k: v for k, v in d.items() if k not in timing}
+
+    tail = [printed(d) for d in straight if d.get("iter", 0) >= 7 and "phase" in d]
+    assert tail == [printed(d) for d in resumed if "phase" in d]
 
 
 def test_sigint_snapshots_and_returns_130(spec: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -448,3 +425,27 @@ def test_caffe_solver_file_names_the_net(spec: Path) -> None:
     solver.write_text('net: "elsewhere/none.prototxt"\nbase_lr: 0.05\n')
     e = _train_error(solver)
     assert "none.prototxt" in e.message and e.span.line == 1
+
+
+def test_data_flag_gives_the_path_and_detects_its_kind(tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """--data counts as the path for every source kind, and says what it points at."""
+    from netdsl.runtime.loading import detect_source
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "imgs" / "train" / "a").mkdir(parents=True)
+    (tmp_path / "db").mkdir()
+    (tmp_path / "db" / "data.mdb").write_bytes(b"")
+    (tmp_path / "list.txt").write_text("x.png 0\n")
+    assert detect_source(str(tmp_path / "imgs"), "digits") == "folder"
+    assert detect_source(str(tmp_path / "db"), "folder") == "lmdb"
+    assert detect_source(str(tmp_path / "list.txt"), "lmdb") == "list"
+    assert detect_source(str(tmp_path / "nowhere"), "lmdb") == "lmdb"
+    p = write_spec(tmp_path / "n.net", data='data { source: "folder" batch_size: 4 }')
+    with pytest.raises(DataError, match="needs path") as e:
+        _data_config(netdsl.load(p, "train"), "train")
+    assert "--data PATH" in (e.value.hint or "")
+    cfg = _data_config(netdsl.load(p, "train"), "train", str(tmp_path / "imgs"))
+    assert (cfg.source, cfg.path) == ("folder", str(tmp_path / "imgs" / "train"))
+    cfg = _data_config(netdsl.load(p, "train"), "train", str(tmp_path / "db"))
+    assert (cfg.source, cfg.path) == ("lmdb", str(tmp_path / "db"))

@@ -13,10 +13,11 @@ from __future__ import annotations
 from .base import IMAGE_EXTENSIONS, SampleSource, Source, read_image
 from .caffe_lmdb import LmdbSource, decode_datum
 from .digits import DigitsSource
+from .feeder import Feeder
 from .folder import FolderSource
 from .listfile import ListSource
 from .loader import Loader, average_crops
-from .pipeline import build_loader, load_mean_file
+from .pipeline import build_loader, load_mean_file, resolve_workers
 from .sources import SOURCES, SourceKind, make_source, open_source
 from .synthetic import SyntheticSource
 from .transforms import (
@@ -42,6 +43,7 @@ __all__ = [
     "SOURCES",
     "CenterCrop",
     "DigitsSource",
+    "Feeder",
     "FolderSource",
     "ListSource",
     "LmdbSource",
@@ -67,4 +69,5 @@ __all__ = [
     "make_source",
     "open_source",
     "read_image",
+    "resolve_workers",
 ]

@@ -116,11 +116,15 @@ class LmdbSource(Source):
     """The ``Datum`` records of a Caffe LMDB database, in key order."""
 
     channel_order = "BGR"
+    #: py-lmdb refuses an environment a forked child inherits: workers are spawned
+    fork_safe = False
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = os.fspath(path)
         self._env = _open_env(self.path)
         self._txn: Any = self._env.begin(buffers=False)
+        self._pid = os.getpid()
+        self._closed = False
         try:
             self._keys: list[bytes] = list(self._txn.cursor().iternext(keys=True, values=False))
             if not self._keys:
@@ -138,15 +142,30 @@ class LmdbSource(Source):
     def __len__(self) -> int:
         return len(self._keys)
 
+    def __getstate__(self) -> dict[str, Any]:
+        """A pickled copy (a spawned worker) opens the database itself on first use."""
+        state = self.__dict__.copy()
+        state["_env"], state["_txn"], state["_pid"] = None, None, -1
+        return state
+
+    def _own_txn(self) -> Any:
+        """This process's read transaction: an LMDB environment must not be used across a
+        fork, so a worker process (forked or spawned) opens its own, once."""
+        if self._pid != os.getpid():
+            self._env = _open_new_env(self.path)
+            self._txn = self._env.begin(buffers=False)
+            self._pid = os.getpid()
+        return self._txn
+
     @property
     def native_channels(self) -> int:
         return int(self.shape[0])
 
     def get(self, i: int) -> tuple[np.ndarray, int]:
         i = self._check_index(i)
-        if self._txn is None:
+        if self._closed:
             raise ValueError(f"the LMDB source {self.path} has been closed")
-        raw = self._txn.get(self._keys[i])
+        raw = self._own_txn().get(self._keys[i])
         if raw is None:  # the database changed under us
             raise DataError(f"{self.describe(i)} has vanished from the database")
         return decode_datum(raw, self.describe(i))
@@ -157,7 +176,9 @@ class LmdbSource(Source):
 
     def close(self) -> None:
         """Release the database (it stays open while another source uses it)."""
-        if self._txn is not None:
+        if self._txn is not None and not self._closed:
             self._txn.abort()
             self._txn = None
-            _release_env(self.path)
+            if self._pid == os.getpid():
+                _release_env(self.path)
+        self._closed = True

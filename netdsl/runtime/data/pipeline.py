@@ -24,6 +24,7 @@ from __future__ import annotations
 import os
 
 import numpy as np
+import torch
 
 from netdsl.diagnostics import DataError, Span
 from netdsl.sections import DataConfig
@@ -44,7 +45,7 @@ from .transforms import (
     TenCrop,
 )
 
-__all__ = ["build_loader", "load_mean_file"]
+__all__ = ["build_loader", "load_mean_file", "resolve_workers"]
 
 
 def load_mean_file(path: str | os.PathLike[str]) -> np.ndarray:
@@ -95,11 +96,14 @@ def build_loader(
     seed: int,
     *,
     span: Span | None = None,
+    workers: int | None = None,
+    device: torch.device | str | None = None,
 ) -> Loader:
     """The loader for ``phase`` ("train" or "test") of a net whose input is ``(C, H, W)``.
 
     ``span`` (where the data block was written) is attached to the errors about the
-    config itself; errors about files name the files.
+    config itself; errors about files name the files. ``workers`` overrides the config's
+    (``--workers``); ``device`` is where the batches are finished and delivered.
     """
     phase = phase.lower()
     if phase not in ("train", "test"):
@@ -201,4 +205,14 @@ def build_loader(
         shuffle=train and cfg.shuffle,
         seed=seed,
         out_shape=(C, H, W),
+        workers=resolve_workers(cfg.workers if workers is None else workers),
+        device=device,
     )
+
+
+def resolve_workers(workers: int) -> int:
+    """``-1`` (automatic): one worker process per core but one (the main process feeds the
+    device), at most 16; else the number given."""
+    if workers >= 0:
+        return workers
+    return max(0, min(16, (os.cpu_count() or 1) - 1))

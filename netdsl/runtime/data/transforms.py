@@ -154,15 +154,24 @@ class SubtractMean(Transform):
         if self.image is not None and self.image.ndim != 3:
             raise ValueError(f"a mean image is (C, H, W), got shape {self.image.shape}")
 
-    def mean_tensor(self, channels: int) -> torch.Tensor:
-        if self.image is not None:
-            return to_tensor(self.image.astype(np.float32, copy=False))
-        if len(self.values) not in (1, channels):
-            raise ValueError(f"{len(self.values)} mean values for {channels} channels")
-        return torch.tensor(self.values, dtype=torch.float32).expand(channels)[:, None, None]
+    def mean_tensor(self, channels: int, device: torch.device | None = None) -> torch.Tensor:
+        """The mean as a float32 tensor broadcasting over ``(C, H, W)``, on ``device``
+        (made once per device: a mean image is copied to a GPU once, not per batch)."""
+        key = (channels, str(device or "cpu"))
+        cache = self.__dict__.setdefault("_on_device", {})
+        if key not in cache:
+            if self.image is not None:
+                t = to_tensor(self.image.astype(np.float32, copy=False))
+            else:
+                if len(self.values) not in (1, channels):
+                    raise ValueError(f"{len(self.values)} mean values for {channels} channels")
+                t = torch.tensor(self.values, dtype=torch.float32).expand(channels)[:, None, None]
+            cache[key] = t.to(device) if device is not None else t
+        out: torch.Tensor = cache[key]
+        return out
 
     def batch(self, x: torch.Tensor, rng: Rng = None) -> torch.Tensor:
-        mean = self.mean_tensor(x.shape[1])
+        mean = self.mean_tensor(x.shape[1], x.device)
         if self.image is not None and tuple(mean.shape) != tuple(x.shape[1:]):
             raise ValueError(
                 f"the mean image is {tuple(mean.shape)}, the image {tuple(x.shape[1:])}"
@@ -207,9 +216,12 @@ def _gather_crops(
         if len(np.unique(h_off)) == 1 and len(np.unique(w_off)) == 1:  # e.g. centre crops
             a, b = int(h_off[0]), int(w_off[0])
             return x[:, :, a : a + h, b : b + w].contiguous()
-        n = torch.arange(x.shape[0])[:, None, None]
-        rows = torch.from_numpy(h_off)[:, None, None] + torch.arange(h)[None, :, None]
-        cols = torch.from_numpy(w_off)[:, None, None] + torch.arange(w)[None, None, :]
+        dev = x.device
+        n = torch.arange(x.shape[0], device=dev)[:, None, None]
+        rows = (torch.from_numpy(h_off).to(dev)[:, None, None]
+                + torch.arange(h, device=dev)[None, :, None])
+        cols = (torch.from_numpy(w_off).to(dev)[:, None, None]
+                + torch.arange(w, device=dev)[None, None, :])
         # advanced indices around a slice: the result is (N, h, w, C)
         return x[n, :, rows, cols].permute(0, 3, 1, 2).contiguous()
     return torch.stack(
@@ -268,7 +280,7 @@ class Mirror(Transform):
         flip = _need_rng(rng, "Mirror").random(x.shape[0]) < self.p
         if not flip.any():
             return x
-        mask = torch.from_numpy(flip)[:, None, None, None]
+        mask = torch.from_numpy(flip).to(x.device)[:, None, None, None]
         return torch.where(mask, x.flip(-1), x)
 
 
@@ -308,7 +320,7 @@ class PCALighting(Transform):
             raise ValueError(f"PCA lighting needs 3 channels, the images have {x.shape[1]}")
         alpha = _need_rng(rng, "PCALighting").normal(0.0, self.std, size=(x.shape[0], 3))
         delta = torch.from_numpy(np.ascontiguousarray(self.noise(alpha), dtype=np.float32))
-        return x.float() + delta[:, :, None, None]
+        return x.float() + delta.to(x.device)[:, :, None, None]
 
 
 def ten_crop_offsets(hw: tuple[int, int], crop: tuple[int, int]) -> list[tuple[int, int]]:
@@ -387,8 +399,20 @@ class Pipeline:
             x = self.replicate.batch(x)
         return x
 
-    def finish(self, x: torch.Tensor | Sequence[torch.Tensor], rng: Rng = None) -> torch.Tensor:
-        """The batch stage: from prefix outputs (stacked, or a list if sizes differ)."""
+    def finish(self, x: torch.Tensor | Sequence[torch.Tensor], rng: Rng = None,
+               device: torch.device | None = None) -> torch.Tensor:
+        """The batch stage: from prefix outputs (stacked, or a list if sizes differ).
+
+        With ``device``, the batch crosses to it as it is (uint8 at the stored size: the
+        fewest bytes; non-blocking from pinned memory) and every step runs there. The
+        random numbers are drawn on the host in the same order either way, so the device
+        makes the same crops, flips and lighting as the CPU.
+        """
+        if device is not None:
+            if isinstance(x, torch.Tensor):
+                x = x.to(device, non_blocking=x.is_pinned())
+            else:
+                x = [xi.to(device, non_blocking=xi.is_pinned()) for xi in x]
         mean = self.mean
         if mean is not None and mean.image is not None:
             if not isinstance(x, torch.Tensor):
