@@ -107,6 +107,10 @@ class ImageFileSource(Source):
     paths: list[str]
     _labels: np.ndarray
 
+    #: the smallest (height, width) the images are used at (the pipeline's resize): a
+    #: JPEG at least twice as large is decoded straight to about that size (DCT scaling)
+    min_size: tuple[int, int] | None = None
+
     def __init__(self, channels: int, bgr: bool) -> None:
         if channels not in (1, 3):
             raise DataError(f"images can be decoded to 1 or 3 channels, not {channels}")
@@ -119,7 +123,8 @@ class ImageFileSource(Source):
 
     def get(self, i: int) -> tuple[np.ndarray, int]:
         i = self._check_index(i)
-        return read_image(self.paths[i], self.channels, self.bgr), int(self._labels[i])
+        return (read_image(self.paths[i], self.channels, self.bgr, self.min_size),
+                int(self._labels[i]))
 
     def describe(self, i: int) -> str:
         return self.paths[i]
@@ -128,22 +133,28 @@ class ImageFileSource(Source):
         return self._labels
 
 
-def decode_image(data: bytes | str | os.PathLike[str], channels: int, what: str) -> np.ndarray:
+def decode_image(data: bytes | str | os.PathLike[str], channels: int, what: str,
+                 min_size: tuple[int, int] | None = None) -> np.ndarray:
     """Decode an image file (a path, or its bytes) to ``(C, H, W)`` uint8, RGB or grey.
 
     ``channels`` is 3 (colour; grey and palette images are expanded, alpha is dropped) or 1
     (grey). ``what`` names the image in the :class:`DataError` raised when it cannot be read.
+
+    JPEGs are decoded with libjpeg-turbo through simplejpeg (about 1.4x Pillow's speed on
+    500x375 photos); other formats, and JPEGs simplejpeg cannot read (CMYK, progressive
+    oddities), with Pillow. With ``min_size`` (height, width), a JPEG at least twice that
+    size in both sides is decoded at 1/2, 1/4 or 1/8 of its size in the DCT domain, the
+    largest reduction that stays at least ``min_size`` (a 2000x1500 photo for a 256 resize:
+    about 7x faster); the resize that follows then differs from resizing the full decode by
+    a fraction of a grey level on average (a test states how much).
     """
-    import io
-
-    from PIL import Image
-
     if channels not in (1, 3):
         raise ValueError(f"channels must be 1 or 3, not {channels}")
     try:
-        src = io.BytesIO(data) if isinstance(data, bytes) else data
-        with Image.open(src) as im:
-            arr = np.asarray(im.convert("RGB" if channels == 3 else "L"))
+        raw = data if isinstance(data, bytes) else _read_bytes(data)
+        arr = _decode_jpeg(raw, channels, min_size) if raw[:2] == b"\xff\xd8" else None
+        if arr is None:
+            arr = _decode_pillow(raw, channels, min_size)
     except FileNotFoundError:
         raise DataError(f"image not found: {what}") from None
     except IsADirectoryError:
@@ -165,9 +176,58 @@ def decode_image(data: bytes | str | os.PathLike[str], channels: int, what: str)
     return np.ascontiguousarray(arr)
 
 
-def read_image(path: str | os.PathLike[str], channels: int = 3, bgr: bool = False) -> np.ndarray:
-    """Read an image file as ``(C, H, W)`` uint8; colour is RGB, or BGR (Caffe/OpenCV) if asked."""
-    arr = decode_image(path, channels, os.fspath(path))
+def _read_bytes(path: str | os.PathLike[str]) -> bytes:
+    with open(path, "rb") as f:
+        return f.read()
+
+
+def _reduction(h: int, w: int, min_size: tuple[int, int] | None) -> int:
+    """The DCT-domain reduction (1, 2, 4 or 8) for an ``h`` x ``w`` JPEG."""
+    if min_size is None:
+        return 1
+    factor = 1
+    while factor < 8 and h // (2 * factor) >= min_size[0] and w // (2 * factor) >= min_size[1]:
+        factor *= 2
+    return factor
+
+
+def _decode_jpeg(raw: bytes, channels: int, min_size: tuple[int, int] | None
+                 ) -> np.ndarray | None:
+    """simplejpeg's decode, ``None`` where it is not installed or cannot read the file."""
+    try:
+        import simplejpeg
+    except ImportError:
+        return None
+    try:
+        h, w, _, _ = simplejpeg.decode_jpeg_header(raw)
+        f = _reduction(h, w, min_size)
+        sizes = {} if f == 1 else {"min_height": -(-h // f), "min_width": -(-w // f)}
+        out: np.ndarray = simplejpeg.decode_jpeg(
+            raw, colorspace="RGB" if channels == 3 else "GRAY", **sizes)
+    except ValueError:  # not a JPEG libjpeg-turbo reads here: Pillow says why
+        return None
+    return out[..., 0] if out.ndim == 3 and channels == 1 else out
+
+
+def _decode_pillow(raw: bytes, channels: int, min_size: tuple[int, int] | None
+                   ) -> np.ndarray:
+    import io
+
+    from PIL import Image
+
+    with Image.open(io.BytesIO(raw)) as im:
+        if im.format == "JPEG" and min_size is not None:
+            f = _reduction(im.height, im.width, min_size)
+            if f > 1:
+                im.draft(im.mode, (im.width // f, im.height // f))  # Pillow: scale <= asked
+        return np.asarray(im.convert("RGB" if channels == 3 else "L"))
+
+
+def read_image(path: str | os.PathLike[str], channels: int = 3, bgr: bool = False,
+               min_size: tuple[int, int] | None = None) -> np.ndarray:
+    """Read an image file as ``(C, H, W)`` uint8; colour is RGB, or BGR (Caffe/OpenCV) if
+    asked; ``min_size`` allows a decode reduced in the DCT domain (see ``decode_image``)."""
+    arr = decode_image(path, channels, os.fspath(path), min_size)
     if bgr and arr.shape[0] == 3:
         arr = np.ascontiguousarray(arr[::-1])
     return arr

@@ -10,7 +10,7 @@ from typing import Any
 from netdsl.diagnostics import DataError, did_you_mean
 from netdsl.sections import DataConfig
 
-from .base import Source
+from .base import ImageFileSource, Source
 from .caffe_lmdb import LmdbSource
 from .digits import DigitsSource
 from .folder import FolderSource
@@ -32,11 +32,19 @@ class SourceKind:
     open: Opener
 
 
+def _images(source: ImageFileSource, cfg: DataConfig) -> ImageFileSource:
+    """An image-file source that may decode JPEGs reduced to the resize's size."""
+    if cfg.resize and cfg.reduced_decode:
+        source.min_size = (cfg.resize[0], cfg.resize[-1])
+    return source
+
+
 SOURCES: dict[str, SourceKind] = {
     "digits": SourceKind(DigitsSource, lambda c, phase, ch, shape: DigitsSource(c.split or phase)),
-    "folder": SourceKind(FolderSource, lambda c, phase, ch, shape: FolderSource(c.path, ch, c.bgr)),
-    "list": SourceKind(
-        ListSource, lambda c, phase, ch, shape: ListSource(c.path, c.root, ch, c.bgr)),
+    "folder": SourceKind(FolderSource, lambda c, phase, ch, shape: _images(
+        FolderSource(c.path, ch, c.bgr), c)),
+    "list": SourceKind(ListSource, lambda c, phase, ch, shape: _images(
+        ListSource(c.path, c.root, ch, c.bgr), c)),
     "lmdb": SourceKind(LmdbSource, lambda c, phase, ch, shape: LmdbSource(c.path)),
     "synthetic": SourceKind(SyntheticSource, lambda c, phase, ch, shape: SyntheticSource(
         (ch, shape[1], shape[2]), c.num_classes, c.num_samples, seed=0,
