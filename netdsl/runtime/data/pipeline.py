@@ -98,12 +98,14 @@ def build_loader(
     span: Span | None = None,
     workers: int | None = None,
     device: torch.device | str | None = None,
+    cache_bytes: int = 1 << 30,
 ) -> Loader:
     """The loader for ``phase`` ("train" or "test") of a net whose input is ``(C, H, W)``.
 
     ``span`` (where the data block was written) is attached to the errors about the
     config itself; errors about files name the files. ``workers`` overrides the config's
-    (``--workers``); ``device`` is where the batches are finished and delivered.
+    (``--workers``); ``device`` is where the batches are finished and delivered;
+    ``cache_bytes`` bounds the inline fetch's cache of decoded images.
     """
     phase = phase.lower()
     if phase not in ("train", "test"):
@@ -207,6 +209,7 @@ def build_loader(
         out_shape=(C, H, W),
         workers=resolve_workers(cfg.workers if workers is None else workers),
         device=device,
+        cache_bytes=cache_bytes,
     )
 
 
