@@ -1,7 +1,7 @@
 """The syntax tree of a .net file: frozen dataclasses, each with the span it came from.
 
 `parse.py` produces a :class:`File`; `caffe_compat.py` rewrites Caffe's forms inside it;
-`resolve.py` turns it into a :class:`Spec`, which holds only fields with literal values.
+`resolve` turns it into a :class:`Spec`, which holds only fields with literal values.
 """
 
 from __future__ import annotations

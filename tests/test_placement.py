@@ -23,7 +23,7 @@ from netdsl.parse import parse_file
 from netdsl.placement import Need, Plan, plan
 from netdsl.shapes import infer_shapes
 
-#: specs/alexnet.net with its variables written out (resolve.py is a later stage).
+#: specs/alexnet.net with its variables written out (resolve is a later stage).
 ALEXNET = """
 name: "AlexNet"
 devices: ["gpu:0", "gpu:1"]
