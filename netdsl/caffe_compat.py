@@ -2,6 +2,8 @@
 
 Like Caffe's upgrade_proto.cpp, this runs before anything else looks at a net:
 
+* V0 ``layers { layer { type: "conv" kernelsize: 11 } }`` becomes V1 first, as Caffe's
+  ``UpgradeV0Net`` does (:mod:`netdsl.caffe_v0`);
 * V1 ``layers { type: CONVOLUTION blobs_lr: 1 weight_decay: 1 }`` becomes a V2
   ``layer`` with ``param { lr_mult decay_mult }`` blocks (the enum spelling of the type
   is resolved later through the registry's ``caffe_names``);
@@ -23,6 +25,7 @@ from functools import lru_cache
 from typing import Any
 
 from . import syntax as s
+from .caffe_v0 import is_v0, upgrade_v0
 from .diagnostics import Span, SpecError, raise_all
 from .layers import INPUT_TYPE, REGISTRY, TYPES
 from .layers.base import LayerType
@@ -221,10 +224,12 @@ def _solver_file(file: s.File) -> s.File | None:
 
 
 def upgrade(file: s.File) -> s.File:
-    """Rewrite Caffe V1/V2 prototxt forms into netdsl's form (idempotent)."""
+    """Rewrite Caffe V0/V1/V2 prototxt forms into netdsl's form (idempotent)."""
     solver = _solver_file(file)
     if solver is not None:
         return solver
+    if is_v0(file):
+        file = upgrade_v0(file)
     errors: list[SpecError] = []
     items: list[s.Item] = []
     input_done = False

@@ -1,16 +1,26 @@
-"""User-facing errors: the one place that defines and renders them.
+"""User-facing errors and warnings: the one place that defines and renders them.
 
 Every error a user can cause is a :class:`NetdslError` carrying a :class:`Span`.
 ``cli.main`` prints :func:`render` of it to stderr and exits 1; anything that is not a
 ``NetdslError`` is a bug in netdsl and keeps its traceback.
+
+A :class:`NetdslWarning` is what Caffe would log and go on after (a placeholder input
+too small for a kernel, a V0 field its upgrade drops): :func:`warn` renders it like an
+error, with ``warning:``, and logs it through the ``netdsl`` logger (the CLI sends that
+to stderr); :func:`collect_warnings` also hands the warnings of a block of code to its
+caller.
 """
 
 from __future__ import annotations
 
 import difflib
-from collections.abc import Iterable, Sequence
+import logging
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass
 from pathlib import Path
-from typing import NamedTuple
+from typing import ClassVar, NamedTuple
 
 _SOURCES: dict[str, str] = {}
 
@@ -127,6 +137,56 @@ def raise_all(errors: Sequence[NetdslError]) -> None:
         raise ErrorList(errors)
 
 
+Notes = tuple[tuple[str, Span | None], ...]
+
+
+@dataclass(frozen=True)
+class NetdslWarning:
+    """Something Caffe accepts with a log line and goes on after: rendered as an error
+    is, with ``warning:``, and never raised."""
+
+    kind: ClassVar[str] = "warning"
+    message: str
+    span: Span = NO_SPAN
+    hint: str | None = None
+    notes: Notes = ()
+
+    def __str__(self) -> str:
+        return f"{self.span}: warning: {self.message}"
+
+
+_LOG = logging.getLogger("netdsl")
+_COLLECTOR: ContextVar[list[NetdslWarning] | None] = ContextVar("netdsl_warnings", default=None)
+
+
+def warn(
+    message: str,
+    span: Span | None = None,
+    hint: str | None = None,
+    notes: Sequence[tuple[str, Span | None]] = (),
+) -> NetdslWarning:
+    """Report a warning: logged (rendered, with the quoted line) on the ``netdsl``
+    logger, and kept by the innermost :func:`collect_warnings` block, if any."""
+    w = NetdslWarning(message, span or NO_SPAN, hint, tuple(notes))
+    sink = _COLLECTOR.get()
+    if sink is not None:
+        sink.append(w)
+    _LOG.warning("%s", render(w))
+    return w
+
+
+@contextmanager
+def collect_warnings() -> Iterator[list[NetdslWarning]]:
+    """``with collect_warnings() as ws: ...``: the warnings made inside, in order (they
+    are logged as well)."""
+    sink: list[NetdslWarning] = []
+    token = _COLLECTOR.set(sink)
+    try:
+        yield sink
+    finally:
+        _COLLECTOR.reset(token)
+
+
 def suggest(word: str, candidates: Iterable[str], n: int = 3) -> list[str]:
     """Close matches for a misspelt word, best first (case-insensitive).
 
@@ -178,7 +238,7 @@ def _quote(span: Span) -> list[str]:
     return [f"{gutter} | {text}", f"{' ' * len(gutter)} | {' ' * (start - 1)}{marker}"]
 
 
-def _render_one(err: NetdslError) -> list[str]:
+def _render_one(err: NetdslError | NetdslWarning) -> list[str]:
     out = [f"{err.span}: {err.kind}: {err.message}"]
     out += _quote(err.span)
     for note, where in err.notes:
@@ -188,7 +248,7 @@ def _render_one(err: NetdslError) -> list[str]:
     return out
 
 
-def render(err: NetdslError) -> str:
+def render(err: NetdslError | NetdslWarning) -> str:
     """The full text shown to the user: location, message, quoted line, caret, hint."""
     errors = err.errors if isinstance(err, ErrorList) else (err,)
     lines: list[str] = []

@@ -16,7 +16,7 @@ from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput
 from . import syntax as s
 from .diagnostics import DataError, ParseError, Span, remember_source
 
-_TOKEN_WORDS = {
+_TOKEN_WORDS: dict[str, str | tuple[str, ...]] = {
     "LBRACE": "'{'",
     "RBRACE": "'}'",
     "LSQB": "'['",
@@ -35,7 +35,7 @@ _TOKEN_WORDS = {
     "PLUS": "'+'",
     "STAR": "'*'",
     "SLASH": "'/'",
-    "WHERE": "'after' or 'before'",
+    "WHERE": ("'after'", "'before'"),
     "$END": "end of file",
 }
 
@@ -236,9 +236,16 @@ def _parser() -> Lark:
     )
 
 
+def _words(terminal: str) -> tuple[str, ...]:
+    """How an expected terminal reads in a message: a keyword as itself, in quotes."""
+    if terminal.startswith("KW_"):
+        return (f"'{terminal[3:].lower()}'",)
+    word = _TOKEN_WORDS.get(terminal, terminal)
+    return (word,) if isinstance(word, str) else word
+
+
 def _expected_words(expected: Iterable[str]) -> str:
-    words = sorted({_TOKEN_WORDS.get(e, f"'{e[3:].lower()}'" if e.startswith("KW_") else e)
-                    for e in expected})
+    words = sorted({w for e in expected for w in _words(e)})
     if len(words) > 6:
         return "a field, a block or a statement" if "a name" in words else ", ".join(words[:6])
     if len(words) == 1:

@@ -75,7 +75,8 @@ def infer_shapes(net: Net, batch: int | None = None,
     for lay in net.layers:
         kind = lay.kind
         bottoms = tuple(blobs[x] for x in lay.bottoms)
-        ctx = ShapeContext(lay.name, lay.type, lay.span, lay.field_spans, lay.tops, b, inputs)
+        ctx = ShapeContext(lay.name, lay.type, lay.span, lay.field_spans, lay.tops, b, inputs,
+                           notes=lay.notes)
         try:
             tops = tuple(tuple(int(d) for d in t) for t in kind.shape(lay.params, bottoms, ctx))
             if len(tops) != len(lay.tops):

@@ -105,3 +105,25 @@ def test_same_field_in_two_param_blocks_is_an_error() -> None:
     with pytest.raises(SpecError, match="both in softmax_param and in loss_param"):
         up('layer { name: "l" type: "SoftmaxWithLoss" softmax_param { axis: 1 } '
            'loss_param { axis: 2 } }')
+
+
+def test_fields_that_start_with_a_keyword_survive_the_upgrade() -> None:
+    """SSD's ``aspect_ratio`` (and Caffe's ``group``) read as whole field names."""
+    f = up('layer { name: "p" type: "PriorBox" bottom: "c" bottom: "data" top: "p"\n'
+           '  prior_box_param { min_size: 30 aspect_ratio: 2 aspect_ratio: 3 flip: true } }\n'
+           'layer { name: "c" type: "Convolution" convolution_param { num_output: 4 '
+           'kernel_size: 3 group: 2 } }')
+    prior, conv = (i.value for i in f.items)
+    assert [v.value for v in (a.value for a in prior.fields("aspect_ratio"))] == [2, 3]
+    assert conv.scalar("group") == 2
+
+
+def test_a_v0_file_is_upgraded_first() -> None:
+    f = up('input: "data" input_dim: 1 input_dim: 3 input_dim: 8 input_dim: 8\n'
+           'layers { layer { name: "c" type: "conv" num_output: 4 kernelsize: 3 group: 1 '
+           'blobs_lr: 1 } bottom: "data" top: "c" }')
+    layer = f.items[1].value
+    assert f.items[1].key == "layer"
+    assert layer.scalar("type") == "Convolution"
+    assert layer.scalar("kernel_size") == 3 and layer.scalar("group") == 1
+    assert layer.first("param").value.scalar("lr_mult") == 1

@@ -7,13 +7,14 @@ whose entry point is ``main.net``.
 
 from __future__ import annotations
 
+import logging
 import re
 from pathlib import Path
 
 import pytest
 
 from netdsl.cli import main
-from netdsl.diagnostics import Span, SpecError, render, suggest
+from netdsl.diagnostics import Span, SpecError, collect_warnings, render, suggest, warn
 
 FIXTURES = Path(__file__).parent / "fixtures" / "errors"
 
@@ -91,3 +92,37 @@ def test_missing_and_unreadable_files(tmp_path: Path, capsys: pytest.CaptureFixt
     binary.write_bytes(b"\xff\xfe\x00garbage")
     assert main(["shapes", str(binary)]) == 1
     assert "cannot read" in capsys.readouterr().err
+
+
+def test_warnings_render_like_errors_and_go_to_the_netdsl_logger(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    src = tmp_path / "a.net"
+    src.write_text('layer {\n  pool: MAX kernel_size: 2 stride: 2\n}\n')
+    with caplog.at_level(logging.WARNING, logger="netdsl"), collect_warnings() as ws:
+        w = warn("Pooling 'p': kernel 2 is larger than the padded input 1",
+                 Span(str(src), 2, 13, 2, 27), "give the real size: --input NAME=C,H,W",
+                 [("expanded from repeat", Span(str(src), 1, 1))])
+    assert ws == [w]
+    text = (
+        f"{src}:2:13: warning: Pooling 'p': kernel 2 is larger than the padded input 1\n"
+        "    2 |   pool: MAX kernel_size: 2 stride: 2\n"
+        "      |             ^~~~~~~~~~~~~~\n"
+        f"  note: expanded from repeat ({src}:1:1)\n"
+        "  hint: give the real size: --input NAME=C,H,W"
+    )
+    assert render(w) == text
+    assert str(w) == f"{src}:2:13: warning: Pooling 'p': kernel 2 is larger than the padded input 1"
+    assert [(r.name, r.levelno, r.getMessage()) for r in caplog.records] == [
+        ("netdsl", logging.WARNING, text)]
+
+
+def test_warnings_reach_stderr_and_keep_exit_0(tmp_path: Path,
+                                                capsys: pytest.CaptureFixture[str]) -> None:
+    src = tmp_path / "w.net"
+    src.write_text('input { name: "data" shape: [3, 1, 1] }\n'
+                   'layer { name: "pool" type: Pooling bottom: "data" kernel_size: 2 stride: 2 }\n')
+    assert main(["shapes", str(src), "--format", "json"]) == 0
+    out = capsys.readouterr()
+    assert out.err.startswith(f"{src}:2:51: warning: Pooling 'pool': kernel 2 is larger than "
+                              "the padded input 1; Caffe computes side 1")
+    assert '"top_shapes"' in out.out and "warning" not in out.out

@@ -75,6 +75,66 @@ def test_keywords_are_still_field_names() -> None:
     assert [i.key for i in f.items[0].value.items] == ["group", "as", "import"]
 
 
+#: Every statement keyword of the grammar (and the two words of ``insert``).
+KEYWORDS = ["group", "import", "let", "repeat", "replace", "update", "remove", "insert", "as",
+            "after", "before"]
+
+
+@pytest.mark.parametrize("name", ["aspect_ratio", "assign", "importance", "letter", "grouping",
+                                  "updates", "removed_x", "inserted", "repeated", "replaced",
+                                  "as_", "before2", "afterwards", "group.size"])
+def test_a_name_that_starts_with_a_keyword_is_one_name(name: str) -> None:
+    """Keywords are whole words: SSD's ``aspect_ratio`` is not ``as`` + ``pect_ratio``."""
+    text = f"layer {{\n  {name}: 2\n  {name} {{ a: 1 }}\n}}\nx: {name}\n"
+    f = parse(text, "t.net")
+    layer, value = f.items
+    assert [i.key for i in layer.value.items] == [name, name]
+    key = layer.value.items[0].key_span
+    assert (key.line, key.col, key.end_col) == (2, 3, 3 + len(name))
+    assert isinstance(value.value, s.Scalar) and value.value.kind == "word"
+    assert value.value.value == name
+
+
+@pytest.mark.parametrize("keyword", KEYWORDS)
+def test_each_keyword_is_a_field_name_where_a_field_goes(keyword: str) -> None:
+    f = parse(f"{keyword}: 3\nlayer {{ {keyword}: 2 {keyword} {{ b: 1 }} }}\n", "t.net")
+    top, layer = f.items
+    assert isinstance(top, s.Field) and top.key == keyword and top.value.value == 3
+    assert [i.key for i in layer.value.items] == [keyword, keyword]
+    assert isinstance(layer.value.items[1].value, s.Block)
+
+
+@pytest.mark.parametrize("keyword", KEYWORDS)
+def test_each_keyword_is_a_value_and_a_variable_name(keyword: str) -> None:
+    f = parse(f"let {keyword} = 1\nmode: {keyword}\n", "t.net")
+    let, field = f.items
+    assert isinstance(let, s.Let) and let.name == keyword
+    assert field.value.value == keyword
+
+
+def test_keywords_still_start_statements_next_to_keyword_like_names() -> None:
+    f = parse('repeat 2 as aspect { layer { aspect_ratio: 2 } }\n'
+              'insert after "conv1" { layer { inserted: 1 } }\n'
+              'group grouping(as_, importance = 1) { layer { letter: $as_ } }\n', "t.net")
+    rep, ins, grp = f.items
+    assert isinstance(rep, s.Repeat) and rep.var == "aspect"
+    assert isinstance(ins, s.Insert) and ins.where == "after" and ins.target == "conv1"
+    assert isinstance(grp, s.GroupDef) and grp.name == "grouping"
+    assert [p.name for p in grp.params] == ["as_", "importance"]
+
+
+def test_a_keyword_prefix_is_not_a_keyword_in_a_statement() -> None:
+    """Where only ``as`` may come, ``aspect`` is reported whole, not split after 'as'."""
+    with pytest.raises(ParseError) as e:
+        parse("repeat 3 aspect i { }", "bad.net")
+    assert e.value.message == "unexpected 'aspect', expected 'as' or '{'"
+    assert (e.value.span.col, e.value.span.end_col) == (10, 16)
+    with pytest.raises(ParseError) as e:
+        parse('insert afterwards "x" { }', "bad.net")
+    assert e.value.message.startswith("unexpected 'afterwards', expected")
+    assert "'after', 'before'" in e.value.message
+
+
 def test_reuse_statements() -> None:
     f = parse(
         """import "base.net"

@@ -15,7 +15,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar, Union
 
-from ..diagnostics import ShapeError, Span
+from ..diagnostics import Notes, ShapeError, Span, warn
 from ..fields import doc
 
 if TYPE_CHECKING:  # torch is imported only by lowering, never by parse/shapes
@@ -146,6 +146,9 @@ class ShapeContext:
         tops: tuple[str, ...],
         batch: int,
         inputs: Mapping[str, Shape],
+        *,
+        notes: Notes = (),
+        quiet: bool = False,
     ) -> None:
         self.layer = layer
         self.type_name = type_name
@@ -154,11 +157,15 @@ class ShapeContext:
         self.tops = tops
         self.batch = batch
         self.inputs = inputs
+        self.notes = notes  # where the layer came from (a repeat, an import...)
+        self.quiet = quiet
+        self._warned: set[tuple[str, str | None]] = set()
 
     @classmethod
     def detached(cls, type_name: str, layer: str = "?") -> ShapeContext:
-        """A context for code that runs after shape inference succeeded (lowering)."""
-        return cls(layer, type_name, Span("<netdsl>"), {}, ("out",), 1, {})
+        """A context for code that runs after shape inference succeeded (lowering): it
+        says nothing, as shape inference already gave the layer's warnings."""
+        return cls(layer, type_name, Span("<netdsl>"), {}, ("out",), 1, {}, quiet=True)
 
     def where(self, field_name: str | None = None) -> Span:
         """The span of a field; without one, the bottoms (most shape errors are about
@@ -169,6 +176,13 @@ class ShapeContext:
 
     def error(self, message: str, field: str | None = None, hint: str | None = None) -> ShapeError:
         return ShapeError(f"{self.type_name} '{self.layer}': {message}", self.where(field), hint)
+
+    def warn(self, message: str, field: str | None = None, hint: str | None = None) -> None:
+        """What Caffe logs and goes on after: a warning at the field (as for ``error``)."""
+        if self.quiet or (message, field) in self._warned:
+            return  # once per layer (a square window too large for both axes)
+        self._warned.add((message, field))
+        warn(f"{self.type_name} '{self.layer}': {message}", self.where(field), hint, self.notes)
 
 
 @dataclass(frozen=True, eq=False)

@@ -43,6 +43,49 @@ class ConvParams:
     engine: str = field(default="DEFAULT", metadata=doc("Caffe engine; no effect"))
 
 
+#: The hint of a window larger than its input: most often a placeholder input size.
+PLACEHOLDER_HINT = ("if the input is a placeholder that the application resizes, give the "
+                    "real size: --input NAME=C,H,W")
+
+
+def c_div(a: int, b: int) -> int:
+    """C++'s ``int / int``: the quotient truncated toward zero (Python's ``//`` floors)."""
+    q = abs(a) // abs(b)
+    return q if (a >= 0) == (b > 0) else -q
+
+
+def caffe_conv_side(size: int, kernel: int, stride: int, pad: int, dilation: int) -> int:
+    """``ConvolutionLayer::compute_output_shape`` (BVLC caffe src/caffe/layers/
+    conv_layer.cpp) in C++'s int arithmetic: equal to ``caffe_math.conv_out_size`` for a
+    window that fits, and truncating toward zero when it does not."""
+    extent = dilation * (kernel - 1) + 1
+    return c_div(size + 2 * pad - extent, stride) + 1
+
+
+def lenient_side(ctx: ShapeContext, side: int, problem: str, field: str,
+                 fix: str = "use a smaller kernel, more padding, or a larger input") -> int:
+    """An output side from Caffe's formula where the window does not fit its input.
+
+    Caffe checks no such thing: Reshape computes the side and ``Blob::Reshape`` accepts
+    any side ``>= 0`` (BVLC caffe src/caffe/blob.cpp, ``CHECK_GE(shape[i], 0)``). So a
+    net shipped with a 1x1 placeholder input that the application resizes (OpenPose)
+    loads in Caffe, with a warning here. A side of 0 is an empty blob in Caffe; netdsl
+    says so and goes on with 1, so that nothing after it divides by zero. A negative side
+    stops Caffe at that CHECK, and is an error here too.
+    """
+    if side < 0:
+        raise ctx.error(f"{problem}; Caffe's formula gives side {side}, and Caffe stops there "
+                        "(a blob side must be >= 0)", field,
+                        f"{fix} (--input NAME=C,H,W gives a placeholder input its real size)")
+    if side == 0:
+        ctx.warn(f"{problem}; Caffe's formula gives side 0, an empty blob in Caffe; netdsl "
+                 "goes on with side 1", field, PLACEHOLDER_HINT)
+        return 1
+    ctx.warn(f"{problem}; Caffe computes side {side} with its formula and goes on", field,
+             PLACEHOLDER_HINT)
+    return side
+
+
 @dataclass(frozen=True)
 class ConvGeometry:
     kernel: tuple[int, ...]
@@ -132,11 +175,11 @@ class Convolution(LayerType[ConvParams]):
         for i, size in enumerate(first[2:]):
             extent = g.dilation[i] * (g.kernel[i] - 1) + 1
             if size + 2 * g.pad[i] < extent:
-                raise ctx.error(
-                    f"kernel {extent} is larger than the padded input {size + 2 * g.pad[i]} "
-                    f"(input {size}, pad {g.pad[i]})", "kernel_size",
-                    "use a smaller kernel, more padding, or a larger input",
-                )
+                side = caffe_conv_side(size, g.kernel[i], g.stride[i], g.pad[i], g.dilation[i])
+                out.append(lenient_side(
+                    ctx, side, f"kernel {extent} is larger than the padded input "
+                    f"{size + 2 * g.pad[i]} (input {size}, pad {g.pad[i]})", "kernel_size"))
+                continue
             out.append(conv_out_size(size, g.kernel[i], g.stride[i], g.pad[i], g.dilation[i]))
         top = (first[0], p.num_output, *out)
         return (top,) * len(ctx.tops)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from ..caffe_math import deconv_out_size
 from . import register
 from .base import Arity, Filler, Kernel, LayerType, Shape, ShapeContext, Split, count
-from .convolution import ConvParams, conv_blob_shapes, conv_geometry, conv_setup
+from .convolution import ConvParams, conv_blob_shapes, conv_geometry, conv_setup, lenient_side
 
 
 @register
@@ -34,12 +34,11 @@ class Deconvolution(LayerType[ConvParams]):
         for i, size in enumerate(first[2:]):
             extent = g.dilation[i] * (g.kernel[i] - 1) + 1
             side = deconv_out_size(size, g.kernel[i], g.stride[i], g.pad[i], g.dilation[i])
-            if side < 1:
-                raise ctx.error(
-                    f"the output would have side {side} on spatial axis {i} (input {size}, "
-                    f"stride {g.stride[i]}, pad {g.pad[i]}, kernel extent {extent})", "pad",
-                    "use less padding",
-                )
+            if side < 1:  # as Convolution's: Caffe goes on with 0, stops below it
+                side = lenient_side(
+                    ctx, side, f"the padding {g.pad[i]} leaves no output (input {size}, "
+                    f"stride {g.stride[i]}, kernel extent {extent})", "pad",
+                    "use less padding, or a larger input")
             out.append(side)
         return ((first[0], p.num_output, *out),) * len(ctx.tops)
 

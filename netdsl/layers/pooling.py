@@ -10,6 +10,7 @@ from ..caffe_math import pooled_size
 from ..fields import doc
 from . import register
 from .base import Arity, Call, Follow, Kernel, LayerType, Shape, ShapeContext, spatial_pair
+from .convolution import lenient_side
 
 
 class PoolMethod(enum.Enum):
@@ -37,7 +38,29 @@ class PoolParams:
     pad_w: int | None = field(default=None, metadata=doc("horizontal padding"))
     global_pooling: bool = field(default=False, metadata=doc("pool over the whole map"))
     round_mode: RoundMode = field(default=RoundMode.CEIL, metadata=doc("output size rounding"))
+    ceil_mode: bool | None = field(
+        default=None, metadata=doc("forks' switch for round_mode: true is CEIL, false FLOOR"))
     engine: str = field(default="DEFAULT", metadata=doc("Caffe engine; no effect"))
+
+
+def round_mode(p: PoolParams, ctx: ShapeContext) -> RoundMode:
+    """The rounding of the output size: ``round_mode``, or the forks' ``ceil_mode``.
+
+    Caffe forks that predate BVLC's ``round_mode`` carry ``optional bool ceil_mode
+    [default = true]`` in PoolingParameter (proposed as BVLC caffe PR #3057), and round
+    the output size up when it is true, down when false, as ``round_mode: CEIL`` /
+    ``FLOOR`` does (foss-for-synopsys-dwc-arc-processors/synopsys-caffe
+    src/caffe/proto/caffe.proto and src/caffe/layers/pooling_layer.cpp). A file that
+    gives both must mean the same rounding with each.
+    """
+    if p.ceil_mode is None:
+        return p.round_mode
+    mode = RoundMode.CEIL if p.ceil_mode else RoundMode.FLOOR
+    if "round_mode" in ctx.field_spans and p.round_mode is not mode:
+        raise ctx.error(
+            f"ceil_mode: {str(p.ceil_mode).lower()} means round_mode: {mode.name}, but "
+            f"round_mode is {p.round_mode.name}", "ceil_mode", "give one of the two")
+    return mode
 
 
 @dataclass(frozen=True)
@@ -92,14 +115,15 @@ class Pooling(LayerType[PoolParams]):
         if len(b) != 4:
             raise ctx.error(f"needs a 4-D (N, C, H, W) input, got {list(b)}")
         g = pool_geometry(p, b, ctx)
+        ceil = round_mode(p, ctx) is RoundMode.CEIL
         out = []
         for size, k, st, pd in zip(b[2:], g.kernel, g.stride, g.pad, strict=True):
-            if size + 2 * pd < k:
-                raise ctx.error(
-                    f"kernel {k} is larger than the padded input {size + 2 * pd}", "kernel_size"
-                )
-            out.append(pooled_size(size, k, st, pd, p.round_mode is RoundMode.CEIL,
-                                   clip=any(g.pad)))
+            side = pooled_size(size, k, st, pd, ceil, clip=any(g.pad))
+            if size + 2 * pd < k:  # Caffe checks nothing of the kind (see lenient_side)
+                side = lenient_side(
+                    ctx, side, f"kernel {k} is larger than the padded input {size + 2 * pd}",
+                    "kernel_size")
+            out.append(side)
         if len(ctx.tops) > 2 or (len(ctx.tops) == 2 and p.pool is not PoolMethod.MAX):
             raise ctx.error("a second top (the argmax mask) needs pool: MAX")
         top = (b[0], b[1], *out)
@@ -112,7 +136,8 @@ class Pooling(LayerType[PoolParams]):
         g = pool_geometry(p, bottoms[0], ShapeContext.detached(self.name))
         geometry: dict[str, Any] = {"kernel_hw": None if p.global_pooling else g.kernel,
                                     "stride_hw": g.stride, "pad_hw": g.pad}
-        window: dict[str, Any] = {**geometry, "round_mode": p.round_mode.name,
+        mode = round_mode(p, ShapeContext.detached(self.name))
+        window: dict[str, Any] = {**geometry, "round_mode": mode.name,
                                   "global_pooling": p.global_pooling}
         if p.pool is PoolMethod.STOCHASTIC:
             return pooling.StochasticPool(**window)

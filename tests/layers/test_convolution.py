@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
-from .helpers import close, lower, rand, shape_error, shapes
+from netdsl.diagnostics import collect_warnings
+
+from .helpers import close, field_line, lower, rand, shape_error, shapes
 
 
 def test_alexnet_conv1_shape() -> None:
@@ -63,3 +66,43 @@ def test_one_spatial_axis() -> None:
     (y,) = m(x)
     assert tuple(y.shape) == tops[0] == (2, 4, 5)
     close(y, torch.nn.functional.conv1d(x, m.weight, m.bias, 2), 1e-5)
+
+
+def _caffe_conv_side(size: int, k: int, s: int, p: int, d: int = 1) -> int:
+    """ConvolutionLayer::compute_output_shape (BVLC caffe src/caffe/layers/conv_layer.cpp)
+    with C's int division, which truncates toward zero (``int(a / b)``)."""
+    extent = d * (k - 1) + 1
+    return int((size + 2 * p - extent) / s) + 1
+
+
+@pytest.mark.parametrize("size, k, s, p, d", [
+    (1, 2, 2, 0, 1),  # (1 - 2) / 2 truncates to 0: side 1 (floor division would give 0)
+    (1, 4, 2, 0, 1),  # (1 - 4) / 2 truncates to -1: side 0 (floor: -1, an error)
+    (1, 3, 2, 0, 1),  # -2 / 2 + 1 = 0
+    (1, 3, 1, 0, 1),  # -2 + 1 = -1: Caffe stops
+    (3, 2, 1, 0, 3),  # dilated extent 4 on 3: -1 / 1 + 1 = 0
+    (1, 7, 1, 3, 1),  # OpenPose's 7x7 pad 3 on 1x1 fits: 1
+])
+def test_a_kernel_larger_than_its_input_is_what_caffe_computes(
+        size: int, k: int, s: int, p: int, d: int) -> None:
+    caffe = _caffe_conv_side(size, k, s, p, d)
+    kw = {"num_output": 4, "kernel_size": (k,), "stride": (s,), "pad": (p,), "dilation": (d,)}
+    bottom = ((1, 2, size, size),)
+    if caffe < 0:
+        err = shape_error("Convolution", bottom, match=f"gives side {caffe}, and Caffe stops",
+                          field="kernel_size", **kw)
+        assert err.hint is not None and err.hint.startswith("use a smaller kernel")
+        return
+    with collect_warnings() as ws:
+        (top,) = shapes("Convolution", bottom, **kw)
+    assert top == (1, 4, max(caffe, 1), max(caffe, 1))
+    extent = d * (k - 1) + 1
+    if size + 2 * p >= extent:
+        assert ws == []
+        return
+    (w,) = ws
+    assert w.span.line == field_line(kw, "kernel_size")
+    assert w.message.startswith(f"Convolution 'L': kernel {extent} is larger than the padded "
+                                f"input {size + 2 * p} (input {size}, pad {p}); ")
+    assert ("gives side 0, an empty blob in Caffe; netdsl goes on with side 1" if caffe == 0
+            else f"Caffe computes side {caffe} with its formula") in w.message

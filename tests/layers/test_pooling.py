@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import math
+from pathlib import Path
+from typing import Any
+
 import numpy as np
+import pytest
 import torch
 
-from netdsl.layers.pooling import PoolMethod
+from netdsl.diagnostics import collect_warnings
+from netdsl.layers.pooling import PoolMethod, RoundMode
 
-from .helpers import close, lower, np_, rand, shapes
+from .helpers import close, field_line, lower, np_, params_from_text, rand, shape_error, shapes
 
 
 def _caffe_max_pool(x: np.ndarray, k: int, s: int, p: int, out: tuple[int, int]):
@@ -63,3 +69,121 @@ def test_global_pooling() -> None:
     (y,) = m(x)
     assert tuple(y.shape) == tops[0] == (2, 3, 1, 1)
     close(y, x.mean(dim=(2, 3), keepdim=True))
+
+
+# ---------------------------------------------------------------- windows larger than input
+
+
+def _caffe_pooled_side(size: int, k: int, s: int, p: int, ceil: bool) -> int:
+    """PoolingLayer::Reshape (BVLC caffe src/caffe/layers/pooling_layer.cpp) in floats,
+    as Caffe computes it: ``static_cast<int>(ceil(float(size + 2p - k) / s)) + 1``, then
+    one less when padded and the last window starts in the padding."""
+    rounding = math.ceil if ceil else math.floor
+    out = int(rounding(float(size + 2 * p - k) / s)) + 1
+    if p and (out - 1) * s >= size + p:
+        out -= 1
+    return out
+
+
+@pytest.mark.parametrize("size, k, s, p, mode", [
+    (1, 2, 2, 0, RoundMode.CEIL),   # OpenPose's 1x1 placeholder: ceil(-0.5) + 1 = 1
+    (1, 3, 2, 1, RoundMode.CEIL),   # fits once padded: no warning
+    (1, 3, 2, 0, RoundMode.CEIL),   # ceil(-1) + 1 = 0: an empty blob in Caffe
+    (1, 2, 2, 0, RoundMode.FLOOR),  # floor(-0.5) + 1 = 0
+    (2, 3, 1, 0, RoundMode.CEIL),   # ceil(-1) + 1 = 0
+    (1, 3, 1, 0, RoundMode.CEIL),   # ceil(-2) + 1 = -1: Caffe stops
+    (4, 6, 1, 0, RoundMode.FLOOR),  # -1
+    (1, 5, 3, 1, RoundMode.CEIL),   # ceil(-2 / 3) + 1 = 1, padded: no clip at 0
+])
+def test_a_window_larger_than_its_input_is_what_caffe_computes(
+        size: int, k: int, s: int, p: int, mode: RoundMode) -> None:
+    caffe = _caffe_pooled_side(size, k, s, p, mode is RoundMode.CEIL)
+    kw = {"kernel_size": k, "stride": s, "pad": p, "round_mode": mode}
+    bottom = ((2, 3, size, size),)
+    if caffe < 0:
+        err = shape_error("Pooling", bottom, match=f"gives side {caffe}, and Caffe stops",
+                          field="kernel_size", **kw)
+        assert err.hint is not None and "--input" in err.hint
+        return
+    with collect_warnings() as ws:
+        (top,) = shapes("Pooling", bottom, **kw)
+    assert top == (2, 3, max(caffe, 1), max(caffe, 1))
+    if size + 2 * p >= k:
+        assert ws == []
+        return
+    (w,) = ws  # one warning for both axes of a square window
+    assert w.span.line == field_line(kw, "kernel_size")
+    assert w.message.startswith(f"Pooling 'L': kernel {k} is larger than the padded input "
+                                f"{size + 2 * p}; ")
+    if caffe == 0:
+        assert "gives side 0, an empty blob in Caffe; netdsl goes on with side 1" in w.message
+    else:
+        assert f"Caffe computes side {caffe} with its formula and goes on" in w.message
+    assert w.hint is not None and "--input NAME=C,H,W" in w.hint
+
+
+def test_one_warning_per_axis_that_differs() -> None:
+    with collect_warnings() as ws:
+        (top,) = shapes("Pooling", ((1, 1, 1, 2),), kernel_size=3, stride=2)
+    assert top == (1, 1, 1, 1)  # height: ceil(-2 / 2) + 1 = 0, so 1; width: ceil(-1 / 2) + 1
+    assert [w.message.split(";")[0] for w in ws] == [
+        "Pooling 'L': kernel 3 is larger than the padded input 1",
+        "Pooling 'L': kernel 3 is larger than the padded input 2"]
+    assert "side 0" in ws[0].message and "side 1" in ws[1].message
+
+
+# ------------------------------------------------------------------------------- ceil_mode
+
+
+@pytest.mark.parametrize("ceil_mode, side", [(True, 4), (False, 3), (None, 4)])
+def test_ceil_mode_is_round_mode(ceil_mode: bool | None, side: int) -> None:
+    """The forks' ``ceil_mode: true`` is CEIL, ``false`` FLOOR: 7 -> ceil or floor of
+    (7 - 2) / 2, plus 1 (synopsys-caffe pooling_layer.cpp)."""
+    kw: dict[str, Any] = {"kernel_size": 2, "stride": 2}
+    if ceil_mode is not None:
+        kw["ceil_mode"] = ceil_mode
+    assert shapes("Pooling", ((1, 1, 7, 7),), **kw) == ((1, 1, side, side),)
+    mode = RoundMode.CEIL if ceil_mode in (True, None) else RoundMode.FLOOR
+    assert shapes("Pooling", ((1, 1, 7, 7),), kernel_size=2, stride=2,
+                  round_mode=mode) == ((1, 1, side, side),)
+
+
+def test_ceil_mode_and_round_mode_must_agree() -> None:
+    assert shapes("Pooling", ((1, 1, 7, 7),), kernel_size=2, stride=2, ceil_mode=False,
+                  round_mode=RoundMode.FLOOR) == ((1, 1, 3, 3),)
+    err = shape_error("Pooling", ((1, 1, 7, 7),), match="ceil_mode: true means round_mode: "
+                      "CEIL, but round_mode is FLOOR", field="ceil_mode", kernel_size=2,
+                      stride=2, ceil_mode=True, round_mode=RoundMode.FLOOR)
+    assert err.hint == "give one of the two"
+
+
+def test_ceil_mode_from_a_fork_prototxt_and_its_kernel() -> None:
+    p = params_from_text("Pooling", "pooling_param { pool: MAX kernel_size: 3 stride: 2 "
+                         "ceil_mode: false }")
+    assert p.ceil_mode is False and p.round_mode is RoundMode.CEIL
+    x = rand(2, 3, 8, 8)
+    m, tops = lower("Pooling", ((2, 3, 8, 8),), kernel_size=3, stride=2, ceil_mode=False)
+    (y,) = m(x)
+    assert tuple(y.shape) == tops[0] == (2, 3, 3, 3)  # floor(5 / 2) + 1; CEIL would give 4
+    ref, _ = _caffe_max_pool(np_(x), 3, 2, 0, (3, 3))
+    close(y, ref)
+
+
+def test_ceil_mode_converts_both_ways(tmp_path: Path) -> None:
+    import netdsl
+    from netdsl.convert import net_to_prototxt, prototxt_to_net
+    from netdsl.shapes import infer_shapes
+
+    proto = tmp_path / "p.prototxt"
+    proto.write_text('input: "data" input_shape { dim: 1 dim: 3 dim: 9 dim: 9 }\n'
+                     'layer { name: "pool" type: "Pooling" bottom: "data" top: "pool"\n'
+                     '        pooling_param { pool: AVE kernel_size: 2 stride: 2 '
+                     'ceil_mode: false } }\n')
+    net = tmp_path / "p.net"
+    net.write_text(prototxt_to_net(proto))
+    back = tmp_path / "back.prototxt"
+    back.write_text(net_to_prototxt(net))
+    assert "ceil_mode: false" in back.read_text()
+    for path in (proto, net, back):
+        table = infer_shapes(netdsl.load(path, "test"))
+        assert table.of("pool").tops == ((1, 3, 4, 4),)  # floor(7 / 2) + 1
