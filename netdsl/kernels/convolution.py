@@ -84,3 +84,20 @@ class InnerProduct(nn.Module):
     def extra_repr(self) -> str:
         return (f"weight={list(self.weight.shape)}, axis={self.axis}, "
                 f"transpose={self.transpose}, bias={self.bias is not None}")
+
+
+class Embed(nn.Module):
+    """Caffe's EmbedLayer: each input value, truncated to an integer, picks a row of
+    ``weight`` (input_dim, num_output), plus the bias; the input gets no gradient."""
+
+    def __init__(self, shapes: Mapping[str, Shape]) -> None:
+        super().__init__()
+        self.weight = empty_param(shapes["weight"])
+        self.bias = empty_param(shapes["bias"]) if "bias" in shapes else None
+
+    def forward(self, x: Tensor) -> Tensor:
+        y = F.embedding(x.detach().long(), self.weight)
+        return y if self.bias is None else y + self.bias
+
+    def extra_repr(self) -> str:
+        return f"weight={list(self.weight.shape)}, bias={self.bias is not None}"

@@ -118,3 +118,54 @@ def eltwise(*inputs: Tensor, op: str = "SUM", coeffs: Sequence[float] | None = N
             out = torch.where(t > out, t, out)
         return out
     raise ValueError(f"unknown Eltwise operation {op!r}")
+
+
+# --- Clip, Exp, Log, Threshold, Swish (BVLC) and ReLU6 (fork) -----------------------------
+
+
+def clip(x: Tensor, min: float = 0.0, max: float = 0.0) -> Tensor:
+    """Caffe's ClipLayer: ``max(min, min(x, max))``; the gradient passes where
+    ``min <= x <= max`` (both ends included), as ``torch.clamp``'s does."""
+    return x.clamp(min=min, max=max)
+
+
+def caffe_exp(x: Tensor, base: float = -1.0, scale: float = 1.0, shift: float = 0.0) -> Tensor:
+    """Caffe's ExpLayer: ``base ^ (shift + scale * x)``, base e for -1, computed as Caffe
+    does: ``exp(log(base) * scale * x)`` times ``base ^ shift``."""
+    import math
+
+    log_base = 1.0 if base == -1 else math.log(base)
+    inner = log_base * scale
+    outer = 1.0 if shift == 0 else (base**shift if base != -1 else math.exp(shift))
+    y = torch.exp(x if inner == 1 else x * inner)
+    return y if outer == 1 else y * outer
+
+
+def caffe_log(x: Tensor, base: float = -1.0, scale: float = 1.0, shift: float = 0.0) -> Tensor:
+    """Caffe's LogLayer: ``log_base(shift + scale * x)``, base e for -1."""
+    import math
+
+    base_scale = 1.0 if base == -1 else 1.0 / math.log(base)
+    y = x if scale == 1 else x * scale
+    if shift != 0:
+        y = y + shift
+    y = torch.log(y)
+    return y if base_scale == 1 else y * base_scale
+
+
+def threshold(x: Tensor, threshold: float = 0.0) -> Tensor:
+    """Caffe's ThresholdLayer: 1 where ``x > threshold``, else 0. Caffe has no backward
+    for it; neither has this (the output carries no gradient)."""
+    return (x > threshold).to(x.dtype)
+
+
+def swish(x: Tensor, beta: float = 1.0) -> Tensor:
+    """Caffe's SwishLayer: ``x * sigmoid(beta * x)``."""
+    return x * torch.sigmoid(x if beta == 1 else x * beta)
+
+
+def relu6(x: Tensor, negative_slope: float = 0.0) -> Tensor:
+    """The forks' ReLU6: ``min(max(x, 0) + negative_slope * min(x, 0), 6)``, with their
+    gradient: 1 on (0, 6), ``negative_slope`` at and below 0, 0 from 6 up."""
+    inner = torch.where(x > 0, x, x * negative_slope) if negative_slope else torch.relu(x)
+    return torch.where(x < 6, inner.clamp(max=6.0), torch.full_like(x, 6.0))
