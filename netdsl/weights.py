@@ -58,11 +58,12 @@ class CaffeLayerBlobs:
 
 
 def blob_names(layer_type: str, count: int) -> list[str]:
-    """Names of a layer's ``count`` blobs: the registry's ``blobs``, else ``blobN``."""
+    """Names of a layer's ``count`` blobs: the registry's (``caffe_blob_names``), else
+    ``blobN``."""
     from .layers import REGISTRY
 
     kind = REGISTRY.get(layer_type)
-    known = kind.blobs if kind is not None else ()
+    known = kind.caffe_blob_names(count) if kind is not None else ()
     return [known[i] if i < len(known) else f"blob{i}" for i in range(count)]
 
 

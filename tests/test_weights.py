@@ -55,7 +55,7 @@ def v2_model(tmp_path: Path) -> tuple[Path, dict[str, np.ndarray]]:
         ("sc1", "Scale", ["sc1.weight", "sc1.bias"]),
         ("relu1", "ReLU", []),
         ("fc", "InnerProduct", ["fc.weight", "fc.bias"]),
-        ("norm", "Normalize", ["norm.blob0"]),
+        ("norm", "MysteryLayer", ["norm.blob0"]),
     ]:
         lp = net.layer.add(name=lname, type=ltype)
         for k in keys:
@@ -73,7 +73,7 @@ def test_read_v2_caffemodel(v2_model) -> None:
         ("bn1", "BatchNorm", 3),
         ("sc1", "Scale", 2),
         ("fc", "InnerProduct", 2),
-        ("norm", "Normalize", 1),
+        ("norm", "MysteryLayer", 1),
     ]
     tensors = W.caffemodel_to_tensors(str(path))
     assert list(tensors) == list(arrays)
@@ -193,7 +193,7 @@ def test_blob_count_mismatch(tmp_path: Path) -> None:
 def test_blob_names() -> None:
     assert W.blob_names("BatchNorm", 3) == ["mean", "variance", "scale_factor"]
     assert W.blob_names("Convolution", 1) == ["weight"]
-    assert W.blob_names("LSTM", 2) == ["blob0", "blob1"]
+    assert W.blob_names("MysteryLayer", 2) == ["blob0", "blob1"]
 
 
 # ---------------------------------------------------------------------------- safetensors
@@ -334,3 +334,10 @@ def test_v1_layer_with_unknown_enum_type(tmp_path: Path) -> None:
     (lb,) = W.read_caffemodel(path)
     assert (lb.name, lb.type) == ("crop", "")
     assert list(W.caffemodel_to_tensors(path)) == ["crop.blob0"]
+
+
+def test_recurrent_blob_names_follow_the_static_input() -> None:
+    """Caffe's unrolled LSTM/RNN create the static input's weight third (FillUnrolledNet)."""
+    assert W.blob_names("LSTM", 3) == ["W_xc", "b_c", "W_hc"]
+    assert W.blob_names("LSTM", 4) == ["W_xc", "b_c", "W_xc_static", "W_hc"]
+    assert W.blob_names("RNN", 6) == ["W_xh", "b_h", "W_xh_static", "W_hh", "W_ho", "b_o"]

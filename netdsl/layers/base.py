@@ -280,6 +280,11 @@ class LayerType(Generic[P]):
         """Top shapes from bottom shapes; the default keeps the first bottom's shape."""
         return (bottoms[0],) * max(1, len(ctx.tops))
 
+    def caffe_blob_names(self, count: int) -> tuple[str, ...]:
+        """The names of a layer's ``count`` blobs in a Caffe model, in Caffe's order:
+        ``blobs``, unless the count says which of the type's forms saved them."""
+        return self.blobs
+
     def param_shapes(self, p: P, bottoms: tuple[Shape, ...]) -> dict[str, Shape]:
         """Caffe shapes of the learnable blobs, keyed by blob name."""
         return {}
