@@ -1,0 +1,94 @@
+"""What the detection fork layers share: Caffe's legacy blob dims, the box coding enum and
+the NMS parameter block (SSD's Caffe, weiliu89/caffe, branch ssd: caffe.proto).
+
+Torch-free: the shape rules use it, and the layers hand its values to the kernels.
+"""
+
+from __future__ import annotations
+
+import enum
+import struct
+from dataclasses import dataclass, field
+
+from ..fields import doc
+from .base import Shape, ShapeContext
+
+
+class CodeType(enum.Enum):
+    """PriorBoxParameter.CodeType: how a box is coded against its prior.
+
+    In Caffe's proto these are 1, 2, 3; netdsl reads the names (an integer ``code_type``
+    would count from 0).
+    """
+
+    CORNER = "CORNER"
+    CENTER_SIZE = "CENTER_SIZE"
+    CORNER_SIZE = "CORNER_SIZE"
+
+
+@dataclass(frozen=True)
+class NMSParams:
+    """NonMaximumSuppressionParameter (``nms_param { ... }``)."""
+
+    nms_threshold: float = field(default=0.3, metadata=doc("overlap above which a box is dropped"))
+    top_k: int | None = field(
+        default=None, metadata=doc("boxes per class kept before NMS (unset: all)")
+    )
+    eta: float = field(
+        default=1.0, metadata=doc("adaptive NMS: threshold *= eta after each kept box")
+    )
+
+
+def legacy_dim(shape: Shape, index: int, ctx: ShapeContext) -> int:
+    """Caffe's ``Blob::LegacyShape``: num/channels/height/width of a blob of at most 4
+    axes, 1 for an axis it does not have (``height()`` of a 2-D blob is 1)."""
+    if len(shape) > 4:
+        raise ctx.error(
+            f"needs blobs of at most 4 axes (Caffe reads them as num, channels, height, "
+            f"width), got {list(shape)}"
+        )
+    if index >= len(shape) or index < -len(shape):
+        return 1
+    return shape[index]
+
+
+def f32(x: float) -> float:
+    """``x`` rounded to a C float, as Caffe stores proto floats and float locals."""
+    return float(struct.unpack("f", struct.pack("f", x))[0])
+
+
+class ResizeMode(enum.Enum):
+    WARP = "WARP"
+    FIT_SMALL_SIZE = "FIT_SMALL_SIZE"
+    FIT_LARGE_SIZE_AND_PAD = "FIT_LARGE_SIZE_AND_PAD"
+
+
+class PadMode(enum.Enum):
+    CONSTANT = "CONSTANT"
+    MIRRORED = "MIRRORED"
+    REPEAT_NEAREST = "REPEAT_NEAREST"
+
+
+class InterpMode(enum.Enum):
+    LINEAR = "LINEAR"
+    AREA = "AREA"
+    NEAREST = "NEAREST"
+    CUBIC = "CUBIC"
+    LANCZOS4 = "LANCZOS4"
+
+
+@dataclass(frozen=True)
+class ResizeParams:
+    """ResizeParameter (``resize_param { ... }``) of SSD's data transformer."""
+
+    prob: float = field(default=1.0, metadata=doc("probability of using this resize"))
+    resize_mode: ResizeMode = field(default=ResizeMode.WARP, metadata=doc("resize policy"))
+    height: int = field(default=0, metadata=doc("output height"))
+    width: int = field(default=0, metadata=doc("output width"))
+    height_scale: int = field(default=0, metadata=doc("FIT_SMALL_SIZE: height for boxes"))
+    width_scale: int = field(default=0, metadata=doc("FIT_SMALL_SIZE: width for boxes"))
+    pad_mode: PadMode = field(default=PadMode.CONSTANT, metadata=doc("padding policy"))
+    pad_value: tuple[float, ...] = field(default=(), metadata=doc("padding value(s)"))
+    interp_mode: tuple[InterpMode, ...] = field(
+        default=(), metadata=doc("interpolations to choose from (OpenCV's)")
+    )
