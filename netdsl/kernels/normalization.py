@@ -1,4 +1,5 @@
-"""Caffe's BatchNorm (``batch_norm_layer.cpp``) and its Scale and Bias layers."""
+"""Caffe's BatchNorm (``batch_norm_layer.cpp``) and its Scale and Bias layers; Caffe's MVN;
+the BN layer (scale and shift of its own) of SegNet's and ENet's Caffe forks."""
 
 from __future__ import annotations
 
@@ -9,7 +10,8 @@ from torch import Tensor, nn
 
 from .convolution import Shape, empty_param
 
-__all__ = ["BatchNorm", "BatchNormStats", "ScaleBias", "batch_norm", "bn_global_stats"]
+__all__ = ["BatchNorm", "BatchNormStats", "ScaleBias", "SegNetBN", "batch_norm", "bn_global_stats",
+           "legacy_4d", "mvn"]
 
 
 class BatchNormStats(NamedTuple):
@@ -160,3 +162,86 @@ class ScaleBias(nn.Module):
 
     def extra_repr(self) -> str:
         return f"weight_axis={self.weight_axis}, bias_axis={self.bias_axis}"
+
+
+def legacy_4d(x: Tensor) -> Tensor:
+    """``x`` as Caffe's legacy accessors (``num()``, ``channels()``, ``height()``,
+    ``width()``) see it: missing trailing axes are 1 (``Blob::LegacyShape``). Layers whose
+    Reshape is ``top->Reshape(num, channels, height, width)`` (MVN, BN, Interp) so make a
+    4-D top from a 2-D bottom."""
+    if x.dim() > 4:
+        raise ValueError(f"Caffe's legacy accessors take at most 4 axes, got {tuple(x.shape)}")
+    return x.reshape(*x.shape, *([1] * (4 - x.dim())))
+
+
+def mvn(x: Tensor, normalize_variance: bool = True, across_channels: bool = False,
+        eps: float = 1e-9) -> Tensor:
+    """Caffe's MVN (BVLC ``mvn_layer.cpp``): subtract the mean of each (n, c) plane, or of
+    each item with ``across_channels``; then divide by the *biased* standard deviation
+    plus ``eps`` (``sigma + eps``, not ``sqrt(var + eps)``). The top is 4-D (see
+    :func:`legacy_4d`).
+
+    Caffe's ``Backward_cpu`` is ``(dy - mean(dy) - y * mean(y * dy)) / (sigma + eps)``: the
+    exact gradient only for ``eps == 0``. It is the gradient of ``centred / s`` with
+    ``s = sqrt(var + c)`` and ``c = (sigma + eps)^2 - var`` held constant, so the
+    denominator takes its value from ``sigma + eps`` and its gradient from that ``s``.
+    """
+    x4 = legacy_4d(x)
+    n, c = x4.shape[0], x4.shape[1]
+    rows = x4.reshape(n, -1) if across_channels else x4.reshape(n * c, -1)
+    centred = rows - rows.mean(dim=1, keepdim=True)
+    if not normalize_variance:
+        return centred.reshape(x4.shape)
+    var = centred.square().mean(dim=1, keepdim=True)
+    denom = (var.sqrt() + eps).detach()
+    surrogate = (var + (denom.square() - var).detach()).sqrt()
+    denom = denom + (surrogate - surrogate.detach())
+    return (centred / denom).reshape(x4.shape)
+
+
+#: SegNet's and ENet's BN adds this to the batch variance (``var_eps_``, not a field).
+SEGNET_BN_EPS = 1e-9
+
+
+class SegNetBN(nn.Module):
+    """The BN layer of SegNet's Caffe (alexgkendall/caffe-segnet ``bn_layer.cpp``; ENet's
+    fork, TimoSaemann/caffe-enet, has the same code): learned ``scale`` and ``shift``
+    blobs of shape (1, C, 1, 1) and no running statistics.
+
+    ``learn`` (``bn_mode: LEARN``, in both phases): ``y = (x - mean) / sqrt(var + 1e-9) *
+    scale + shift`` with the batch mean and biased variance over N, H and W; the second
+    and third tops (``stats_tops``) are that mean and variance, (1, C, 1, 1), which
+    Caffe's backward ignores (detached here). INFERENCE: ``y = x * scale + shift``, the
+    statistics having been folded into the blobs (SegNet's compute_bn_statistics.py).
+
+    Caffe computes the variance as ``E(x^2) - E(x)^2``; this takes ``E((x - mean)^2)``,
+    equal in exact arithmetic and never negative. Autograd gives Caffe's backward in
+    both modes.
+    """
+
+    scale: nn.Parameter
+    shift: nn.Parameter
+
+    def __init__(self, channels: int, learn: bool = True, stats_tops: int = 0) -> None:
+        super().__init__()
+        if not 0 <= stats_tops <= (2 if learn else 0):
+            raise ValueError(f"BN has {stats_tops} statistics tops; at most 2, in LEARN mode")
+        self.scale = empty_param((1, channels, 1, 1))
+        self.shift = empty_param((1, channels, 1, 1))
+        self.learn, self.stats_tops = learn, stats_tops
+
+    def forward(self, x: Tensor) -> Tensor | tuple[Tensor, ...]:
+        x4 = legacy_4d(x)
+        if not self.learn:
+            return x4 * self.scale + self.shift
+        mean = x4.mean(dim=(0, 2, 3), keepdim=True)
+        centred = x4 - mean
+        var = centred.square().mean(dim=(0, 2, 3), keepdim=True)
+        y = centred / (var + SEGNET_BN_EPS).sqrt() * self.scale + self.shift
+        if not self.stats_tops:
+            return y
+        return (y, mean.detach(), var.detach())[: 1 + self.stats_tops]
+
+    def extra_repr(self) -> str:
+        mode = "LEARN" if self.learn else "INFERENCE"
+        return f"{self.scale.shape[1]}, bn_mode={mode}, stats_tops={self.stats_tops}"
