@@ -6,7 +6,7 @@ The pipeline, one module per stage: ``parse`` -> ``caffe_compat`` -> ``resolve``
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -21,22 +21,29 @@ __all__ = ["CompiledNet", "Net", "Phase", "Role", "Training", "compile", "compil
 __version__ = "0.1.0"
 
 
-def load_spec(path: str | Path, overrides: Mapping[str, str] | None = None) -> Spec:
-    """Parse, upgrade Caffe forms and resolve a spec file -> ``syntax.Spec``."""
-    from .caffe_compat import upgrade
-    from .parse import parse_file
+def load_spec(path: str | Path, overrides: Mapping[str, str] | None = None,
+              plugins: Iterable[str] = ()) -> Spec:
+    """Parse, upgrade Caffe forms and resolve a spec file -> ``syntax.Spec``.
+
+    ``plugins`` names modules registering more layer types (as ``--plugin`` does); those
+    the spec and the files it imports name (``plugins: [...]``) are loaded too.
+    """
+    from .plugins import load_plugins, load_spec_plugins, read_spec_file, with_plugins
     from .resolve import default_loader, resolve
 
-    file = upgrade(parse_file(path))
-    return resolve(file, default_loader, overrides or {})
+    load_plugins(plugins)
+    spec = resolve(read_spec_file(path), with_plugins(default_loader), overrides or {})
+    load_spec_plugins(spec.items)
+    return spec
 
 
 def load(path: str | Path, phase: Phase | str = Phase.TRAIN,
-         overrides: Mapping[str, str] | None = None) -> Net:
-    """A spec file -> the phase's ``ir.Net`` (no torch involved)."""
+         overrides: Mapping[str, str] | None = None, plugins: Iterable[str] = ()) -> Net:
+    """A spec file -> the phase's ``ir.Net`` (no torch involved); ``plugins`` as for
+    :func:`load_spec`."""
     from .build import build
 
-    return build(load_spec(path, overrides), phase)
+    return build(load_spec(path, overrides, plugins), phase)
 
 
 def __getattr__(name: str) -> Any:

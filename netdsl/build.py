@@ -26,6 +26,7 @@ from .fields import convert, doc, field_spans
 from .ir import Layer, Net, ParamSpec, Phase
 from .layers import INPUT_TYPE, lookup
 from .layers.base import Split
+from .plugins import load_spec_plugins
 from .sections import data_section, runtime_section, solver_section
 
 #: Fields every layer may have, whatever its type (the rest belong to the type's Params).
@@ -55,6 +56,7 @@ TOP_FIELDS = {
     "force_backward": "Caffe: backpropagate to all layers (no effect)",
     "debug_info": "Caffe: print debug information (no effect)",
     "state": "Caffe: the net state { phase level stage }",
+    "plugins": "modules registering more layer types: plugins: [\"mypkg.layers\"]",
 }
 
 DEFAULT_DEVICE = "gpu:0"
@@ -199,6 +201,7 @@ def build(spec: s.Spec, phase: Phase | str = Phase.TRAIN) -> Net:
             hint = did_you_mean(f.key, TOP_FIELDS)
             errors.append(SpecError(f"unknown top-level field '{f.key}'", f.key_span, hint))
     raise_all(errors)
+    load_spec_plugins(spec.items)  # before any layer is typed
     net_devices = _devices(spec)
     name_f = next((f for f in spec.items if f.key == "name"), None)
     net_name = str(name_f.value.value) if name_f and isinstance(name_f.value, s.Scalar) else ""

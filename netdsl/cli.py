@@ -52,6 +52,22 @@ def _spec_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--set", dest="overrides", action="append", type=_kv, default=[],
                    metavar="NAME=VALUE",
                    help="override a variable (width=0.5) or a section field (solver.base_lr=0.1)")
+    _plugin_arg(p)
+
+
+def _plugin_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--plugin", dest="plugins", action="append", default=[], metavar="MODULE",
+                   help="import MODULE first: it registers more layer types (repeatable)")
+
+
+def _load_plugins(args: argparse.Namespace) -> None:
+    """The --plugin modules, imported before the command reads any spec: the registry is
+    the process's, so every loader the command calls (the runtime's included) sees them."""
+    from .diagnostics import Span
+    from .plugins import load_plugin
+
+    for module in getattr(args, "plugins", None) or ():
+        load_plugin(module, Span(f"--plugin {module}"))
 
 
 def _net_args(p: argparse.ArgumentParser, phase: str | None = None, batch: bool = True) -> None:
@@ -219,6 +235,7 @@ def _convert_parser(sub: Any) -> None:
     p.add_argument("-o", "--output", default=None, help="write here instead of stdout")
     p.add_argument("--phase", choices=["train", "test"], default=None,
                    help="prototxt: write only this phase's layers (default: all, with rules)")
+    _plugin_arg(p)
     p.set_defaults(func=cmd_convert)
 
 
@@ -484,6 +501,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(e.code or 0)
     _log_to_stderr()
     try:
+        _load_plugins(args)
         return int(args.func(args))
     except UsageError as e:
         print(render(e), file=sys.stderr)

@@ -13,17 +13,16 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 from . import syntax as s
 from .build import build
-from .caffe_compat import upgrade
 from .diagnostics import DataError, Span
 from .fields import field_spans
 from .ir import Net
-from .parse import parse_file
+from .plugins import load_plugins, read_spec_file, with_plugins
 from .resolve import default_loader, resolve
 from .sections import SolverConfig, solver_section
 
@@ -45,17 +44,22 @@ class Training:
 
 
 def load_training(spec: str | os.PathLike[str],
-                  overrides: Mapping[str, str] | None = None) -> Training:
-    """Load everything a training run needs from ``spec`` (see the module docstring)."""
+                  overrides: Mapping[str, str] | None = None,
+                  plugins: Iterable[str] = ()) -> Training:
+    """Load everything a training run needs from ``spec`` (see the module docstring);
+    ``plugins`` names modules registering more layer types (``--plugin``), besides those
+    the spec names itself."""
+    load_plugins(plugins)
     overrides = dict(overrides or {})
-    file = upgrade(parse_file(spec))
+    file = read_spec_file(spec)
+    loader = with_plugins(default_loader)
     block = _solver_file_block(file)
     if block is None:
-        resolved = resolve(file, default_loader, overrides)
+        resolved = resolve(file, loader, overrides)
         train, test = build(resolved, "train"), build(resolved, "test")
         return Training(train, test, train.solver, os.fspath(spec))
     solver_overrides = {k: v for k, v in overrides.items() if k.startswith("solver.")}
-    solver_spec = resolve(file, default_loader, solver_overrides)
+    solver_spec = resolve(file, loader, solver_overrides)
     solver_value = next(f.value for f in solver_spec.items if f.key == "solver")
     assert isinstance(solver_value, s.Block)
     block = solver_value
@@ -70,7 +74,7 @@ def load_training(spec: str | os.PathLike[str],
             key = "train_net"
         path = _net_file(block, key, Path(os.fspath(spec)).parent)
         if path not in specs:
-            specs[path] = resolve(upgrade(parse_file(path)), default_loader, net_overrides)
+            specs[path] = resolve(read_spec_file(path), loader, net_overrides)
         net = build(specs[path], phase)
         nets.append(dataclasses.replace(net, solver=solver, solver_spans=spans))
     return Training(nets[0], nets[1], solver, os.fspath(spec))
