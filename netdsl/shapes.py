@@ -62,7 +62,9 @@ def infer_shapes(net: Net, batch: int | None = None,
     """
     b = batch or net.batch or 1
     inputs = dict(inputs or {})
-    known = {t for lay in net.layers if lay.kind.is_input for t in lay.tops}
+    known = {t for lay in net.layers
+             if lay.kind.is_input or (lay.kind.takes_input_shapes and not lay.bottoms)
+             for t in lay.tops}
     for name in inputs:
         if name not in known:
             raise ShapeError(

@@ -688,3 +688,22 @@ def test_convert_keeps_python_param_both_ways(
     assert "python_param" in text and "param_str: \"'feat_stride': 16\"" in text
     shapes = [infer_shapes(netdsl.load(p, "test")).blobs for p in (path, net_file, back)]
     assert shapes[0] == shapes[1] == shapes[2]
+
+
+def test_input_gives_a_python_data_layer_its_shapes_when_its_module_is_missing(
+        tmp_path: Path) -> None:
+    """A Python data layer (no bottoms) whose module is not on the path: --input says
+    what its tops hold, as for a Data layer whose database is elsewhere."""
+    path = spec(tmp_path, """
+name: "pydata"
+layer { name: "data" type: "Python" top: "data" top: "label"
+        python_param { module: "not_installed_anywhere" layer: "Reader" } }
+layer { name: "fc" type: "InnerProduct" bottom: "data" top: "fc"
+        inner_product_param { num_output: 4 } }
+""")
+    net = netdsl.load(path)
+    with pytest.raises(NetdslError, match="not_installed_anywhere"):
+        infer_shapes(net)
+    table = infer_shapes(net, batch=5, inputs={"data": (3, 8, 8), "label": ()})
+    assert table.blobs["data"] == (5, 3, 8, 8) and table.blobs["label"] == (5,)
+    assert table.blobs["fc"] == (5, 4)

@@ -237,6 +237,9 @@ class LayerType(Generic[P]):
     reads_class_scores: ClassVar[bool] = False
     #: a data layer whose examples the runtime can read (``data_source``)
     has_data_source: ClassVar[bool] = False
+    #: a layer without bottoms whose tops' shapes ``--input`` may give (besides the
+    #: INPUT-role layers, whose tops always may): a Caffe Python data layer
+    takes_input_shapes: ClassVar[bool] = False
     #: its output is a new tensor that its backward does not need, so a following
     #: in-place layer (ReLU) may overwrite it
     fresh_output: ClassVar[bool] = False
