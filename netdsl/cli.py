@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any, TextIO
@@ -354,8 +355,9 @@ def _speed_args(p: argparse.ArgumentParser, workers: bool = True) -> None:
         p.add_argument("--workers", type=int, default=None, metavar="N",
                        help="processes decoding the data (default: the spec's, else one per "
                        "core but one; 0: none)")
-    p.add_argument("--precision", choices=["fp32", "bf16", "fp16"], default=None,
-                   help="autocast precision (fp16 with dynamic loss scaling)")
+    p.add_argument("--precision", choices=["fp32", "bf16", "fp16", "fp64"], default=None,
+                   help="autocast precision (fp16 with dynamic loss scaling); fp64: the whole "
+                   "net in double, as Caffe's Net<double>")
     p.add_argument("--channels-last", action="store_true", default=None,
                    help="activations and weights in channels-last memory format")
     p.add_argument("--compile", action="store_true", default=None,
@@ -385,17 +387,33 @@ def _train_parser(sub: Any) -> None:
     p.add_argument("--test-data", dest="test_data_path", default=None, metavar="PATH",
                    help="where the TEST data is (default: as --data)")
     _speed_args(p)
+    p.add_argument("--sync-batchnorm", action="store_true", default=None,
+                   help="with several processes, BatchNorm statistics over the global batch")
+    g = p.add_argument_group("several processes (as torchrun takes them)")
+    g.add_argument("--nproc", type=_positive, default=None, metavar="N",
+                   help="data-parallel processes on this machine (one per GPU is usual)")
+    g.add_argument("--nnodes", type=_positive, default=1, metavar="M", help="machines")
+    g.add_argument("--node-rank", type=int, default=0, metavar="R",
+                   help="this machine's number, 0 to M-1")
+    g.add_argument("--rdzv-endpoint", default=None, metavar="HOST:PORT",
+                   help="where the machines meet (machine 0's address)")
     p.set_defaults(func=cmd_train)
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    if (args.nproc or args.nnodes > 1) and "LOCAL_RANK" not in os.environ:
+        from netdsl.runtime.distributed import launch, without_launch_flags
+
+        return launch(without_launch_flags(args.argv), args.nproc or 1, args.nnodes,
+                      args.node_rank, args.rdzv_endpoint)
     from netdsl.runtime.train import train
 
     devices = _device_map(args.devices) if args.devices else None
     result = train(args.spec, overrides=dict(args.overrides), devices=devices,
                    data_path=args.data_path, resume=args.resume, weights=args.weights,
                    fmt=args.format, tensorboard_dir=args.tensorboard_dir,
-                   test_data_path=args.test_data_path, workers=args.workers, **_speed(args))
+                   test_data_path=args.test_data_path, workers=args.workers,
+                   sync_batchnorm=args.sync_batchnorm, **_speed(args))
     return int(result.get("status", 0))
 
 
@@ -499,6 +517,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = parser.parse_args(list(argv) if argv is not None else None)
     except SystemExit as e:  # argparse already printed the message
         return int(e.code or 0)
+    args.argv = list(argv) if argv is not None else sys.argv[1:]  # what a launcher repeats
     _log_to_stderr()
     try:
         _load_plugins(args)

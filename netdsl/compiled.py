@@ -28,6 +28,7 @@ from torch import Tensor, fx, nn
 
 from .diagnostics import DataError, did_you_mean
 from .ir import Net
+from .kernels.normalization import BatchStatistics, Reduce
 from .lower import AUTOCAST_DTYPES, BlobRef, Program, emit
 from .placement import Plan
 from .shapes import ShapeTable
@@ -402,6 +403,19 @@ class CompiledNet(nn.Module):
                 setattr(part.module, part.attr, their.tensor)
             shared.append(key)
         return shared
+
+    def sync_batch_statistics(self, reduce: Reduce | None) -> list[str]:
+        """Make the layers that normalise with the batch's statistics take them over every
+        process's batch: ``reduce`` sums a tensor over the processes, differentiably
+        (``torch.distributed.nn.functional.all_reduce``); ``None`` makes them local again.
+        Returns those layers' names."""
+        names = []
+        for name, module in self.layers.items():
+            for m in module.modules():
+                if isinstance(m, BatchStatistics):
+                    m.reduce = reduce
+                    names.append(name)
+        return names
 
     def extra_repr(self) -> str:
         devs = ", ".join(f"{k}={v}" for k, v in self.devices.items())

@@ -3,6 +3,7 @@ the BN layer (scale and shift of its own) of SegNet's and ENet's Caffe forks."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import NamedTuple
 
 import torch
@@ -10,8 +11,11 @@ from torch import Tensor, nn
 
 from .convolution import Shape, empty_param
 
-__all__ = ["BatchNorm", "BatchNormStats", "ScaleBias", "SegNetBN", "batch_norm", "bn_global_stats",
-           "legacy_4d", "mvn"]
+__all__ = ["BatchNorm", "BatchNormStats", "BatchStatistics", "Reduce", "ScaleBias", "SegNetBN",
+           "batch_moments", "batch_norm", "bn_global_stats", "legacy_4d", "mvn"]
+
+#: A differentiable sum of a tensor over the processes of a run.
+Reduce = Callable[[Tensor], Tensor]
 
 
 class BatchNormStats(NamedTuple):
@@ -31,9 +35,33 @@ def bn_global_stats(mean_blob: Tensor, variance_blob: Tensor, scale_factor_blob:
     return mean_blob * inv, variance_blob * inv
 
 
+def batch_moments(x3: Tensor, reduce: Reduce | None = None) -> tuple[Tensor, Tensor, int]:
+    """The per-channel mean and biased variance of ``x3`` ``(N, C, S)`` over N and S, and
+    the count ``N * S``. With ``reduce`` (a differentiable sum over processes), over every
+    process's batch: two passes, the mean first, as exact as one process's."""
+    m = x3.shape[0] * x3.shape[2]
+    if reduce is None:
+        mean = x3.mean(dim=(0, 2))
+        return mean, (x3 - mean[None, :, None]).square().mean(dim=(0, 2)), m
+    sums = reduce(torch.cat([x3.sum(dim=(0, 2)), x3.new_full((1,), float(m))]))
+    total = sums[-1]
+    mean = sums[:-1] / total
+    var = reduce((x3 - mean[None, :, None]).square().sum(dim=(0, 2))) / total
+    return mean, var, int(round(float(total.detach())))
+
+
+class BatchStatistics(nn.Module):
+    """A layer that normalises with statistics of the batch (BatchNorm, BN). ``reduce``,
+    when set (``CompiledNet.sync_batch_statistics``), sums them over processes, so that a
+    data-parallel run normalises with the global batch's, as torch's SyncBatchNorm."""
+
+    reduce: Reduce | None = None
+
+
 def batch_norm(x: Tensor, mean_blob: Tensor, variance_blob: Tensor, scale_factor_blob: Tensor,
                use_global_stats: bool, moving_average_fraction: float = 0.999,
-               eps: float = 1e-5) -> tuple[Tensor, BatchNormStats | None]:
+               eps: float = 1e-5, reduce: Reduce | None = None
+               ) -> tuple[Tensor, BatchNormStats | None]:
     """Caffe's BatchNorm forward; no scale/shift (that is Caffe's separate Scale layer).
     ``x`` is ``(N, C, *spatial)`` (or ``(N,)``: one channel).
 
@@ -46,6 +74,8 @@ def batch_norm(x: Tensor, mean_blob: Tensor, variance_blob: Tensor, scale_factor
     ``mean = maf * mean + batch_mean``, ``variance = maf * variance + m / (m - 1) *
     batch_var`` with ``m = N * spatial`` (factor 1 if ``m == 1``). ``y = (x - mean) /
     sqrt(var + eps)``; autograd gives Caffe's backward in both modes.
+
+    ``reduce``: the statistics of every process's batch (see :func:`batch_moments`).
 
     Unlike torch's BatchNorm (running = (1 - momentum) * running + momentum * batch),
     the effective estimate ``blob / scale_factor`` is a *normalised* weighted average:
@@ -70,11 +100,8 @@ def batch_norm(x: Tensor, mean_blob: Tensor, variance_blob: Tensor, scale_factor
         )
         mean, var = mean.to(x.dtype), var.to(x.dtype)
     else:
-        mean = x3.mean(dim=(0, 2))
-        centred = x3 - mean[None, :, None]
-        var = centred.square().mean(dim=(0, 2))
+        mean, var, m = batch_moments(x3, reduce)
         with torch.no_grad():
-            m = x3.shape[0] * x3.shape[2]
             correction = m / (m - 1) if m > 1 else 1.0
             maf = moving_average_fraction
             new_stats = BatchNormStats(
@@ -88,7 +115,7 @@ def batch_norm(x: Tensor, mean_blob: Tensor, variance_blob: Tensor, scale_factor
     return y.reshape(x.shape), new_stats
 
 
-class BatchNorm(nn.Module):
+class BatchNorm(BatchStatistics):
     """Caffe BatchNorm owning its three blobs as buffers (``mean``, ``variance``,
     ``scale_factor``, zeros as in Caffe), named as Caffe orders them.
 
@@ -113,7 +140,7 @@ class BatchNorm(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         use_global = not self.training if self.use_global_stats is None else self.use_global_stats
         y, stats = batch_norm(x, self.mean, self.variance, self.scale_factor, use_global,
-                              self.moving_average_fraction, self.eps)
+                              self.moving_average_fraction, self.eps, self.reduce)
         if stats is not None:
             with torch.no_grad():
                 self.mean.copy_(stats.mean)
@@ -203,7 +230,7 @@ def mvn(x: Tensor, normalize_variance: bool = True, across_channels: bool = Fals
 SEGNET_BN_EPS = 1e-9
 
 
-class SegNetBN(nn.Module):
+class SegNetBN(BatchStatistics):
     """The BN layer of SegNet's Caffe (alexgkendall/caffe-segnet ``bn_layer.cpp``; ENet's
     fork, TimoSaemann/caffe-enet, has the same code): learned ``scale`` and ``shift``
     blobs of shape (1, C, 1, 1) and no running statistics.
@@ -234,10 +261,9 @@ class SegNetBN(nn.Module):
         x4 = legacy_4d(x)
         if not self.learn:
             return x4 * self.scale + self.shift
-        mean = x4.mean(dim=(0, 2, 3), keepdim=True)
-        centred = x4 - mean
-        var = centred.square().mean(dim=(0, 2, 3), keepdim=True)
-        y = centred / (var + SEGNET_BN_EPS).sqrt() * self.scale + self.shift
+        mean, var, _ = batch_moments(x4.flatten(2), self.reduce)
+        mean, var = mean.reshape(1, -1, 1, 1), var.reshape(1, -1, 1, 1)
+        y = (x4 - mean) / (var + SEGNET_BN_EPS).sqrt() * self.scale + self.shift
         if not self.stats_tops:
             return y
         return (y, mean.detach(), var.detach())[: 1 + self.stats_tops]

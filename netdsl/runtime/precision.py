@@ -23,7 +23,7 @@ __all__ = ["DTYPES", "LossScaler", "effective_runtime"]
 
 #: The dtype each precision compiles the net with (``None``: float32 as written).
 DTYPES: dict[str, torch.dtype | None] = {
-    "fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+    "fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16, "fp64": torch.float64}
 
 
 def effective_runtime(section: RuntimeConfig, **flags: Any) -> RuntimeConfig:

@@ -211,8 +211,10 @@ class RichReporter(Reporter):
             net or "train", total=max_iter, completed=start_iter, stats=""
         )
         how = _describe_run(run or {})
+        procs = int((run or {}).get("processes", 1))
+        size = f"batch {batch}" if procs == 1 else f"batch {procs} x {batch} = {batch * procs}"
         self.console.print(
-            f"Training {net} from iteration {start_iter} to {max_iter}, batch {batch}"
+            f"Training {net} from iteration {start_iter} to {max_iter}, {size}"
             + (f" ({how})" if how else ""),
             markup=False,
         )

@@ -12,18 +12,21 @@ __all__ = ["stop_on_signals"]
 
 
 @contextlib.contextmanager
-def stop_on_signals(request_stop: Callable[[int], None],
-                    stopping: Callable[[], bool]) -> Iterator[None]:
+def stop_on_signals(request_stop: Callable[[int], None], stopping: Callable[[], bool],
+                    repeat_aborts: bool = True) -> Iterator[None]:
     """SIGINT/SIGTERM call ``request_stop(signum)`` (stop after the current iteration); a
-    second one (``stopping()`` is already true) raises KeyboardInterrupt. Only the main
-    thread can install handlers: elsewhere this does nothing."""
+    second one (``stopping()`` is already true) raises KeyboardInterrupt, unless
+    ``repeat_aborts`` is false: a process of a launched run gets Ctrl-C twice, from the
+    terminal and from the launcher, and must still snapshot (the launcher kills it if it
+    takes too long). Only the main thread can install handlers: elsewhere this does
+    nothing."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
     previous: dict[signal.Signals, Any] = {}
 
     def handler(signum: int, frame: Any) -> None:
-        if stopping():
+        if stopping() and repeat_aborts:
             for sig, old in previous.items():
                 signal.signal(sig, old)
             raise KeyboardInterrupt

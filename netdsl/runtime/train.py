@@ -38,7 +38,9 @@ snapshot ends with the same weights, bit for bit, as one that was never interrup
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import logging
 import math
 import os
 import random
@@ -55,30 +57,30 @@ import torch
 
 import netdsl
 from netdsl.diagnostics import DataError, NetdslError, Span, SpecError, UsageError
+from netdsl.runtime import distributed
+from netdsl.runtime.checkpoint import (
+    STATE_FORMAT,
+    resume_from,
+    trainer_state,
+    write_snapshot_of,
+)
 from netdsl.runtime.data import Feeder, Loader, build_loader
 from netdsl.runtime.loading import data_config, feeds_of, layer_input_shapes
 from netdsl.runtime.lr_policy import PlateauState, learning_rate, plateau_update
 from netdsl.runtime.precision import DTYPES, LossScaler, effective_runtime
 from netdsl.runtime.progress import Rate, Reporter, Window, make_reporter
 from netdsl.runtime.signals import stop_on_signals
-from netdsl.runtime.snapshot import (
-    capture_rng_state,
-    find_latest,
-    read_snapshot,
-    restore_rng_state,
-    write_snapshot,
-)
 from netdsl.runtime.solver import CaffeOptimizer
 from netdsl.sections import SolverConfig, phase_data, resolve_max_iter
-from netdsl.weights import check_weights_fit, load_net_weights
+from netdsl.weights import load_net_weights
 
 __all__ = ["INTERRUPTED", "STATE_FORMAT", "Trainer", "train"]
+
+log = logging.getLogger("netdsl")
 
 #: Exit status of a run stopped by SIGINT/SIGTERM (after its snapshot), as a shell's 128 + 2.
 INTERRUPTED = 130
 
-#: The ``format`` of the training state inside a snapshot.
-STATE_FORMAT = "netdsl.train/1"
 
 
 def train(
@@ -98,6 +100,7 @@ def train(
     channels_last: bool | None = None,
     compile: bool | None = None,
     cuda_graphs: bool | None = None,
+    sync_batchnorm: bool | None = None,
 ) -> dict[str, Any]:
     """Train the net of ``spec_path`` as its ``solver {}`` and ``data {}`` sections say.
 
@@ -118,7 +121,8 @@ def train(
       out: where progress goes (default ``sys.stdout``).
       test_data_path: ``--test-data``: where the TEST data is (default: ``data_path``).
       workers: data worker processes (default: the data section's, else automatic).
-      precision, channels_last, compile, cuda_graphs: over the spec's ``runtime {}``.
+      precision, channels_last, compile, cuda_graphs, sync_batchnorm: over the spec's
+        ``runtime {}``.
 
     Returns:
       The final test outputs by blob name (and ``loss``), plus ``iter`` (iterations
@@ -131,21 +135,41 @@ def train(
             None,
             "a snapshot already holds the weights",
         )
-    reporter = make_reporter(fmt, out if out is not None else sys.stdout, tensorboard_dir)
+    world = distributed.current(_uses_cuda(devices))
+    main = world is None or world.main  # only the first process reports
+    reporter = (make_reporter(fmt, out if out is not None else sys.stdout, tensorboard_dir)
+                if main else Reporter())
     try:
         trainer = Trainer(spec_path, overrides=overrides, devices=devices, data_path=data_path,
                           test_data_path=test_data_path, workers=workers, precision=precision,
-                          channels_last=channels_last, compile=compile, cuda_graphs=cuda_graphs)
+                          channels_last=channels_last, compile=compile, cuda_graphs=cuda_graphs,
+                          sync_batchnorm=sync_batchnorm)
         if weights is not None:
             trainer.load_weights(weights)
         if resume is not None:
             trainer.resume(resume)
         return trainer.run(reporter)
+    except NetdslError as e:
+        raise (distributed.in_process(e, world) if world is not None else e) from None
+    except Exception as e:
+        if world is not None and distributed.peer_failed(e):
+            raise distributed.PeerFailed(
+                f"process {world.rank} of {world.size} stopped: another process of the run "
+                "failed (its message is above)") from None
+        raise
     finally:
         reporter.close()
 
 
 # ------------------------------------------------------------------------------- trainer
+
+
+def _uses_cuda(devices: Mapping[str, str] | str | None) -> bool | None:
+    """Whether the given devices are GPUs (``None``: not said; CUDA if there is one)."""
+    if devices is None:
+        return None
+    names = [devices] if isinstance(devices, str) else list(devices.values())
+    return any(str(d).startswith("cuda") for d in names)
 
 
 class Trainer:
@@ -160,7 +184,7 @@ class Trainer:
         spec_path: str | os.PathLike[str],
         *,
         overrides: Mapping[str, str] | None = None,
-        devices: Mapping[str, str] | str | None = None,
+        devices: Mapping[str, Any] | str | None = None,
         data_path: str | None = None,
         test_data_path: str | None = None,
         workers: int | None = None,
@@ -168,6 +192,7 @@ class Trainer:
         channels_last: bool | None = None,
         compile: bool | None = None,
         cuda_graphs: bool | None = None,
+        sync_batchnorm: bool | None = None,
     ) -> None:
         self.spec_path = os.fspath(spec_path)
         setup = netdsl.load_training(spec_path, overrides)
@@ -176,7 +201,7 @@ class Trainer:
         cfg = setup.solver
         self.runtime = effective_runtime(
             self.train_ir.runtime, precision=precision, channels_last=channels_last,
-            compile=compile, cuda_graphs=cuda_graphs)
+            compile=compile, cuda_graphs=cuda_graphs, sync_batchnorm=sync_batchnorm)
         rt = self.runtime
         compile_args = {"dtype": DTYPES[rt.precision], "channels_last": rt.channels_last,
                         "torch_compile": rt.compile, "cuda_graphs": rt.cuda_graphs}
@@ -188,6 +213,18 @@ class Trainer:
             self.seed = int(cfg.random_seed)
         else:
             self.seed = int.from_bytes(os.urandom(4), "little") >> 1
+
+        self.world = distributed.current(_uses_cuda(devices))
+        if self.world is not None:
+            if devices is None:  # this process's share of the machine's GPUs
+                devices = distributed.local_devices(self.train_ir.devices,
+                                                    self.world.local_rank)
+            if self.world.size > 1 and cfg.random_seed < 0:
+                raise SpecError(
+                    "a run of several processes needs solver { random_seed } (every process "
+                    "must draw the same data order)", self.train_ir.solver_spans.get(
+                        "random_seed"), "e.g. --set solver.random_seed=1")
+        rank, size = (self.world.rank, self.world.size) if self.world else (0, 1)
 
         self.train_data, train_span = data_config(self.train_ir, "train", data_path)
         self.testing = phase_data(self.test_ir) is not None
@@ -213,7 +250,18 @@ class Trainer:
         self.feeds = feeds_of(self.net)
         self.loader: Loader = build_loader(
             self.train_data, "train", self.feeds.shape, self.seed, span=train_span,
-            workers=workers, device=self.net.input_device(self.feeds.data))
+            workers=workers, device=self.net.input_device(self.feeds.data), rank=rank,
+            world=size)
+        self.model: torch.nn.Module = self.net  # what the step runs: the net, or its DDP
+        if self.world is not None:
+            log.info(distributed.describe(self.world, self.net.devices,
+                                          self.train_data.batch_size))
+            synced = rt.sync_batchnorm and self.net.sync_batch_statistics(
+                distributed.all_reduce_sum)
+            if rt.sync_batchnorm and not synced and self.world.main:
+                log.warning(f"netdsl: --sync-batchnorm: no layer of '{self.name}' normalises "
+                            "with batch statistics")
+            self.model = distributed.wrap(self.net, self.world)
         self.feeder = Feeder(self.loader)
         self.test_data = None
         self.test_net: Any = None
@@ -234,7 +282,8 @@ class Trainer:
             self.test_feeds = feeds_of(self.test_net)
             self.test_loader = build_loader(
                 self.test_data, "test", self.test_feeds.shape, self.seed, span=test_span,
-                workers=workers, device=self.test_net.input_device(self.test_feeds.data))
+                workers=workers, device=self.test_net.input_device(self.test_feeds.data),
+                rank=rank, world=size)
 
         iters_per_epoch = self.loader.epoch_size / cfg.iter_size
         self.cfg: SolverConfig = resolve_max_iter(cfg, iters_per_epoch)
@@ -251,7 +300,7 @@ class Trainer:
         if cfg.random_seed >= 0:
             random.seed(self.seed)
             np.random.seed(self.seed % 2**32)
-            torch.manual_seed(self.seed)
+            torch.manual_seed(self.seed + rank)  # Caffe: seed + solver rank (Dropout)
 
     # -------------------------------------------------------------- setup helpers
 
@@ -283,106 +332,16 @@ class Trainer:
 
     def state(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
         """Everything but the weights that a snapshot holds: (tensors, JSON state)."""
-        rng_json, rng_tensors = capture_rng_state()
-        tensors = {**self.opt.state_tensors(), **self.plateau.as_tensors(), **rng_tensors}
-        state = {
-            "format": STATE_FORMAT,
-            "iteration": self.iteration,
-            "max_iter": self.cfg.max_iter,
-            "solver_type": self.cfg.type.value,
-            "rng": rng_json,
-            "train_loader": self.feeder.state(),
-            "test_loader": self.test_loader.state() if self.test_loader is not None else None,
-            "loss_window": [float(t.item()) for t in self.window],
-        }
-        return tensors, state
+        return trainer_state(self)
 
     def snapshot(self) -> Path:
         """Write the snapshot of the current iteration; returns its weights file."""
-        tensors, state = self.state()
-        spath = write_snapshot(
-            self.snapshot_prefix(), self.iteration, self.net.state_dict(), tensors, state,
-            self.name,
-        )
-        wpath = Path(str(spath)[: -len(".solverstate.safetensors")] + ".safetensors")
-        self.last_snapshot = wpath
-        self._snapshot_iter = self.iteration
-        return wpath
+        return write_snapshot_of(self)
 
     def resume(self, where: str | os.PathLike[str]) -> Path:
         """Continue from a snapshot: ``"latest"`` (under ``snapshot_prefix``), a prefix or
         either file of a snapshot. Everything is checked before anything changes."""
-        target: str | os.PathLike[str] = where
-        if os.fspath(where) == "latest":
-            latest = find_latest(self.snapshot_prefix())
-            if latest is None:
-                raise DataError(
-                    f"no snapshot to resume from: none found with prefix "
-                    f"'{self.snapshot_prefix()}'",
-                    None,
-                    "snapshots are written every `snapshot` iterations, at the end and on "
-                    "Ctrl-C; give --resume PATH to name one",
-                )
-            target = latest
-        snap = read_snapshot(target, net_name=self.name)
-        where_span = Span(str(snap.path))
-        expected = {k: tuple(v.shape) for k, v in self.net.state_dict().items()}
-        check_weights_fit(
-            expected, {k: tuple(v.shape) for k, v in snap.weights.items()},
-            path=snap.weights_path,
-        )
-        st = snap.state
-        try:
-            if st.get("format") != STATE_FORMAT:
-                raise DataError(f"unknown training state format {st.get('format')!r}")
-            if st.get("solver_type") != self.cfg.type.value:
-                raise DataError(
-                    f"the snapshot was trained with solver {st.get('solver_type')}, this "
-                    f"spec uses {self.cfg.type.value}"
-                )
-            opt_tensors = {
-                k: v for k, v in snap.solver_tensors.items()
-                if k == "iter" or k.startswith("history.")
-            }
-            probe = CaffeOptimizer(self.net.param_groups(), self.cfg)
-            probe.load_state_tensors(opt_tensors)  # checks keys and shapes, changes nothing
-            plateau = PlateauState.from_tensors(snap.solver_tensors)
-            window = [float(v) for v in st["loss_window"]]
-            self.feeder.close()  # the loader must not run ahead while it is checked
-            self._check_loader(self.loader, st["train_loader"])
-            if self.test_loader is not None and st.get("test_loader") is not None:
-                self._check_loader(self.test_loader, st["test_loader"])
-        except NetdslError as e:
-            raise DataError(
-                f"cannot resume from this snapshot: {e.message}", where_span, e.hint
-            ) from None
-        except (KeyError, TypeError, ValueError) as e:
-            raise DataError(
-                f"cannot resume from this snapshot: its training state is incomplete ({e})",
-                where_span,
-            ) from None
-        # Checked: now change things.
-        self.net.load_state_dict(snap.weights)
-        self.opt.load_state_tensors(opt_tensors)
-        self.plateau = plateau
-        self.window = deque(
-            (torch.tensor(v, dtype=torch.float32) for v in window), maxlen=self.cfg.average_loss
-        )
-        self.feeder.load_state(st["train_loader"])
-        if self.test_loader is not None and st.get("test_loader") is not None:
-            self.test_loader.load_state(st["test_loader"])
-        restore_rng_state(st.get("rng", {}), snap.solver_tensors)
-        self.iteration = snap.iteration
-        self.last_snapshot = snap.weights_path
-        self._snapshot_iter = snap.iteration
-        return snap.path
-
-    @staticmethod
-    def _check_loader(loader: Loader, saved: dict[str, Any]) -> None:
-        """Whether ``loader.load_state(saved)`` would succeed, without moving ``loader``."""
-        before = loader.state()
-        loader.load_state(saved)
-        loader.load_state(before)
+        return resume_from(self, where)
 
     # -------------------------------------------------------------- the loop pieces
 
@@ -406,11 +365,14 @@ class Trainer:
         self.net.zero_grad(set_to_none=True)
         total: torch.Tensor | None = None
         out: dict[str, torch.Tensor] = {}
-        for _ in range(cfg.iter_size):
+        for k in range(cfg.iter_size):
             x, y = self.feeder.next_batch()
-            out = self.net(**self.feeds.inputs(x, y))
-            loss = self.net.loss(out)
-            (loss * self.scaler.scale if self.scaler is not None else loss).backward()
+            # gradients are averaged over the processes once, at the last pass
+            accumulate = self.world is not None and k < cfg.iter_size - 1
+            with self.model.no_sync() if accumulate else contextlib.nullcontext():  # type: ignore[operator]  # DDP's
+                out = self.model(**self.feeds.inputs(x, y))
+                loss = self.net.loss(out)
+                (loss * self.scaler.scale if self.scaler is not None else loss).backward()
             total = loss.detach() if total is None else total + loss.detach()
         assert total is not None
         self.window.append(total / cfg.iter_size if cfg.iter_size > 1 else total)
@@ -420,10 +382,14 @@ class Trainer:
         return lr, out
 
     def smoothed_loss(self) -> float:
-        """The loss averaged over the last ``average_loss`` iterations (Caffe's display)."""
+        """The loss averaged over the last ``average_loss`` iterations (Caffe's display),
+        and over the processes."""
         if not self.window:
             return math.nan
-        return sum(float(t.item()) for t in self.window) / len(self.window)
+        mean = sum(float(t.item()) for t in self.window) / len(self.window)
+        if self.world is not None:
+            mean = float(self.world.all_sum([mean])[0]) / self.world.size
+        return mean
 
     def test(self, batches: int, reporter: Reporter | None = None) -> dict[str, float]:
         """Run ``batches`` test batches; each scalar output blob averaged over them, and
@@ -445,7 +411,12 @@ class Trainer:
                         sums[k] = v if k not in sums else sums[k] + v.to(sums[k].device)
                 if reporter is not None:
                     reporter.test_advance()
-        means = {k: float(v.item()) / batches for k, v in sums.items()}
+        keys = sorted(sums)
+        totals = [float(sums[k].item()) for k in keys]
+        if self.world is not None:  # each process tested its share of every batch
+            totals = [t / self.world.size for t in self.world.all_sum(totals).tolist()]
+        means = {k: t / batches for k, t in zip(keys, totals, strict=True)}
+        means = {k: means[k] for k in sums}  # the net's order
         weights = self.test_net.loss_weights
         if any(k in means for k in weights):
             means["loss"] = sum(w * means[k] for k, w in weights.items() if k in means)
@@ -486,13 +457,20 @@ class Trainer:
     def run_info(self) -> dict[str, Any]:
         """How this run uses the hardware, as the start and done records say it."""
         rt = self.runtime
-        return {"device": str(self.loader.device or "cpu"), "workers": self.loader.workers,
-                "precision": rt.precision, "channels_last": rt.channels_last,
-                "compile": rt.compile, "cuda_graphs": rt.cuda_graphs}
+        info: dict[str, Any] = {
+            "device": str(self.loader.device or "cpu"), "workers": self.loader.workers,
+            "precision": rt.precision, "channels_last": rt.channels_last,
+            "compile": rt.compile, "cuda_graphs": rt.cuda_graphs}
+        if self.world is not None:
+            info.update(processes=self.world.size, backend=self.world.backend,
+                        global_batch=self.loader.global_batch * self.cfg.iter_size,
+                        sync_batchnorm=rt.sync_batchnorm)
+        return info
 
     def _run(self, reporter: Reporter) -> dict[str, Any]:
         cfg = self.cfg
         batch = self.train_data.batch_size
+        images = self.loader.global_batch * cfg.iter_size  # per iteration, all processes
         reporter.begin(
             net=self.name, start_iter=self.iteration, max_iter=cfg.max_iter,
             batch=batch * cfg.iter_size, run=self.run_info(),
@@ -501,7 +479,8 @@ class Trainer:
         window = Window(self.feeder)
         last_test_at = -1
         t0 = time.perf_counter()
-        with stop_on_signals(self.request_stop, lambda: self.stop_signal is not None):
+        with stop_on_signals(self.request_stop, lambda: self.stop_signal is not None,
+                             repeat_aborts=self.world is None):
             while self.iteration < cfg.max_iter:
                 it = self.iteration
                 if (
@@ -511,7 +490,7 @@ class Trainer:
                     self._run_test(cfg.test_iter, reporter)
                     last_test_at = it
                 lr, out = self.step()
-                window.add(batch * cfg.iter_size)
+                window.add(images)
                 if cfg.display > 0 and it % cfg.display == 0:
                     blobs = {
                         k: float(v.detach().float().item())
@@ -520,8 +499,10 @@ class Trainer:
                     # Caffe prints the iteration before counting it.
                     record = self._record(it, "train", lr, self.smoothed_loss(), blobs)
                     reporter.train({**record, **window.read()})
-                reporter.advance(self.iteration, rate.add(batch * cfg.iter_size),
+                reporter.advance(self.iteration, rate.add(images),
                                  window.data_wait)
+                if self.world is not None and self.world.any(self.stop_signal is not None):
+                    self.stop_signal = self.stop_signal or signal.SIGINT  # all stop together
                 if cfg.snapshot > 0 and self.iteration % cfg.snapshot == 0:
                     self._snapshot(reporter)
                 if self.stop_signal is not None:

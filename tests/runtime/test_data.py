@@ -137,9 +137,9 @@ def test_replicate_channels():
 def test_random_crop_offsets_by_hand():
     x = torch.arange(2 * 3 * 7 * 9, dtype=torch.float32).reshape(2, 3, 7, 9)
     out = RandomCrop((4, 5)).batch(x, rng(5))
-    r = rng(5)
-    h_off = r.integers(0, np.array([4, 4]))  # H - h + 1 = 4 choices, all rows drawn first
-    w_off = r.integers(0, np.array([5, 5]))
+    u = rng(5).random((2, 2))  # rows' draws, then columns'; H - h + 1 = 4 choices
+    h_off = (u[0] * 4).astype(int)
+    w_off = (u[1] * 5).astype(int)
     for n in range(2):
         a, b = h_off[n], w_off[n]
         assert torch.equal(out[n], x[n, :, a : a + 4, b : b + 5])
@@ -148,8 +148,8 @@ def test_random_crop_offsets_by_hand():
 def test_random_crop_of_differently_sized_images():
     xs = [torch.rand(3, 6, 8), torch.rand(3, 9, 6)]
     out = RandomCrop((5, 5)).batch(xs, rng(1))
-    r = rng(1)
-    h_off, w_off = r.integers(0, np.array([2, 5])), r.integers(0, np.array([4, 2]))
+    u = rng(1).random((2, 2))
+    h_off, w_off = (u[0] * np.array([2, 5])).astype(int), (u[1] * np.array([4, 2])).astype(int)
     for n in range(2):
         a, b = h_off[n], w_off[n]
         assert torch.equal(out[n], xs[n][:, a : a + 5, b : b + 5])
@@ -194,8 +194,9 @@ def test_pipeline_matches_caffe_data_transformer():
     )
     out = p.finish(x, rng(9)).numpy()
     r = rng(9)  # the draws, in the documented order: rows, columns, mirror flags
-    h_offs = r.integers(0, np.full(N, H - crop + 1))
-    w_offs = r.integers(0, np.full(N, W - crop + 1))
+    u = r.random((2, N))
+    h_offs = (u[0] * (H - crop + 1)).astype(int)
+    w_offs = (u[1] * (W - crop + 1)).astype(int)
     mirrors = r.random(N) < 0.5
     datum = x.numpy().astype(np.float32)
     expect = np.zeros((N, C, crop, crop), np.float32)

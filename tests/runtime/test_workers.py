@@ -5,6 +5,7 @@ exactly with another worker count; a worker's failure is an error naming the fil
 from __future__ import annotations
 
 import os
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -22,9 +23,13 @@ from netdsl.runtime.data import (
     Pipeline,
     RandomCrop,
     Resize,
+    Source,
     SubtractMean,
     build_loader,
+    make_source,
 )
+from netdsl.runtime.data.imageset import convert_imageset
+from netdsl.runtime.data.transforms import to_tensor
 from netdsl.sections import DataConfig
 
 
@@ -147,3 +152,72 @@ def test_build_loader_workers_from_the_config_and_the_flag(tmp_path: Path) -> No
     digits = build_loader(DataConfig(source="digits", batch_size=8, workers=4), "train",
                           (1, 8, 8), seed=0)
     assert digits.workers == 0  # held in memory: nothing to decode
+
+
+@pytest.mark.parametrize("varied", [False, True], ids=["one size", "varied sizes"])
+def test_ranks_share_the_global_batch_without_overlap(tmp_path: Path, varied: bool) -> None:
+    """Two processes' batches of B, side by side, are one process's batches of 2B: the
+    same samples (none twice, none lost) with the same crops, flips and lighting."""
+    root = _folder(tmp_path / "imgs", varied=varied)
+
+    def loader(batch: int, rank: int, world: int) -> Loader:
+        return Loader(FolderSource(root), _pipeline(), batch_size=batch, shuffle=True, seed=7,
+                      cache_bytes=0, rank=rank, world=world)
+
+    whole = _take(loader(6, 0, 1), 9)  # 24 images: 4 steps an epoch, two epochs and more
+    parts = [_take(loader(3, r, 2), 9) for r in (0, 1)]
+    for (x, y), (x0, y0), (x1, y1) in zip(whole, *parts, strict=True):
+        assert torch.equal(y, torch.cat([y0, y1]))
+        assert torch.equal(x, torch.cat([x0, x1]))
+    a = loader(3, 0, 2)
+    assert a.epoch_size == 4 and a.global_batch == 6
+    with pytest.raises(DataError, match="for 1 process; this run has 2"):
+        a.load_state(loader(3, 0, 1).state())
+
+
+def _source(kind: str, tmp_path: Path) -> Source:
+    """A small source of each kind: 24 images (folder, list, LMDB, synthetic) or the digits."""
+    if kind == "digits":
+        return make_source("digits", split="train")
+    if kind == "synthetic":
+        return make_source("synthetic", shape=(3, 20, 24), num_classes=3, num_samples=24)
+    root = _folder(tmp_path / "imgs")
+    if kind == "folder":
+        return make_source("folder", root=root)
+    files = sorted(root.glob("*/*.*"))
+    listing = tmp_path / "list.txt"
+    listing.write_text("".join(f"{p.relative_to(root)} {p.parent.name[1]}\n" for p in files))
+    if kind == "list":
+        return make_source("list", path=listing, root=root)
+    pytest.importorskip("lmdb", reason="the lmdb package is not installed")
+    db = tmp_path / "lmdb"
+    convert_imageset(str(root), str(db))
+    return make_source("lmdb", path=db)
+
+
+@pytest.mark.parametrize("kind", ["digits", "folder", "list", "lmdb", "synthetic"])
+def test_every_source_shards_by_rank(tmp_path: Path, kind: str) -> None:
+    """Each source, two ranks with a worker each: side by side, exactly the batches of one
+    process with twice the batch (crops and flips too), over epoch boundaries; over an
+    epoch, every sample once."""
+    source = _source(kind, tmp_path)
+    augment = Pipeline(resize=Resize((18,)), crop=RandomCrop((16, 16)), mirror=Mirror(0.5))
+
+    def loader(pipe: Pipeline, batch: int, rank: int, world: int, workers: int) -> Loader:
+        return Loader(source, pipe, batch_size=batch, shuffle=True, seed=3, workers=workers,
+                      cache_bytes=0, rank=rank, world=world)
+
+    whole = _take(loader(augment, 8, 0, 1, 0), 7)
+    parts = [_take(loader(augment, 4, r, 2, 1), 7) for r in (0, 1)]
+    for (x, y), (x0, y0), (x1, y1) in zip(whole, *parts, strict=True):
+        assert torch.equal(y, torch.cat([y0, y1]))
+        assert torch.equal(x, torch.cat([x0, x1]))
+
+    plain = Pipeline(resize=Resize((18,)))
+    n = len(source)
+    steps = -(-n // 8)
+    ranks = [_take(loader(plain, 4, r, 2, 0), steps) for r in (0, 1)]
+    got = [row for (x0, _), (x1, _) in zip(*ranks, strict=True) for row in torch.cat([x0, x1])]
+    key = lambda t: t.float().numpy().tobytes()  # noqa: E731
+    want = [plain.prefix(to_tensor(np.asarray(source.get(i)[0]))[None])[0] for i in range(n)]
+    assert Counter(map(key, got[:n])) == Counter(map(key, want))

@@ -222,9 +222,13 @@ class Loader:
         workers: int = 0,
         prefetch: int = 2,
         device: torch.device | str | None = None,
+        rank: int = 0,
+        world: int = 1,
     ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be positive, got {batch_size}")
+        if not 0 <= rank < world:
+            raise ValueError(f"rank {rank} is not one of the {world} processes")
         if workers < 0 or prefetch < 1:
             raise ValueError(f"workers must be >= 0 and prefetch >= 1, got {workers}, {prefetch}")
         n = len(source)
@@ -237,6 +241,7 @@ class Loader:
         self.out_shape = tuple(out_shape) if out_shape is not None else None
         self.prefetch = int(prefetch)
         self.device = torch.device(device) if device is not None else None
+        self.rank, self.world = int(rank), int(world)
         self._n = n
         self._fetch = _Fetch(source, self.pipeline, self.out_shape, int(cache_bytes))
         self._set_seed(seed)
@@ -260,9 +265,14 @@ class Loader:
         return self._n
 
     @property
+    def global_batch(self) -> int:
+        """Samples per step over all processes: ``batch_size * world``."""
+        return self.batch_size * self.world
+
+    @property
     def epoch_size(self) -> int:
-        """Batches per epoch: ``ceil(num_samples / batch_size)`` (every sample seen once)."""
-        return math.ceil(self._n / self.batch_size)
+        """Steps per epoch: ``ceil(num_samples / global_batch)`` (every sample seen once)."""
+        return math.ceil(self._n / self.global_batch)
 
     @property
     def crops(self) -> int:
@@ -274,8 +284,11 @@ class Loader:
         return getattr(self.source, "label_names", None)
 
     def _indices_from(self, epoch: int, index: int) -> Iterator[tuple[np.ndarray, tuple[int, int]]]:
-        """The index batches from a position on, each with the position after it."""
-        return _Order(self.seed, self.shuffle, self._n, self.batch_size).batches(epoch, index)
+        """This process's index batches from a position on, each with the position after
+        it: its share (``rank``) of each global batch of ``batch_size * world`` samples."""
+        order = _Order(self.seed, self.shuffle, self._n, self.global_batch)
+        lo, hi = self.rank * self.batch_size, (self.rank + 1) * self.batch_size
+        return ((idx[lo:hi], pos) for idx, pos in order.batches(epoch, index))
 
     def reset(self) -> None:
         """Back to the first batch of epoch 0, with the random stream restarted."""
@@ -293,6 +306,7 @@ class Loader:
             "shuffle": self.shuffle,
             "num_samples": self._n,
             "batch_size": self.batch_size,
+            "world": self.world,
             "rng": {
                 "bit_generator": rng["bit_generator"],
                 "state": int(rng["state"]["state"]),
@@ -313,6 +327,7 @@ class Loader:
                 raise KeyError("format")
             epoch, index, seed = int(state["epoch"]), int(state["index"]), int(state["seed"])
             n, bs, shuffle = int(state["num_samples"]), int(state["batch_size"]), state["shuffle"]
+            world = int(state.get("world", 1))
             r = state["rng"]
             rng_state = {
                 "bit_generator": str(r["bit_generator"]),
@@ -330,6 +345,13 @@ class Loader:
                 f"the saved data position is for {n} samples in batches of {bs}; this data "
                 f"has {self._n} samples in batches of {self.batch_size}",
                 hint="resume with the same data and batch_size",
+            )
+        if world != self.world:
+            raise DataError(
+                f"the saved data position is for {world} process{'es' if world != 1 else ''}; "
+                f"this run has {self.world}",
+                hint=f"resume with the same number of processes (--nproc {world}): each one's "
+                "share of the data depends on it",
             )
         if bool(shuffle) != self.shuffle:
             raise DataError(
@@ -429,7 +451,8 @@ class Loader:
     def finish(self, raw: RawBatch) -> tuple[torch.Tensor, torch.Tensor]:
         """The random stage of a fetched batch, on ``device``: ``(data, label)``."""
         y = raw.y if self.device is None else raw.y.to(self.device, non_blocking=True)
-        return self.pipeline.finish(raw.x, self._rng, self.device), y
+        part = (self.rank * self.batch_size, self.global_batch)
+        return self.pipeline.finish(raw.x, self._rng, self.device, part), y
 
     # -- batches ----------------------------------------------------------------------
 

@@ -99,13 +99,16 @@ def build_loader(
     workers: int | None = None,
     device: torch.device | str | None = None,
     cache_bytes: int = 1 << 30,
+    rank: int = 0,
+    world: int = 1,
 ) -> Loader:
     """The loader for ``phase`` ("train" or "test") of a net whose input is ``(C, H, W)``.
 
     ``span`` (where the data block was written) is attached to the errors about the
     config itself; errors about files name the files. ``workers`` overrides the config's
     (``--workers``); ``device`` is where the batches are finished and delivered;
-    ``cache_bytes`` bounds the inline fetch's cache of decoded images.
+    ``cache_bytes`` bounds the inline fetch's cache of decoded images; ``rank`` of
+    ``world`` processes takes its share of every global batch.
     """
     phase = phase.lower()
     if phase not in ("train", "test"):
@@ -210,6 +213,8 @@ def build_loader(
         workers=resolve_workers(cfg.workers if workers is None else workers),
         device=device,
         cache_bytes=cache_bytes,
+        rank=rank,
+        world=world,
     )
 
 

@@ -190,17 +190,19 @@ class Scale(Transform):
 
 
 def crop_offsets(
-    rng: np.random.Generator, sizes: Sequence[tuple[int, int]], crop: tuple[int, int]
+    u: np.ndarray, sizes: Sequence[tuple[int, int]], crop: tuple[int, int]
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Random crop offsets as Caffe draws them: ``h_off ~ U{0..H-h}``, ``w_off ~ U{0..W-w}``.
+    """Random crop offsets, uniform as Caffe's ``h_off ~ U{0..H-h}``, ``w_off ~ U{0..W-w}``,
+    from draws ``u`` (2, N) in [0, 1): ``floor(u * (H - h + 1))``.
 
-    For a batch, all row offsets are drawn first (one call), then all column offsets.
+    The draws do not depend on the image sizes, so a whole global batch's can be drawn
+    before its images are read, and each process of a data-parallel run take its part.
     """
     hs = np.array([s[0] for s in sizes]) - crop[0]
     ws = np.array([s[1] for s in sizes]) - crop[1]
     if (hs < 0).any() or (ws < 0).any():
         raise ValueError(f"an image is smaller than the {crop[0]}x{crop[1]} crop")
-    return rng.integers(0, hs + 1), rng.integers(0, ws + 1)
+    return ((u[0] * (hs + 1)).astype(np.int64), (u[1] * (ws + 1)).astype(np.int64))
 
 
 def _gather_crops(
@@ -251,9 +253,16 @@ class RandomCrop(Transform):
     size: tuple[int, int]
     random: ClassVar[bool] = True
 
-    def batch(self, x: torch.Tensor | Sequence[torch.Tensor], rng: Rng = None) -> torch.Tensor:
-        h_off, w_off = crop_offsets(_need_rng(rng, "RandomCrop"), _sizes(x), self.size)
+    def draw(self, rng: Rng, n: int) -> np.ndarray:
+        """The numbers ``n`` crops are made from: (2, n) uniform in [0, 1)."""
+        return _need_rng(rng, "RandomCrop").random((2, n))
+
+    def apply(self, x: torch.Tensor | Sequence[torch.Tensor], u: np.ndarray) -> torch.Tensor:
+        h_off, w_off = crop_offsets(u, _sizes(x), self.size)
         return _gather_crops(x, h_off, w_off, self.size)
+
+    def batch(self, x: torch.Tensor | Sequence[torch.Tensor], rng: Rng = None) -> torch.Tensor:
+        return self.apply(x, self.draw(rng, len(x)))
 
 
 @dataclass(frozen=True)
@@ -278,8 +287,13 @@ class Mirror(Transform):
     p: float = 0.5
     random: ClassVar[bool] = True
 
+    def draw(self, rng: Rng, n: int) -> np.ndarray:
+        return _need_rng(rng, "Mirror").random(n) < self.p
+
     def batch(self, x: torch.Tensor, rng: Rng = None) -> torch.Tensor:
-        flip = _need_rng(rng, "Mirror").random(x.shape[0]) < self.p
+        return self.apply(x, self.draw(rng, x.shape[0]))
+
+    def apply(self, x: torch.Tensor, flip: np.ndarray) -> torch.Tensor:
         if not flip.any():
             return x
         which = torch.from_numpy(np.flatnonzero(flip)).to(x.device)
@@ -319,16 +333,19 @@ class PCALighting(Transform):
         delta = (alpha * val) @ vec.T * self.pixel_scale
         return delta[:, ::-1] if self.bgr else delta
 
-    def delta(self, n: int, rng: Rng, device: torch.device) -> torch.Tensor:
-        """The ``(n, 3, 1, 1)`` float32 offsets for a batch of ``n``, drawn from ``rng``."""
-        alpha = _need_rng(rng, "PCALighting").normal(0.0, self.std, size=(n, 3))
+    def draw(self, rng: Rng, n: int) -> np.ndarray:
+        """The ``alpha`` draws for ``n`` images: (n, 3) from N(0, std)."""
+        return _need_rng(rng, "PCALighting").normal(0.0, self.std, size=(n, 3))
+
+    def delta(self, alpha: np.ndarray, device: torch.device) -> torch.Tensor:
+        """The ``(n, 3, 1, 1)`` float32 offsets for draws ``alpha``, on ``device``."""
         delta = torch.from_numpy(np.ascontiguousarray(self.noise(alpha), dtype=np.float32))
         return delta.to(device)[:, :, None, None]
 
     def batch(self, x: torch.Tensor, rng: Rng = None) -> torch.Tensor:
         if x.shape[1] != 3:
             raise ValueError(f"PCA lighting needs 3 channels, the images have {x.shape[1]}")
-        return x.float() + self.delta(x.shape[0], rng, x.device)
+        return x.float() + self.delta(self.draw(rng, x.shape[0]), x.device)
 
 
 def ten_crop_offsets(hw: tuple[int, int], crop: tuple[int, int]) -> list[tuple[int, int]]:
@@ -379,7 +396,8 @@ class Pipeline:
     :meth:`prefix` (resize, channel replication) is deterministic and per image, so the
     loader may cache its output; :meth:`finish` does the rest on a whole batch:
     mean image, crop (random, centre or ten), mirror, then float32, mean values, scale
-    and lighting (the random numbers drawn in that order: crops, flips, lighting).
+    and lighting. The random numbers are drawn first, for the whole batch, in that
+    order: crop positions (2N uniforms), flips (N), lighting (N x 3 normals).
     """
 
     resize: Resize | None = None
@@ -408,14 +426,26 @@ class Pipeline:
         return x
 
     def finish(self, x: torch.Tensor | Sequence[torch.Tensor], rng: Rng = None,
-               device: torch.device | None = None) -> torch.Tensor:
+               device: torch.device | None = None,
+               part: tuple[int, int] | None = None) -> torch.Tensor:
         """The batch stage: from prefix outputs (stacked, or a list if sizes differ).
 
         With ``device``, the batch crosses to it as it is (uint8 at the stored size: the
         fewest bytes; non-blocking from pinned memory) and every step runs there. The
         random numbers are drawn on the host in the same order either way, so the device
         makes the same crops, flips and lighting as the CPU.
+
+        ``part = (start, total)``: ``x`` holds images ``start .. start + len(x)`` of a
+        global batch of ``total`` (one process's share in data-parallel training): the
+        numbers are drawn for all ``total``, in order, and this part's are used, so the
+        processes together make what one process with the whole batch would.
         """
+        n = len(x)
+        start, total = part if part is not None else (0, n)
+        crop_u = (self.crop.draw(rng, total)[:, start:start + n]
+                  if isinstance(self.crop, RandomCrop) else None)
+        flips = self.mirror.draw(rng, total)[start:start + n] if self.mirror else None
+        alpha = self.lighting.draw(rng, total)[start:start + n] if self.lighting else None
         if device is not None:
             if isinstance(x, torch.Tensor):
                 x = x.to(device, non_blocking=x.is_pinned())
@@ -427,12 +457,14 @@ class Pipeline:
                 raise ValueError("a mean image needs all images to have its size")
             x = mean.batch(x)
             mean = None
-        if self.crop is not None:
+        if crop_u is not None:
+            x = self.crop.apply(x, crop_u)  # type: ignore[union-attr]  # a RandomCrop here
+        elif self.crop is not None:
             x = self.crop.batch(x, rng)
         elif not isinstance(x, torch.Tensor):
             x = torch.stack(list(x))
-        if self.mirror is not None:  # on the narrow pixels; it commutes with the arithmetic
-            x = self.mirror.batch(x, rng)
+        if flips is not None and self.mirror is not None:  # on the narrow pixels: it
+            x = self.mirror.apply(x, flips)  # commutes with the arithmetic below
         if self.lighting is not None and x.shape[1] != 3:
             raise ValueError(f"PCA lighting needs 3 channels, the images have {x.shape[1]}")
         # Caffe's (x - mean) * scale, then the lighting; the first step makes a new
@@ -443,8 +475,8 @@ class Pipeline:
             x = x.to(torch.float32, copy=True)
         if self.scale != 1.0:
             x.mul_(self.scale)
-        if self.lighting is not None:
-            x.add_(self.lighting.delta(x.shape[0], rng, x.device))
+        if alpha is not None and self.lighting is not None:
+            x.add_(self.lighting.delta(alpha, x.device))
         return x.contiguous()
 
     def __call__(self, x: np.ndarray, rng: Rng = None) -> np.ndarray:
