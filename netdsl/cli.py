@@ -7,10 +7,13 @@ exit status 1 (2 for bad flags); anything else is a netdsl bug and keeps its tra
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
+import signal
 import sys
-from collections.abc import Callable, Sequence
+import threading
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, TextIO
 
 from .cli_data import add_data_parser
@@ -243,11 +246,13 @@ def _convert_parser(sub: Any) -> None:
 def cmd_convert(args: argparse.Namespace) -> int:
     from .convert import convert
 
+    if args.output:
+        from .files import checked_output, write_output
+
+        checked_output(args.output, "the converted spec")
     text = convert(args.spec, args.to, args.phase)
     if args.output:
-        from pathlib import Path
-
-        Path(args.output).write_text(text)
+        write_output(args.output, text, "the converted spec")
     else:
         sys.stdout.write(text)
     return 0
@@ -387,6 +392,9 @@ def _train_parser(sub: Any) -> None:
     p.add_argument("--test-data", dest="test_data_path", default=None, metavar="PATH",
                    help="where the TEST data is (default: as --data)")
     _speed_args(p)
+    p.add_argument("--on-bad-image", choices=["skip", "fail"], default="skip",
+                   help="an image that cannot be read: replace it by the next readable one "
+                   "and report it at the end (default), or stop with its name")
     p.add_argument("--sync-batchnorm", action="store_true", default=None,
                    help="with several processes, BatchNorm statistics over the global batch")
     g = p.add_argument_group("several processes (as torchrun takes them)")
@@ -413,7 +421,8 @@ def cmd_train(args: argparse.Namespace) -> int:
                    data_path=args.data_path, resume=args.resume, weights=args.weights,
                    fmt=args.format, tensorboard_dir=args.tensorboard_dir,
                    test_data_path=args.test_data_path, workers=args.workers,
-                   sync_batchnorm=args.sync_batchnorm, **_speed(args))
+                   sync_batchnorm=args.sync_batchnorm, on_bad_image=args.on_bad_image,
+                   **_speed(args))
     return int(result.get("status", 0))
 
 
@@ -510,6 +519,24 @@ def _log_to_stderr() -> None:
         log.propagate = False
 
 
+@contextlib.contextmanager
+def _sigterm_interrupts() -> Iterator[None]:
+    """SIGTERM stops a command as Ctrl-C does (training's loop takes both over to
+    snapshot first); only the main thread can set handlers."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit status."""
     parser = make_parser()
@@ -520,8 +547,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.argv = list(argv) if argv is not None else sys.argv[1:]  # what a launcher repeats
     _log_to_stderr()
     try:
-        _load_plugins(args)
-        return int(args.func(args))
+        with _sigterm_interrupts():
+            _load_plugins(args)
+            return int(args.func(args))
     except UsageError as e:
         print(render(e), file=sys.stderr)
         return 2

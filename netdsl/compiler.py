@@ -71,6 +71,42 @@ def physical_name(device: torch.device) -> str:
     return str(device)
 
 
+def available_devices() -> list[str]:
+    """The devices this machine and this torch build can run on."""
+    names = ["cpu"]
+    if torch.cuda.is_available():
+        names += [f"cuda:{i}" for i in range(torch.cuda.device_count())]
+    if torch.backends.mps.is_available():
+        names.append("mps")
+    xpu = getattr(torch, "xpu", None)
+    if xpu is not None and xpu.is_available():
+        names += [f"xpu:{i}" for i in range(xpu.device_count())]
+    return names
+
+
+def usable_device(value: DeviceLike) -> torch.device:
+    """``value`` as a torch device this machine has, else a :class:`PlacementError` that
+    says which devices there are."""
+    try:
+        device = torch.device(value)
+    except (RuntimeError, TypeError):
+        raise PlacementError(f"'{value}' is not a torch device name", None,
+                             f"the devices here: {', '.join(available_devices())}") from None
+    here = available_devices()
+    kind = device.type
+    if kind == "cpu" or (kind in ("cuda", "mps", "xpu") and (
+            any(n.split(":")[0] == kind for n in here) if device.index is None
+            else f"{kind}:{device.index}" in here)):
+        return device
+    why = {
+        "cuda": f"this torch ({torch.__version__}) has no CUDA" if not torch.backends.cuda
+        .is_built() else "there is no such CUDA device here",
+        "meta": "meta tensors hold shapes but no data: nothing can run there",
+    }.get(kind, f"this torch ({torch.__version__}) cannot run on it here")
+    raise PlacementError(f"device '{value}' is not available: {why}", None,
+                         f"the devices here: {', '.join(here)}")
+
+
 def _resolve_devices(net: Net, devices: Mapping[str, DeviceLike] | DeviceLike | None
                      ) -> dict[str, torch.device]:
     if devices is None:
@@ -78,9 +114,9 @@ def _resolve_devices(net: Net, devices: Mapping[str, DeviceLike] | DeviceLike | 
         log.info("netdsl: placing %s", ", ".join(f"{k} -> {v}" for k, v in mapping.items()))
         return mapping
     if isinstance(devices, str | torch.device):
-        return {d: torch.device(devices) for d in net.devices}
+        return {d: usable_device(devices) for d in net.devices}
     if set(devices) == {"*"}:
-        return {d: torch.device(devices["*"]) for d in net.devices}
+        return {d: usable_device(devices["*"]) for d in net.devices}
     unknown = [d for d in devices if d not in net.devices]
     if unknown:
         from .diagnostics import did_you_mean
@@ -93,13 +129,7 @@ def _resolve_devices(net: Net, devices: Mapping[str, DeviceLike] | DeviceLike | 
     if missing:
         raise PlacementError(f"no torch device given for {', '.join(missing)}", None,
                              "map every logical device, e.g. gpu:0=cuda:0,gpu:1=cuda:1")
-    out = {}
-    for d, v in devices.items():
-        try:
-            out[d] = torch.device(v)
-        except (RuntimeError, TypeError) as e:
-            raise PlacementError(f"'{v}' is not a torch device ({e})") from None
-    return out
+    return {d: usable_device(v) for d, v in devices.items()}
 
 
 def _seed(net: Net, seed: int | None) -> int:

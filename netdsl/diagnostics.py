@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import difflib
 import logging
+import os
+import stat
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -30,10 +32,24 @@ def remember_source(path: str, text: str) -> None:
     _SOURCES[path] = text
 
 
+_HIDDEN: set[str] = set()
+
+
+def hide_source(path: str) -> None:
+    """Never quote ``path``'s lines in a message (a file imported from outside the
+    spec's folder tree: an error names it, and says nothing of what it holds)."""
+    _HIDDEN.add(path)
+
+
 def source_line(path: str, line: int) -> str | None:
+    if path in _HIDDEN:
+        return None
     text = _SOURCES.get(path)
     if text is None:
-        try:
+        try:  # only a small regular file: never wait on a FIFO or read a device
+            st = os.stat(path)
+            if not stat.S_ISREG(st.st_mode) or st.st_size > 16 << 20:
+                return None
             text = Path(path).read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError):
             return None
@@ -63,7 +79,7 @@ class Span(NamedTuple):
         return f"{self.path}:{self.line}:{self.col}"
 
 
-NO_SPAN = Span("<netdsl>")
+NO_SPAN = Span("netdsl")  # "netdsl: error: ...", as a program names itself
 
 
 class NetdslError(Exception):

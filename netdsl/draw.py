@@ -12,6 +12,7 @@ import subprocess
 from pathlib import Path
 
 from .diagnostics import DataError, Span
+from .files import checked_output, write_output
 from .placement import Plan
 from .shapes import ShapeTable
 
@@ -27,7 +28,11 @@ def _node_id(layer: str, device: str) -> str:
 
 def to_dot(table: ShapeTable, plan: Plan) -> str:
     """DOT source of the placed net."""
-    import graphviz
+    try:
+        import graphviz
+    except ImportError:
+        raise DataError("drawing needs the graphviz package, which is not installed", None,
+                        "pip install graphviz (or pip install 'netdsl[draw]')") from None
 
     net = table.net
     title = f"{net.name} ({net.phase.value})"
@@ -86,15 +91,14 @@ def to_dot(table: ShapeTable, plan: Plan) -> str:
 
 def draw(table: ShapeTable, plan: Plan, output: str | Path) -> Path:
     """Write DOT source (.dot/.gv) or render it with Graphviz's ``dot`` (.svg/.png/.pdf)."""
-    out = Path(output)
-    source = to_dot(table, plan)
+    out = checked_output(output, "the drawing")
     fmt = out.suffix.lower().lstrip(".")
-    if fmt in ("dot", "gv"):
-        out.write_text(source)
-        return out
-    if fmt not in ("svg", "png", "pdf"):
+    if fmt not in ("svg", "png", "pdf", "dot", "gv"):
         raise DataError(f"cannot draw to '{out.name}'", Span(str(out)),
                         "use a .svg, .png, .pdf, .dot or .gv file name")
+    source = to_dot(table, plan)
+    if fmt in ("dot", "gv"):
+        return write_output(out, source, "the drawing")
     dot = shutil.which("dot")
     if dot is None:
         raise DataError(f"drawing {out.name} needs Graphviz's 'dot' program, which is not "

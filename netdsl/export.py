@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .diagnostics import DataError, Span, UsageError
+from .files import checked_output
 from .layers.base import Role
 
 if TYPE_CHECKING:
@@ -61,6 +62,7 @@ def export_compiled(compiled: CompiledNet, output: str | Path, *,
     except ImportError:
         raise DataError("ONNX export needs the onnx package", Span(str(output)),
                         "pip install onnx (or pip install 'netdsl[export]')") from None
+    checked_output(output, "the ONNX model")
     net = compiled.net
     chosen = tuple(outputs) if outputs else deploy_outputs(net)
     blobs = {t for lay in net.layers for t in lay.tops}
@@ -83,11 +85,16 @@ def export_compiled(compiled: CompiledNet, output: str | Path, *,
 
     out_path = Path(output)
     dynamic = {n: {0: "batch"} for n in (*required, *chosen)}
-    with warnings.catch_warnings(), torch.no_grad():
-        warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notice
-        # eval(): the exporter restores the wrapper's mode, and with it the net's, on exit
-        torch.onnx.export(_Export().eval(), tuple(example[n] for n in required), str(out_path),
-                          input_names=list(required), output_names=list(chosen),
-                          dynamic_axes=dynamic, opset_version=opset, dynamo=False)
-    onnx.checker.check_model(onnx.load(str(out_path)))
+    try:
+        with warnings.catch_warnings(), torch.no_grad():
+            warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notice
+            # eval(): the exporter restores the wrapper's mode, and with it the net's, on exit
+            torch.onnx.export(_Export().eval(), tuple(example[n] for n in required),
+                              str(out_path), input_names=list(required),
+                              output_names=list(chosen), dynamic_axes=dynamic,
+                              opset_version=opset, dynamo=False)
+        onnx.checker.check_model(onnx.load(str(out_path)))
+    except OSError as e:
+        raise DataError(f"cannot write the ONNX model to {out_path}: {e.strerror or e}",
+                        Span(str(out_path))) from None
     return out_path

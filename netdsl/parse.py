@@ -14,7 +14,8 @@ from lark import Lark, Token, Transformer
 from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken
 
 from . import syntax as s
-from .diagnostics import DataError, ParseError, Span, remember_source
+from .diagnostics import ParseError, Span, remember_source
+from .files import read_text
 
 _TOKEN_WORDS: dict[str, str | tuple[str, ...]] = {
     "LBRACE": "'{'",
@@ -306,12 +307,4 @@ def _syntax_error(e: UnexpectedInput, path: str, text: str) -> ParseError:
 def parse_file(path: str | os.PathLike[str]) -> s.File:
     """Read and parse a file; a missing or unreadable file is a diagnostic, not a traceback."""
     p = Path(path)
-    try:
-        text = p.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise DataError(f"no such file: {p}", Span(str(p)), "check the path") from None
-    except IsADirectoryError:
-        raise DataError(f"{p} is a directory, not a spec file", Span(str(p))) from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise DataError(f"cannot read {p}: {e}", Span(str(p))) from None
-    return parse(text, str(p))
+    return parse(read_text(p, "spec file", "spec"), str(p))

@@ -11,6 +11,7 @@ trees) is written quoted, so it reads back as a string.
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Sequence
 
@@ -25,8 +26,11 @@ _PREC = {"+": 1, "-": 1, "*": 2, "/": 2, "//": 2, "%": 2}
 
 
 def print_spec(spec: s.Spec) -> str:
-    """A resolved spec as .net text."""
-    return _top(spec.items)
+    """A resolved spec as .net text; imports from outside the spec's folder tree are
+    named in a comment above it."""
+    head = "".join(f"# imported from outside {os.path.dirname(os.path.abspath(spec.path))}: "
+                   f"{p}\n" for p in spec.outside_imports)
+    return head + _top(spec.items)
 
 
 def print_file(file: s.File) -> str:

@@ -175,6 +175,8 @@ class Spec:
 
     path: str
     items: tuple[Field, ...]
+    #: imported files outside the root file's folder tree (``netdsl expand`` names them)
+    outside_imports: tuple[str, ...] = ()
 
     @property
     def block(self) -> Block:

@@ -170,9 +170,10 @@ def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
 
 
 #: What the runtime may import from netdsl: its public API (the package's own exports,
-#: errors, typed sections, weight files, Caffe's binary formats).
+#: errors, typed sections, weight files, Caffe's binary formats, the user's files read
+#: and written safely).
 RUNTIME_MAY_IMPORT = {"netdsl", "netdsl.diagnostics", "netdsl.sections", "netdsl.weights",
-                      "netdsl.caffe_pb"}
+                      "netdsl.caffe_pb", "netdsl.files"}
 
 
 def test_runtime_uses_the_public_api_only() -> None:

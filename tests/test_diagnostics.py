@@ -85,13 +85,14 @@ def test_suggest_is_case_insensitive() -> None:
 def test_missing_and_unreadable_files(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["shapes", str(tmp_path / "nope.net")]) == 1
     err = capsys.readouterr().err
-    assert f"{tmp_path / 'nope.net'}: error: no such file" in err
+    assert f"{tmp_path / 'nope.net'}: error: no such spec file" in err
     assert main(["shapes", str(tmp_path)]) == 1
-    assert "is a directory" in capsys.readouterr().err
+    assert "is a folder, not a file" in capsys.readouterr().err
     binary = tmp_path / "bin.net"
-    binary.write_bytes(b"\xff\xfe\x00garbage")
+    binary.write_bytes(b"name: 1\n  \xff\xfe\x00garbage")
     assert main(["shapes", str(binary)]) == 1
-    assert "cannot read" in capsys.readouterr().err
+    assert f"{binary}:2:3: error: spec file has byte 0xff, not UTF-8 at line 2, column 3" \
+        in capsys.readouterr().err
 
 
 def test_warnings_render_like_errors_and_go_to_the_netdsl_logger(

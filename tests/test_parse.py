@@ -184,7 +184,7 @@ def test_missing_file_is_a_diagnostic(tmp_path) -> None:
 
     with pytest.raises(DataError) as e:
         parse_file(tmp_path / "nope.net")
-    assert "no such file" in e.value.message
+    assert "no such spec file" in e.value.message
 
 
 @pytest.mark.parametrize("path", caffe_params("nets") + caffe_params("solvers"))

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from .. import syntax as s
 from ..caffe_compat import upgrade
-from ..diagnostics import NetdslError, Span, SpecError
+from ..diagnostics import NetdslError, Span, SpecError, hide_source
 from ..parse import parse_file
 from .common import fields_of, name_of
 from .groups import check_group
@@ -55,18 +55,54 @@ def show_path(path: str, root_dir: str) -> str:
     return os.path.relpath(os.path.abspath(path), root_dir)
 
 
+#: Imports nested deeper than this, or more of them in a tree (a diamond counts each
+#: path), are refused: ``import`` is for sharing definitions, not for building nets.
+MAX_IMPORT_DEPTH = 32
+MAX_IMPORTS = 1000
+
+
 def load_tree(file: s.File, load: Loader, root_dir: str) -> Node:
     """`file` and everything it imports, loaded with `load(absolute path, span)`."""
-    return _load(file, load, lambda p: show_path(p, root_dir), [os.path.abspath(file.path)], [])
+    count = [0]
+    return _load(file, load, lambda p: show_path(p, root_dir), [os.path.abspath(file.path)], [],
+                 count)
+
+
+def inside(path: str, folder: str) -> bool:
+    """Whether ``path`` is in ``folder``'s tree."""
+    path, folder = os.path.realpath(path), os.path.realpath(folder)
+    return os.path.commonpath([path, folder]) == folder
+
+
+def tree_outside(node: Node) -> list[str]:
+    """The files of the tree imported from outside their importer's folder tree, each
+    once, in order."""
+    out: list[str] = []
+    todo = [node]
+    while todo:
+        n = todo.pop()
+        folder = os.path.dirname(n.file.path)
+        for _, child in n.imports:
+            if not inside(child.file.path, folder) and child.file.path not in out:
+                out.append(child.file.path)
+        todo.extend(child for _, child in reversed(n.imports))
+    return out
 
 
 def _load(file: s.File, load: Loader, show: Callable[[str], str], stack: list[str],
-          via: list[s.Import]) -> Node:
+          via: list[s.Import], count: list[int]) -> Node:
     node = Node(file, [])
     for item in file.items:
         if not isinstance(item, s.Import):
             continue
         path = os.path.abspath(os.path.join(os.path.dirname(file.path), item.path))
+        count[0] += 1
+        if len(stack) > MAX_IMPORT_DEPTH or count[0] > MAX_IMPORTS:
+            what = (f"imports nested more than {MAX_IMPORT_DEPTH} deep"
+                    if len(stack) > MAX_IMPORT_DEPTH
+                    else f"more than {MAX_IMPORTS} imports in one spec (each path counted)")
+            raise SpecError(f"too many imports: {what}", item.span,
+                            "import shared definitions from fewer, flatter files")
         if path in stack:
             start = stack.index(path)
             chain = " -> ".join(show(p) for p in stack[start:] + [path])
@@ -77,9 +113,17 @@ def _load(file: s.File, load: Loader, show: Callable[[str], str], stack: list[st
             raise SpecError(f"import cycle: {chain}", steps[0].span,
                             "a file cannot import itself, directly or through others",
                             notes)
+        outside = not inside(path, os.path.dirname(file.path))
+        if outside:
+            hide_source(path)
         try:
             child = load(path, item.span)
         except NetdslError as e:
+            if outside and e.span.path == path and e.span.line > 0:  # where, never what
+                raise SpecError(f"cannot import \"{item.path}\": it is outside this "
+                                f"file's folder and is not a valid spec (line "
+                                f"{e.span.line})", item.span,
+                                "check that the path names a .net or prototxt file") from None
             if e.span.line > 0 and e.span.path == path:
                 raise  # an error inside the imported file: keep its location
             if e.span == item.span:
@@ -87,7 +131,8 @@ def _load(file: s.File, load: Loader, show: Callable[[str], str], stack: list[st
             raise SpecError(f"cannot import \"{item.path}\": {e.message}", item.span,
                             "import paths are relative to the importing file's folder"
                             ) from None
-        node.imports.append((item, _load(child, load, show, stack + [path], via + [item])))
+        node.imports.append((item, _load(child, load, show, stack + [path], via + [item],
+                                         count)))
     return node
 
 

@@ -22,7 +22,16 @@ from .common import last_top, with_note
 from .edits import EDITS, apply_edit
 from .expressions import Evaluator
 from .groups import Chain, Ctx, Expander
-from .imports import Loader, Node, collect, default_loader, load_tree, merge, show_path
+from .imports import (
+    Loader,
+    Node,
+    collect,
+    default_loader,
+    load_tree,
+    merge,
+    show_path,
+    tree_outside,
+)
 from .overrides import apply_field_override, apply_let_overrides
 
 _NO_OVERRIDES: Mapping[str, str] = MappingProxyType({})
@@ -62,7 +71,7 @@ def _run(file: s.File, load: Loader, overrides: Mapping[str, str]) -> s.Spec:
         items = apply_field_override(ev, items, key, text)
     items = ex.resolve_aliases(items)
     ev.check_globals(file.path)
-    return s.Spec(file.path, tuple(items))
+    return s.Spec(file.path, tuple(items), tuple(tree_outside(tree)))
 
 
 def _realize(node: Node, ex: Expander, show: Callable[[str], str]) -> list[s.Field]:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import dataclasses
 import os
 from dataclasses import replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -22,6 +22,9 @@ import torch
 from netdsl import Net
 from netdsl.diagnostics import DataError, Span
 from netdsl.sections import SOURCE_KINDS, DataConfig, missing_data, phase_data
+
+if TYPE_CHECKING:
+    from netdsl.runtime.data import LabelRange
 
 __all__ = ["DATA_HINT", "Feeds", "data_config", "detect_source", "feeds_of",
            "layer_input_shapes"]
@@ -147,6 +150,24 @@ def feeds_of(net: Any) -> Feeds:
         )
     _, c, h, w = (int(d) for d in blobs[images[0]])  # 4-D: found above
     return Feeds(images[0], labels[0] if labels else None, (c, h, w))
+
+
+def label_range(net: Any, label: str | None) -> LabelRange | None:
+    """The labels a compiled net's loss (or metric) takes from the ``label`` input: the
+    size of its scores' class axis, and its ``ignore_label``; ``None`` where no layer
+    reading class scores takes that label."""
+    from netdsl.runtime.data import LabelRange
+
+    if label is None:
+        return None
+    for lay in net.net.layers:
+        if lay.kind.reads_class_scores and tuple(lay.bottoms[1:2]) == (label,):
+            scores = net.shapes.blobs[lay.bottoms[0]]
+            axis = int(getattr(lay.params, "axis", 1))
+            if -len(scores) <= axis < len(scores):
+                ignore = getattr(lay.params, "ignore_label", None)
+                return LabelRange(int(scores[axis]), None if ignore is None else int(ignore))
+    return None
 
 
 def layer_input_shapes(net: Net, cfg: DataConfig) -> dict[str, tuple[int, ...]]:

@@ -38,6 +38,7 @@ from collections.abc import Mapping, Sequence
 from typing import IO, Any
 
 from netdsl.diagnostics import DataError, UsageError
+from netdsl.files import writable_folder
 
 __all__ = [
     "FORMATS",
@@ -334,7 +335,7 @@ class TensorBoardReporter(Reporter):
                 "--tensorboard needs the tensorboard package, which is not installed",
                 hint="pip install tensorboard",
             ) from None
-        self.writer = SummaryWriter(log_dir=log_dir)
+        self.writer = SummaryWriter(log_dir=str(writable_folder(log_dir, "TensorBoard events")))
 
     def _scalars(self, phase: str, record: Mapping[str, Any]) -> None:
         step = int(record["iter"])

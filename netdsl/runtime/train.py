@@ -57,6 +57,7 @@ import torch
 
 import netdsl
 from netdsl.diagnostics import DataError, NetdslError, Span, SpecError, UsageError
+from netdsl.files import writable_folder
 from netdsl.runtime import distributed
 from netdsl.runtime.checkpoint import (
     STATE_FORMAT,
@@ -65,7 +66,7 @@ from netdsl.runtime.checkpoint import (
     write_snapshot_of,
 )
 from netdsl.runtime.data import Feeder, Loader, build_loader
-from netdsl.runtime.loading import data_config, feeds_of, layer_input_shapes
+from netdsl.runtime.loading import data_config, feeds_of, label_range, layer_input_shapes
 from netdsl.runtime.lr_policy import PlateauState, learning_rate, plateau_update
 from netdsl.runtime.precision import DTYPES, LossScaler, effective_runtime
 from netdsl.runtime.progress import Rate, Reporter, Window, make_reporter
@@ -101,6 +102,7 @@ def train(
     compile: bool | None = None,
     cuda_graphs: bool | None = None,
     sync_batchnorm: bool | None = None,
+    on_bad_image: str = "skip",
 ) -> dict[str, Any]:
     """Train the net of ``spec_path`` as its ``solver {}`` and ``data {}`` sections say.
 
@@ -123,6 +125,7 @@ def train(
       workers: data worker processes (default: the data section's, else automatic).
       precision, channels_last, compile, cuda_graphs, sync_batchnorm: over the spec's
         ``runtime {}``.
+      on_bad_image: ``"skip"`` unreadable images (reported at the end) or ``"fail"``.
 
     Returns:
       The final test outputs by blob name (and ``loss``), plus ``iter`` (iterations
@@ -143,7 +146,7 @@ def train(
         trainer = Trainer(spec_path, overrides=overrides, devices=devices, data_path=data_path,
                           test_data_path=test_data_path, workers=workers, precision=precision,
                           channels_last=channels_last, compile=compile, cuda_graphs=cuda_graphs,
-                          sync_batchnorm=sync_batchnorm)
+                          sync_batchnorm=sync_batchnorm, on_bad_image=on_bad_image)
         if weights is not None:
             trainer.load_weights(weights)
         if resume is not None:
@@ -193,6 +196,7 @@ class Trainer:
         compile: bool | None = None,
         cuda_graphs: bool | None = None,
         sync_batchnorm: bool | None = None,
+        on_bad_image: str = "skip",
     ) -> None:
         self.spec_path = os.fspath(spec_path)
         setup = netdsl.load_training(spec_path, overrides)
@@ -251,7 +255,8 @@ class Trainer:
         self.loader: Loader = build_loader(
             self.train_data, "train", self.feeds.shape, self.seed, span=train_span,
             workers=workers, device=self.net.input_device(self.feeds.data), rank=rank,
-            world=size)
+            world=size, labels=label_range(self.net, self.feeds.label),
+            on_bad_image=on_bad_image)
         self.model: torch.nn.Module = self.net  # what the step runs: the net, or its DDP
         if self.world is not None:
             log.info(distributed.describe(self.world, self.net.devices,
@@ -283,7 +288,8 @@ class Trainer:
             self.test_loader = build_loader(
                 self.test_data, "test", self.test_feeds.shape, self.seed, span=test_span,
                 workers=workers, device=self.test_net.input_device(self.test_feeds.data),
-                rank=rank, world=size)
+                rank=rank, world=size, labels=label_range(self.test_net, self.test_feeds.label),
+                on_bad_image=on_bad_image)
 
         iters_per_epoch = self.loader.epoch_size / cfg.iter_size
         self.cfg: SolverConfig = resolve_max_iter(cfg, iters_per_epoch)
@@ -297,6 +303,8 @@ class Trainer:
         self.last_snapshot: Path | None = None
         self._snapshot_iter = -1
         self.last_test: dict[str, float] = {}
+        if self.world is None or self.world.main:  # before any work: where snapshots go
+            writable_folder(os.path.dirname(self.snapshot_prefix()), "snapshots")
         if cfg.random_seed >= 0:
             random.seed(self.seed)
             np.random.seed(self.seed % 2**32)
@@ -512,6 +520,7 @@ class Trainer:
             self._snapshot(reporter)
         result: dict[str, Any]
         if self.stop_signal is not None:
+            self._report_skipped()
             result = {**self.last_test, "iter": self.iteration, "seconds": seconds}
             result.update(snapshot=str(self.last_snapshot), status=INTERRUPTED)
             reporter.event({"event": "interrupted", "iter": self.iteration,
@@ -521,11 +530,26 @@ class Trainer:
             assert self.test_loader is not None
             self._run_test(cfg.test_iter or self.test_loader.epoch_size, reporter)
         seconds = time.perf_counter() - t0
+        skipped = self._report_skipped()
         final = dict(self.last_test)
         reporter.event({"event": "done", "iter": self.iteration, **final, "seconds": seconds,
-                        **self.run_info()})
+                        **self.run_info(), **({"skipped_images": skipped} if skipped else {})})
         return {**final, "iter": self.iteration, "seconds": seconds,
                 "snapshot": str(self.last_snapshot), "status": 0}
+
+    def _report_skipped(self) -> int:
+        """Log the unreadable images replaced (every process's); returns how many."""
+        names = dict.fromkeys([*self.loader.skipped,
+                               *(self.test_loader.skipped if self.test_loader else ())])
+        if self.world is not None:
+            names = dict.fromkeys(n for part in self.world.gather(list(names)) for n in part)
+        if names and (self.world is None or self.world.main):
+            shown = list(names)[:3]
+            more = f" and {len(names) - 3} more" if len(names) > 3 else ""
+            log.warning(f"netdsl: skipped {len(names)} unreadable image"
+                        f"{'s' if len(names) != 1 else ''} (the next readable one took each "
+                        f"one's place): {', '.join(shown)}{more}")
+        return len(names)
 
     def _snapshot(self, reporter: Reporter) -> None:
         path = self.snapshot()

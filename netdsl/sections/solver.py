@@ -192,6 +192,9 @@ class SolverConfig:
         def checked(name: str) -> bool:
             return name not in nonfinite
 
+        if not -2**63 <= self.random_seed < 2**63:  # Caffe's int64, which torch takes
+            err("random_seed", f"random_seed must fit in 64 bits (0 to 2^63 - 1; negative: "
+                f"unseeded), got {self.random_seed}")
         policy = self.lr_policy
         if checked("base_lr") and self.base_lr < 0:
             err("base_lr", f"base_lr must not be negative, got {self.base_lr}")

@@ -128,6 +128,7 @@ def test_a_failing_process_ends_the_run_with_its_message(tmp_path: Path) -> None
                            "shuffle: false }")
     t0 = time.monotonic()
     run = netdsl(["train", str(spec), "--devices", "gpu:0=cpu", "--nproc", "2",
+                  "--on-bad-image", "fail",
                   "--set", "solver.test_interval=0", "--set", "solver.test_iter=0"],
                  tmp_path, timeout=60)
     assert time.monotonic() - t0 < 30

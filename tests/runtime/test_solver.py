@@ -663,6 +663,13 @@ def test_every_float_field_is_checked_for_nan() -> None:
         assert e.value.message == f"{name} must be a finite number, got nan"
 
 
+def test_random_seed_must_fit_in_64_bits() -> None:
+    SolverConfig(random_seed=2**63 - 1).validate()
+    SolverConfig(random_seed=-7).validate()  # negative: unseeded, as in Caffe
+    with pytest.raises(SpecError, match="random_seed must fit in 64 bits"):
+        SolverConfig(random_seed=10**23).validate()
+
+
 # --------------------------------------------------------------------------- from spec text
 
 SOLVER_SPEC = """solver {

@@ -449,3 +449,23 @@ def test_data_flag_gives_the_path_and_detects_its_kind(tmp_path: Path,
     assert (cfg.source, cfg.path) == ("folder", str(tmp_path / "imgs" / "train"))
     cfg = _data_config(netdsl.load(p, "train"), "train", str(tmp_path / "db"))
     assert (cfg.source, cfg.path) == ("lmdb", str(tmp_path / "db"))
+
+
+def test_sigterm_during_setup_exits_130_as_ctrl_c(
+        spec: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """A SIGTERM that arrives while the net is being built (before the loop's own
+    handlers) stops the command as Ctrl-C does, with no traceback and no snapshot."""
+    from netdsl.cli import main
+    from netdsl.runtime import train as train_module
+
+    build = train_module.Trainer.__init__
+
+    def terminated_while_building(self: Trainer, *args: object, **kw: object) -> None:
+        os.kill(os.getpid(), signal.SIGTERM)
+        build(self, *args, **kw)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(train_module.Trainer, "__init__", terminated_while_building)
+    assert main(["train", str(spec), "--devices", "cpu"]) == 130
+    assert "interrupted" in capsys.readouterr().err
+    assert not (spec.parent / "snaps").exists()
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # put back

@@ -15,6 +15,7 @@ from .caffe_lmdb import LmdbSource, decode_datum
 from .digits import DigitsSource
 from .feeder import Feeder
 from .folder import FolderSource
+from .labels import LabelRange, check_labels
 from .listfile import ListSource
 from .loader import Loader, average_crops
 from .pipeline import build_loader, load_mean_file, resolve_workers
@@ -47,6 +48,7 @@ __all__ = [
     "FolderSource",
     "ListSource",
     "LmdbSource",
+    "LabelRange",
     "Loader",
     "Mirror",
     "PCALighting",
@@ -64,6 +66,7 @@ __all__ = [
     "Transform",
     "average_crops",
     "build_loader",
+    "check_labels",
     "decode_datum",
     "load_mean_file",
     "make_source",

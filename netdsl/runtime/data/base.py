@@ -23,6 +23,7 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 
 from netdsl.diagnostics import DataError
+from netdsl.files import read_bytes
 
 __all__ = [
     "IMAGE_EXTENSIONS",
@@ -56,6 +57,11 @@ class SampleSource(Protocol):
     def __len__(self) -> int: ...
 
     def get(self, i: int) -> tuple[np.ndarray, int]: ...
+
+
+class BadImage(DataError):
+    """An image file that cannot be read or decoded (missing, corrupt, truncated, not an
+    image, not a regular file): ``--on-bad-image skip`` replaces it."""
 
 
 class Source:
@@ -151,21 +157,19 @@ def decode_image(data: bytes | str | os.PathLike[str], channels: int, what: str,
     if channels not in (1, 3):
         raise ValueError(f"channels must be 1 or 3, not {channels}")
     try:
-        raw = data if isinstance(data, bytes) else _read_bytes(data)
+        raw = data if isinstance(data, bytes) else read_bytes(data, "image", "image")
         arr = _decode_jpeg(raw, channels, min_size) if raw[:2] == b"\xff\xd8" else None
         if arr is None:
             arr = _decode_pillow(raw, channels, min_size)
-    except FileNotFoundError:
-        raise DataError(f"image not found: {what}") from None
-    except IsADirectoryError:
-        raise DataError(f"expected an image file, found a folder: {what}") from None
-    except PermissionError:
-        raise DataError(f"cannot read image {what}: permission denied") from None
+    except DataError as e:  # missing, a folder, a FIFO, too large, unreadable
+        raise BadImage(e.message, hint=e.hint) from None
     # Pillow's plugins raise OSError, ValueError, SyntaxError, struct.error, zlib.error,
     # DecompressionBombError... for broken files: every one of them is the user's data.
     except Exception as e:
-        raise DataError(
-            f"cannot read image {what}: {type(e).__name__}: {e}",
+        why = ("not an image file Pillow can identify" if type(e).__name__ ==
+               "UnidentifiedImageError" else f"{type(e).__name__}: {e}")
+        raise BadImage(
+            f"cannot read image {what}: {why}",
             hint="the file is not an image Pillow can decode (corrupt, truncated or "
             "another format under an image name?)",
         ) from None
@@ -174,11 +178,6 @@ def decode_image(data: bytes | str | os.PathLike[str], channels: int, what: str,
     else:
         arr = arr.transpose(2, 0, 1)
     return np.ascontiguousarray(arr)
-
-
-def _read_bytes(path: str | os.PathLike[str]) -> bytes:
-    with open(path, "rb") as f:
-        return f.read()
 
 
 def _reduction(h: int, w: int, min_size: tuple[int, int] | None) -> int:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import io
 import os
 import random
+import shutil
 from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
@@ -29,6 +30,7 @@ import numpy as np
 
 from netdsl.caffe_pb import BlobProto, Datum
 from netdsl.diagnostics import DataError, Span
+from netdsl.files import checked_output, write_output
 
 from .base import ImageFileSource, read_image
 from .folder import FolderSource
@@ -118,7 +120,11 @@ def convert_imageset(source: str, output: str, options: ConvertOptions = Convert
     if os.path.exists(output):
         raise DataError(f"{output} exists already; convert_imageset writes a new database",
                         Span(output), "remove it, or give another -o")
-    env = lmdb.open(output, map_size=_MAP_SIZE, subdir=True)
+    checked_output(output, "the database")
+    try:
+        env = lmdb.open(output, map_size=_MAP_SIZE, subdir=True)
+    except lmdb.Error as e:
+        raise DataError(f"cannot create the database {output}: {e}", Span(output)) from None
     try:
         txn = env.begin(write=True)
         for k, datum in enumerate(_in_order(_datum, jobs, workers)):
@@ -129,8 +135,14 @@ def convert_imageset(source: str, output: str, options: ConvertOptions = Convert
             if progress is not None:
                 progress(k + 1, len(jobs))
         txn.commit()
-    finally:
+    except BaseException as e:  # a half-written database is not kept (it was ours)
         env.close()
+        shutil.rmtree(output, ignore_errors=True)
+        if isinstance(e, lmdb.Error):
+            raise DataError(f"writing the database {output} failed: {e}", Span(output),
+                            "is the disk full?") from None
+        raise
+    env.close()
     return len(jobs)
 
 
@@ -167,6 +179,8 @@ def compute_mean(source: str, output: str | None = None, *, root: str = "",
                  progress: Progress | None = None) -> np.ndarray:
     """The mean image ``(C, H, W)`` of an LMDB, a folder or a list file, in the order its
     channels are stored (BGR for an LMDB, as Caffe's); written as a ``.binaryproto``."""
+    if output is not None:
+        checked_output(output, "the mean image")
     src = (make_source("lmdb", path=source)
            if os.path.isfile(os.path.join(source, "data.mdb")) else image_list(source, root))
     total: np.ndarray | None = None
@@ -189,5 +203,5 @@ def compute_mean(source: str, output: str | None = None, *, root: str = "",
     if output is not None:
         c, h, w = mean.shape
         blob = BlobProto(num=1, channels=c, height=h, width=w, data=mean.ravel().tolist())
-        Path(output).write_bytes(blob.SerializeToString())
+        write_output(output, blob.SerializeToString(), "the mean image")
     return mean

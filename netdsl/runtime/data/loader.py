@@ -47,7 +47,8 @@ import torch
 
 from netdsl.diagnostics import DataError
 
-from .base import SampleSource
+from .base import BadImage, SampleSource
+from .labels import LabelRange, check_labels
 from .transforms import Pipeline, to_tensor
 
 __all__ = ["Loader", "RawBatch", "average_crops", "STATE_FORMAT"]
@@ -80,13 +81,14 @@ class RawBatch:
     x: torch.Tensor | list[torch.Tensor]
     y: torch.Tensor
     position: tuple[int, int]
+    skipped: tuple[str, ...] = ()  # unreadable images replaced in this batch
 
     def pin_memory(self) -> RawBatch:
         """Page-locked copies, for a non-blocking copy to a GPU (torch's DataLoader calls
         this in its pinning thread)."""
         x = self.x.pin_memory() if isinstance(self.x, torch.Tensor) else [
             t.pin_memory() for t in self.x]
-        return RawBatch(x, self.y.pin_memory(), self.position)
+        return RawBatch(x, self.y.pin_memory(), self.position, self.skipped)
 
 
 @dataclass
@@ -98,14 +100,22 @@ class _Failure:
     hint: str | None
 
 
+#: With skipping, this many unreadable images in a row are an error, not a skip.
+_MAX_SKIPPED_IN_A_ROW = 64
+
+
 class _Fetch:
     """The deterministic stage for a batch of indices: read, decode, resize, replicate,
     check. Picklable, so that worker processes run it; inline it also caches."""
 
     def __init__(self, source: SampleSource, pipeline: Pipeline,
-                 out_shape: tuple[int, ...] | None, cache_bytes: int) -> None:
+                 out_shape: tuple[int, ...] | None, cache_bytes: int,
+                 labels: LabelRange | None = None, skip_bad: bool = False) -> None:
         self.source, self.pipeline, self.out_shape = source, pipeline, out_shape
         self.cache_bytes = cache_bytes
+        self.labels = labels  # checked as each sample is read (not known up front)
+        self.skip_bad = skip_bad
+        self._skipped: list[str] = []
         self._n = len(source)
         self._cache: list[tuple[torch.Tensor, int] | None] | None = None
         self._cache_decided = False
@@ -134,7 +144,8 @@ class _Fetch:
                             "check the data; a corrupt or truncated file fails like this")
 
     def batch(self, idx: np.ndarray, position: tuple[int, int]) -> RawBatch:
-        items = [self.item(int(i)) for i in idx]
+        self._skipped = []
+        items = [self.readable(int(i)) for i in idx]
         y = torch.tensor([lab for _, lab in items], dtype=torch.int64)
         tensors = [t for t, _ in items]
         x: torch.Tensor | list[torch.Tensor]
@@ -150,13 +161,34 @@ class _Fetch:
             )
         else:
             x = tensors
-        return RawBatch(x, y, position)
+        return RawBatch(x, y, position, tuple(self._skipped))
+
+    def readable(self, i: int) -> tuple[torch.Tensor, int]:
+        """Sample ``i``, or with ``skip_bad`` the next sample that can be read in place of
+        an unreadable image (the same one whatever the workers or processes)."""
+        if not self.skip_bad:
+            return self.item(i)
+        for k in range(min(self._n, _MAX_SKIPPED_IN_A_ROW)):
+            j = (i + k) % self._n
+            try:
+                hit = self.item(j)
+            except BadImage:
+                self._skipped.append(self.describe(j))
+                continue
+            if self._cache is not None and k:
+                self._cache[i] = hit
+            return hit
+        raise DataError(f"{min(self._n, _MAX_SKIPPED_IN_A_ROW)} images in a row from "
+                        f"{self.describe(i)} on cannot be read",
+                        hint="check the data: is this the right folder?")
 
     def item(self, i: int) -> tuple[torch.Tensor, int]:
         if self._cache is not None and (hit := self._cache[i]) is not None:
             return hit
         arr, label = self.source.get(int(i))
         what = self.describe(i)
+        if self.labels is not None and self.labels.bad(int(label)):
+            raise self.labels.error(int(label), what)
         t = self.pipeline.prefix(to_tensor(_to_array(arr, what))[None])[0]
         self.check(t, i)
         item = (t, int(label))
@@ -206,7 +238,10 @@ class Loader:
     ``out_shape`` (the net's ``(C, H, W)``), if given, is checked for every sample, so a
     mismatch is reported naming the sample rather than failing inside the net.
     ``workers`` processes fetch the samples (0: inline); ``device`` is where the finish
-    runs and the batches are returned (default: the CPU).
+    runs and the batches are returned (default: the CPU). ``labels``: the labels the net
+    takes, checked here where the source knows them, else as each sample is read.
+    ``on_bad_image``: ``"fail"`` (an unreadable image is an error naming it) or ``"skip"``
+    (the next readable sample takes its place; :attr:`skipped` names them).
     """
 
     def __init__(
@@ -224,7 +259,11 @@ class Loader:
         device: torch.device | str | None = None,
         rank: int = 0,
         world: int = 1,
+        labels: LabelRange | None = None,
+        on_bad_image: str = "fail",
     ) -> None:
+        if on_bad_image not in ("skip", "fail"):
+            raise ValueError(f"on_bad_image must be 'skip' or 'fail', not {on_bad_image!r}")
         if batch_size < 1:
             raise ValueError(f"batch_size must be positive, got {batch_size}")
         if not 0 <= rank < world:
@@ -243,7 +282,11 @@ class Loader:
         self.device = torch.device(device) if device is not None else None
         self.rank, self.world = int(rank), int(world)
         self._n = n
-        self._fetch = _Fetch(source, self.pipeline, self.out_shape, int(cache_bytes))
+        unchecked = labels is not None and not check_labels(source, labels)
+        self._fetch = _Fetch(source, self.pipeline, self.out_shape, int(cache_bytes),
+                             labels if unchecked else None, on_bad_image == "skip")
+        #: unreadable images replaced so far (``on_bad_image="skip"``), each named once
+        self.skipped: dict[str, None] = {}
         self._set_seed(seed)
         self._stacked: torch.Tensor | None = None
         self._stacked_labels: torch.Tensor | None = None
@@ -445,6 +488,7 @@ class Loader:
         if isinstance(raw, _Failure):
             self._restart()
             raise DataError(raw.message, hint=raw.hint)
+        self.skipped.update(dict.fromkeys(raw.skipped))
         self.epoch, self.index = raw.position
         return raw
 

@@ -29,6 +29,7 @@ import torch
 from netdsl.diagnostics import DataError, Span
 from netdsl.sections import DataConfig
 
+from .labels import LabelRange, check_labels
 from .loader import Loader
 from .sources import open_source
 from .transforms import (
@@ -101,6 +102,8 @@ def build_loader(
     cache_bytes: int = 1 << 30,
     rank: int = 0,
     world: int = 1,
+    labels: LabelRange | None = None,
+    on_bad_image: str = "skip",
 ) -> Loader:
     """The loader for ``phase`` ("train" or "test") of a net whose input is ``(C, H, W)``.
 
@@ -108,7 +111,9 @@ def build_loader(
     config itself; errors about files name the files. ``workers`` overrides the config's
     (``--workers``); ``device`` is where the batches are finished and delivered;
     ``cache_bytes`` bounds the inline fetch's cache of decoded images; ``rank`` of
-    ``world`` processes takes its share of every global batch.
+    ``world`` processes takes its share of every global batch; ``labels``: the range the
+    net takes (see :mod:`.labels`); ``on_bad_image``: ``"skip"`` an unreadable image (the
+    next readable one takes its place) or ``"fail"``.
     """
     phase = phase.lower()
     if phase not in ("train", "test"):
@@ -203,6 +208,8 @@ def build_loader(
         mirror=Mirror(0.5) if train and cfg.mirror else None,
         lighting=lighting,
     )
+    where = Span(cfg.path) if cfg.path else span
+    known = labels is not None and check_labels(source, labels, where)
     return Loader(
         source,
         pipeline,
@@ -215,6 +222,8 @@ def build_loader(
         cache_bytes=cache_bytes,
         rank=rank,
         world=world,
+        labels=None if known else labels,
+        on_bad_image=on_bad_image,
     )
 
 
