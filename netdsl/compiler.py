@@ -99,8 +99,8 @@ def usable_device(value: DeviceLike) -> torch.device:
             else f"{kind}:{device.index}" in here)):
         return device
     why = {
-        "cuda": f"this torch ({torch.__version__}) has no CUDA" if not torch.backends.cuda
-        .is_built() else "there is no such CUDA device here",
+        "cuda": f"this torch ({torch.__version__}) has no CUDA" if torch.version.cuda is None
+        else "there is no such CUDA device here",
         "meta": "meta tensors hold shapes but no data: nothing can run there",
     }.get(kind, f"this torch ({torch.__version__}) cannot run on it here")
     raise PlacementError(f"device '{value}' is not available: {why}", None,
