@@ -376,6 +376,11 @@ def _speed(args: argparse.Namespace) -> dict[str, Any]:
     return {k: getattr(args, k) for k in keys}
 
 
+def _nonfinite_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--allow-nonfinite", action="store_true",
+                   help="load weights with NaN or infinite values (refused by default)")
+
+
 def _train_parser(sub: Any) -> None:
     p = sub.add_parser("train", help="train a spec from its solver and data sections",
                        description="Caffe's `caffe train`: the solver section's update rule, "
@@ -392,6 +397,7 @@ def _train_parser(sub: Any) -> None:
     p.add_argument("--test-data", dest="test_data_path", default=None, metavar="PATH",
                    help="where the TEST data is (default: as --data)")
     _speed_args(p)
+    _nonfinite_arg(p)
     p.add_argument("--on-bad-image", choices=["skip", "fail"], default="skip",
                    help="an image that cannot be read: replace it by the next readable one "
                    "and report it at the end (default), or stop with its name")
@@ -422,7 +428,7 @@ def cmd_train(args: argparse.Namespace) -> int:
                    fmt=args.format, tensorboard_dir=args.tensorboard_dir,
                    test_data_path=args.test_data_path, workers=args.workers,
                    sync_batchnorm=args.sync_batchnorm, on_bad_image=args.on_bad_image,
-                   **_speed(args))
+                   allow_nonfinite=args.allow_nonfinite, **_speed(args))
     return int(result.get("status", 0))
 
 
@@ -434,6 +440,7 @@ def _test_parser(sub: Any) -> None:
     _run_args(p)
     p.add_argument("--weights", required=True, metavar="FILE")
     p.add_argument("--crops", type=int, choices=[1, 10], default=None)
+    _nonfinite_arg(p)
     _speed_args(p)
     p.set_defaults(func=cmd_test)
 
@@ -444,7 +451,7 @@ def cmd_test(args: argparse.Namespace) -> int:
     devices = _device_map(args.devices) if args.devices else None
     test(args.spec, weights=args.weights, crops=args.crops, overrides=dict(args.overrides),
          devices=devices, data_path=args.data_path, fmt=args.format, workers=args.workers,
-         **_speed(args))
+         allow_nonfinite=args.allow_nonfinite, **_speed(args))
     return 0
 
 

@@ -1,4 +1,5 @@
-"""Reading Caffe weights and reading/writing netdsl's own weight files (safetensors).
+"""Reading Caffe weights (:mod:`netdsl.caffemodel`, re-exported here) and reading/writing
+netdsl's own weight files (safetensors), which it writes itself (``_write_safetensors``).
 
 netdsl names a parameter ``<layer>.<blob>``; the blob names of each Caffe layer type
 are the layer registry's ``LayerType.blobs``, in Caffe's order, so a ``.caffemodel`` converts to the
@@ -6,25 +7,34 @@ same keys netdsl uses for its own ``.safetensors`` files. Arrays keep Caffe's la
 (convolution weights ``out x in/group x kh x kw``, inner-product weights ``out x in``).
 
 Safety: netdsl never unpickles a user's file. Weights are read from safetensors (a JSON
-header plus raw bytes) or from Caffe's protobuf, nothing else.
+header plus raw bytes) or from Caffe's protobuf, nothing else, and a file is checked in
+full before anything from it reaches a net: every blob's shape against its data (in
+Python integers, before any array is made), the sha256 that netdsl writes into its own
+files, the kinds of the tensors and, unless asked otherwise, that every value is finite.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
+import re
+import sys
 import uuid
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from google.protobuf.message import DecodeError
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import save_file
 
-from netdsl import caffe_pb
+from netdsl.caffemodel import (  # re-exported: the runtime reads weights through here
+    CaffeLayerBlobs,
+    blob_names,
+    caffemodel_to_tensors,
+    read_caffemodel,
+)
 from netdsl.diagnostics import DataError, Span, did_you_mean
 
 __all__ = [
@@ -36,167 +46,19 @@ __all__ = [
     "load_weights",
     "load_weights_with_metadata",
     "check_weights_fit",
+    "check_weight_values",
     "load_net_weights",
     "as_cpu_tensors",
     "fsync_dir",
+    "file_sha256",
+    "payload_sha256",
+    "CHECKSUM_KEY",
+    "TEMP_NAME",
 ]
-
-
-_CAFFE_HINT = (
-    "expected a binary .caffemodel (a NetParameter protobuf with trained blobs); "
-    "a .prototxt describes the net but holds no weights"
-)
-
-
-@dataclass
-class CaffeLayerBlobs:
-    """One layer of a caffemodel that carries parameter blobs."""
-
-    name: str
-    type: str  # V2 type string ("Convolution"); "" when the file gives none
-    blobs: list[np.ndarray] = field(default_factory=list)
-
-
-def blob_names(layer_type: str, count: int) -> list[str]:
-    """Names of a layer's ``count`` blobs: the registry's (``caffe_blob_names``), else
-    ``blobN``."""
-    from .layers import REGISTRY
-
-    kind = REGISTRY.get(layer_type)
-    known = kind.caffe_blob_names(count) if kind is not None else ()
-    return [known[i] if i < len(known) else f"blob{i}" for i in range(count)]
 
 
 def _span(path: str | os.PathLike[str]) -> Span:
     return Span(str(path))
-
-
-def _read_user_file(path: Path, what: str) -> bytes:
-    if not path.exists():
-        raise DataError(f"{what} file not found", _span(path), hint="check the path")
-    if path.is_dir():
-        raise DataError(f"{what} path is a folder, not a file", _span(path))
-    try:
-        return path.read_bytes()
-    except OSError as e:
-        raise DataError(f"cannot read {what} file: {e.strerror or e}", _span(path)) from None
-
-
-def _legacy_shape(dims: list[int], layer_type: str, index: int) -> tuple[int, ...]:
-    """A blob stored with the deprecated 4-D num/channels/height/width fields, in its real
-    shape. Caffe compares those right-aligned against the layer's blob shape padded with
-    leading 1s (Blob::ShapeEquals with LegacyShape), so an inner-product weight O x I was
-    saved as 1 x 1 x O x I and every bias as 1 x 1 x 1 x N; the layer type knows its
-    blobs' axes (``legacy_blob_axes``). Caffe's V0->V1->V2 upgrade copies blobs unchanged,
-    so legacy blobs also appear inside V2 ``layer`` messages."""
-    from .layers import REGISTRY
-
-    kind = REGISTRY.get(layer_type)
-    axes = kind.legacy_blob_axes if kind is not None else ()
-    if index < len(axes):
-        drop = 4 - axes[index]
-        if all(d == 1 for d in dims[:drop]):
-            return tuple(dims[drop:])
-        return tuple(dims)  # does not fit the usual layout: keep all four axes
-    # Unknown type: drop leading 1s (keeping at least one axis).
-    while len(dims) > 1 and dims[0] == 1:
-        dims = dims[1:]
-    return tuple(dims)
-
-
-#: A ``caffe_pb.BlobProto`` message. caffe_pb makes its classes at run time from
-#: descriptors, so to mypy they are values, not types, and their fields are unknown.
-_BlobProto = Any
-
-
-def _blob_to_array(
-    blob: _BlobProto, layer: str, layer_type: str, index: int, path: Path
-) -> np.ndarray:
-    where = f"layer '{layer}' blob {index}"
-    if any(blob.HasField(f) for f in ("num", "channels", "height", "width")):
-        dims = [blob.num, blob.channels, blob.height, blob.width]
-        legacy = True
-    else:
-        dims = list(blob.shape.dim)
-        legacy = False
-    if any(d < 0 for d in dims):
-        raise DataError(f"{where} has a negative dimension {dims}", _span(path), hint=_CAFFE_HINT)
-    shape = _legacy_shape(dims, layer_type, index) if legacy else tuple(dims)
-    count = int(np.prod(shape, dtype=np.int64)) if shape else 1
-    if len(blob.double_data) > 0:  # Caffe's FromProto prefers double_data when present
-        values = np.asarray(blob.double_data, dtype=np.float64).astype(np.float32)
-    else:
-        values = np.asarray(blob.data, dtype=np.float32)
-    if values.size != count:
-        raise DataError(
-            f"{where} has {values.size} values but its shape {list(dims)} needs {count}",
-            _span(path),
-            hint="the file is truncated or corrupt, or holds no trained data",
-        )
-    return values.reshape(shape)
-
-
-def read_caffemodel(path: str | os.PathLike[str]) -> list[CaffeLayerBlobs]:
-    """Read the parameter blobs of a binary ``.caffemodel``, layer by layer.
-
-    Handles V2 (``layer``), V1 (``layers`` with enum types) and V0 (``layers`` wrapping
-    a ``V0LayerParameter``) nets; types come back as V2 strings. Layers without blobs
-    are left out. Blobs come back as float32 arrays in Caffe's shapes.
-    """
-    p = Path(path)
-    raw = _read_user_file(p, "Caffe model")
-    net = caffe_pb.NetParameter()
-    try:
-        net.ParseFromString(raw)
-    except (DecodeError, ValueError, RuntimeError) as e:
-        raise DataError(
-            f"not a Caffe binary model (protobuf parse failed: {e})", _span(p), hint=_CAFFE_HINT
-        ) from None
-
-    entries: list[tuple[str, str, list[_BlobProto]]] = []
-    if len(net.layers) > 0:
-        # Like Caffe's UpgradeV1Net: a net with V1 ``layers`` ignores any V2 ``layer``.
-        for v1 in net.layers:
-            if v1.HasField("layer"):  # V0: name, type and blobs live in the V0 message
-                v0 = v1.layer
-                v2_type = caffe_pb.V0_TO_V2_TYPE.get(v0.type, v0.type)
-                entries.append((v0.name, v2_type, list(v0.blobs)))
-            else:
-                v2_type = caffe_pb.V1_TO_V2_TYPE.get(v1.type, "")
-                entries.append((v1.name, v2_type, list(v1.blobs)))
-    else:
-        for lp in net.layer:
-            entries.append((lp.name, lp.type, list(lp.blobs)))
-
-    out: list[CaffeLayerBlobs] = []
-    for i, (name, ltype, blobs) in enumerate(entries):
-        if not blobs:
-            continue
-        if not name:
-            raise DataError(
-                f"layer #{i} (type '{ltype}') has weights but no name", _span(p), hint=_CAFFE_HINT
-            )
-        arrays = [_blob_to_array(b, name, ltype, j, p) for j, b in enumerate(blobs)]
-        out.append(CaffeLayerBlobs(name, ltype, arrays))
-    if not out:
-        raise DataError("the Caffe model holds no layers with weights", _span(p), hint=_CAFFE_HINT)
-    return out
-
-
-def caffemodel_to_tensors(path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
-    """A caffemodel's blobs keyed ``<layer>.<blob name>`` (names from ``LayerType.blobs``)."""
-    tensors: dict[str, np.ndarray] = {}
-    for layer in read_caffemodel(path):
-        for bname, arr in zip(blob_names(layer.type, len(layer.blobs)), layer.blobs, strict=True):
-            key = f"{layer.name}.{bname}"
-            if key in tensors:
-                raise DataError(
-                    f"two layers named '{layer.name}' both carry weights",
-                    _span(path),
-                    hint="layer names in a caffemodel must be unique to match them to the net",
-                )
-            tensors[key] = arr
-    return tensors
 
 
 # --------------------------------------------------------------------------- safetensors
@@ -232,7 +94,7 @@ def as_cpu_tensors(tensors: Mapping[str, torch.Tensor | np.ndarray]) -> dict[str
         else:
             raise TypeError(f"'{name}': expected a torch.Tensor or numpy array, got {type(value)}")
         t = t.contiguous()
-        # safetensors refuses tensors sharing memory (tied weights, views): copy those.
+        # Tensors sharing memory (tied weights, views) are copied: each is stored whole.
         if t.numel() > 0:
             ptr = t.untyped_storage().data_ptr()
             if ptr in seen_storage:
@@ -243,6 +105,85 @@ def as_cpu_tensors(tensors: Mapping[str, torch.Tensor | np.ndarray]) -> dict[str
     return out
 
 
+#: safetensors' names of the dtypes it stores (its format's ``dtype`` field).
+_ST_DTYPES = {
+    torch.float64: "F64", torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16",
+    torch.int64: "I64", torch.int32: "I32", torch.int16: "I16", torch.int8: "I8",
+    torch.uint8: "U8", torch.bool: "BOOL", torch.uint16: "U16", torch.uint32: "U32",
+    torch.uint64: "U64", torch.complex64: "C64", torch.float8_e4m3fn: "F8_E4M3",
+    torch.float8_e5m2: "F8_E5M2",
+}
+
+#: The metadata entry holding :func:`payload_sha256` of a file netdsl wrote.
+CHECKSUM_KEY = "payload_sha256"
+
+#: The name of a temporary file :func:`save_weights` writes before renaming it into place:
+#: ``.<name>.<pid>-<8 hex>.tmp`` (group 1: the destination's name, group 2: the writer's
+#: process id), or the older ``.<name>.<12 hex>.tmp``.
+TEMP_NAME = re.compile(r"\.(.+)\.(?:(\d+)-[0-9a-f]{8}|[0-9a-f]{12})\.tmp")
+
+
+def file_sha256(path: str | os.PathLike[str]) -> str:
+    """The sha256 of a file's bytes."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _raw_bytes(t: torch.Tensor) -> np.ndarray:
+    """A contiguous CPU tensor's bytes, without a copy."""
+    return t.detach().to("cpu").contiguous().reshape(-1).view(torch.uint8).numpy()
+
+
+def payload_sha256(tensors: Mapping[str, torch.Tensor], metadata: Mapping[str, str]) -> str:
+    """The sha256 of tensors (names, dtypes, shapes, bytes) and string metadata, which
+    :func:`save_weights` stores under :data:`CHECKSUM_KEY` and loading verifies.
+
+    It is computed from the content rather than the file's bytes, because it is itself
+    stored in the file's header; the ``format`` entry and the checksum are left out.
+    """
+    h = hashlib.sha256()
+    meta = {k: v for k, v in metadata.items() if k not in (CHECKSUM_KEY, "format")}
+    for key in sorted(meta):
+        h.update(f"meta\0{key}\0{len(meta[key])}\0{meta[key]}\0".encode())
+    for name in sorted(tensors):
+        t = tensors[name]
+        raw = _raw_bytes(t)
+        h.update(f"tensor\0{name}\0{t.dtype}\0{tuple(t.shape)}\0{raw.nbytes}\0".encode())
+        h.update(raw.data)
+    return h.hexdigest()
+
+
+def _write_safetensors(fd: int, tensors: Mapping[str, torch.Tensor],
+                       metadata: Mapping[str, str]) -> None:
+    """Write the safetensors format to ``fd`` and fsync it (closes ``fd``): an 8-byte
+    little-endian header length, the JSON header padded with spaces to 8 bytes, then each
+    tensor's little-endian bytes in order. netdsl writes it itself, rather than with
+    ``safetensors.torch.save_file``, so that no file but its own named temporary file is
+    ever made (save_file goes through a ``.tmpXXXXXX`` file of its own, mode 0600)."""
+    with os.fdopen(fd, "wb") as f:
+        header: dict[str, Any] = {"__metadata__": dict(metadata)}
+        offset = 0
+        for name, t in tensors.items():
+            kind = _ST_DTYPES.get(t.dtype)
+            if kind is None:
+                raise TypeError(f"'{name}': safetensors cannot store dtype {t.dtype}")
+            size = t.numel() * t.element_size()
+            header[name] = {"dtype": kind, "shape": list(t.shape),
+                            "data_offsets": [offset, offset + size]}
+            offset += size
+        head = json.dumps(header, separators=(",", ":")).encode()
+        head += b" " * (-len(head) % 8)
+        f.write(len(head).to_bytes(8, "little"))
+        f.write(head)
+        for t in tensors.values():
+            f.write(_raw_bytes(t).data)
+        f.flush()
+        os.fsync(f.fileno())
+
+
 def save_weights(
     path: str | os.PathLike[str],
     tensors: Mapping[str, torch.Tensor | np.ndarray],
@@ -250,10 +191,14 @@ def save_weights(
 ) -> Path:
     """Write ``tensors`` to a safetensors file atomically and durably.
 
-    The data goes to a temporary file in the destination folder, which is fsynced and
-    then renamed over ``path`` (and the folder fsynced), so a crash leaves either the
-    old file or the complete new one, never a torn file.
+    The data goes to a temporary file in the destination folder (``TEMP_NAME``), which
+    is fsynced and then renamed over ``path`` (and the folder fsynced), so a crash leaves
+    either the old file or the complete new one, never a torn file; a process killed
+    midway leaves only its temporary file. The file gets the mode a plain ``open()``
+    would give (0o666 less the umask). The metadata gains :data:`CHECKSUM_KEY`.
     """
+    if sys.byteorder != "little":  # safetensors is little-endian; netdsl writes raw bytes
+        raise NotImplementedError("writing safetensors needs a little-endian machine")
     dest = Path(path)
     folder = dest.parent
     if not folder.is_dir():
@@ -268,19 +213,17 @@ def save_weights(
             raise TypeError("safetensors metadata must map str to str")
         meta[k] = v
     saveable = as_cpu_tensors(tensors)
-    tmp = folder / f".{dest.name}.{uuid.uuid4().hex[:12]}.tmp"
+    meta[CHECKSUM_KEY] = payload_sha256(saveable, meta)
+    tmp = folder / f".{dest.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp"
     try:
-        save_file(saveable, tmp, metadata=meta)
-        fd = os.open(tmp, os.O_RDWR)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        # O_EXCL: a new file of our own; mode 0o666, which the kernel reduces by the umask.
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+        _write_safetensors(fd, saveable, meta)
         os.replace(tmp, dest)
-    except (OSError, SafetensorError) as e:
-        reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
+    except OSError as e:
         raise DataError(
-            f"cannot write weights: {reason}", _span(dest), hint="check free space and permissions"
+            f"cannot write weights: {e.strerror or e}", _span(dest),
+            hint="check free space and permissions"
         ) from None
     finally:
         if tmp.exists():
@@ -303,10 +246,45 @@ def _not_safetensors_hint(head: bytes, path: Path) -> str:
     return "expected a .safetensors file; it may be truncated or corrupt"
 
 
+_SNAPSHOT_WEIGHTS = re.compile(r"(.+_iter_\d+)\.safetensors")
+
+
+def _check_snapshot_partner(path: Path) -> None:
+    """A snapshot's weights file read on its own is checked against the sha256 that the
+    snapshot's solver state, beside it, records for it."""
+    m = _SNAPSHOT_WEIGHTS.fullmatch(path.name)
+    if m is None or path.name.endswith(".solverstate.safetensors"):
+        return
+    partner = path.with_name(m.group(1) + ".solverstate.safetensors")
+    if not partner.is_file():
+        return
+    try:
+        with safe_open(str(partner), framework="pt", device="cpu") as f:
+            meta = dict(f.metadata() or {})
+    except (SafetensorError, ValueError, TypeError, KeyError, RuntimeError, OSError):
+        return  # an unreadable solver state says nothing about this file
+    want = meta.get("weights_sha256")
+    if meta.get("netdsl") != "solverstate" or meta.get("weights_file") != path.name or not want:
+        return
+    if file_sha256(path) != want:
+        raise DataError(
+            f"the weights file does not match the checksum that its snapshot's solver state "
+            f"'{partner.name}' records for it: it is damaged, or was replaced after the "
+            "snapshot was written",
+            _span(path),
+            hint="use an earlier snapshot's weights; to load a file put there on purpose, "
+            "move it away from the solver state",
+        )
+
+
 def load_weights_with_metadata(
-    path: str | os.PathLike[str],
+    path: str | os.PathLike[str], *, verify: bool = True
 ) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
-    """Like :func:`load_weights`, also returning the file's string metadata."""
+    """Like :func:`load_weights`, also returning the file's string metadata.
+
+    ``verify``: check the checksum netdsl writes into its files (:data:`CHECKSUM_KEY`)
+    and, for a snapshot's weights, the one its solver state records beside it.
+    """
     p = Path(path)
     if not p.exists():
         raise DataError("weights file not found", _span(p), hint="check the path")
@@ -325,12 +303,23 @@ def load_weights_with_metadata(
         raise DataError(
             f"not a readable safetensors file ({e})", _span(p), hint=_not_safetensors_hint(head, p)
         ) from None
+    if verify:
+        want = metadata.get(CHECKSUM_KEY)
+        if want is not None and payload_sha256(tensors, metadata) != want:
+            raise DataError(
+                "the weights file is corrupt: its tensors or metadata do not match the "
+                "checksum written with them",
+                _span(p),
+                hint="the file was damaged or edited after it was written; use another copy",
+            )
+        _check_snapshot_partner(p)
     return tensors, metadata
 
 
-def load_weights(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
-    """Read a safetensors weights file into CPU tensors (never unpickles anything)."""
-    return load_weights_with_metadata(path)[0]
+def load_weights(path: str | os.PathLike[str], *, verify: bool = True) -> dict[str, torch.Tensor]:
+    """Read a safetensors weights file into CPU tensors (never unpickles anything); see
+    :func:`load_weights_with_metadata` for ``verify``."""
+    return load_weights_with_metadata(path, verify=verify)[0]
 
 
 def check_weights_fit(
@@ -385,14 +374,86 @@ def _fmt(shape: tuple[int, ...]) -> str:
     return str(tuple(int(d) for d in shape))
 
 
-def load_net_weights(net: Any, path: str | os.PathLike[str], *, strict: bool) -> list[str]:
+def _kind(dtype: torch.dtype) -> str:
+    if dtype == torch.bool:
+        return "bool"
+    if dtype.is_complex:
+        return "complex"
+    return "floating-point" if dtype.is_floating_point else "integer"
+
+
+def _dtype(dtype: torch.dtype) -> str:
+    """``floating-point (float32)``, ``integer (int64)``, ``bool``."""
+    kind, name = _kind(dtype), str(dtype).removeprefix("torch.")
+    return kind if kind == name else f"{kind} ({name})"
+
+
+def _nonfinite(t: torch.Tensor) -> tuple[int, int]:
+    """(NaN count, infinite count) of a tensor; (0, 0) for integer and bool tensors."""
+    if not (t.is_floating_point() or t.is_complex()) or bool(torch.isfinite(t).all()):
+        return 0, 0
+    return int(torch.isnan(t).sum()), int(torch.isinf(t).sum())
+
+
+def _refuse(problems: list[str], what: str, path: str | os.PathLike[str] | None,
+            hint: str) -> DataError:
+    limit = 20
+    notes: list[tuple[str, Span | None]] = [(q, None) for q in problems[:limit]]
+    if len(problems) > limit:
+        notes.append((f"... and {len(problems) - limit} more", None))
+    first = problems[0] if len(problems) == 1 else f"{len(problems)} tensors, listed below"
+    return DataError(f"{what}: {first}", _span(path) if path is not None else None,
+                     hint=hint, notes=notes if len(problems) > 1 else ())
+
+
+def check_weight_values(
+    tensors: Mapping[str, torch.Tensor],
+    expected: Mapping[str, torch.dtype],
+    *,
+    path: str | os.PathLike[str] | None = None,
+    allow_nonfinite: bool = False,
+    what: str = "the weights",
+) -> None:
+    """Refuse, naming every tensor at fault in one DataError at ``path``: a tensor whose
+    kind differs from what ``expected`` says the net holds (an integer or bool tensor
+    where the net has floating point, or the reverse; float64 for float32 is converted,
+    not refused), and, unless ``allow_nonfinite``, NaN or infinite values. Only the keys
+    of ``expected`` are looked at."""
+    wrong: list[str] = []
+    nonfinite: list[str] = []
+    for key, want in expected.items():
+        t = tensors[key]
+        if _kind(t.dtype) != _kind(want):
+            wrong.append(f"'{key}' is {_dtype(t.dtype)} where the net has {_dtype(want)}")
+            continue
+        if not allow_nonfinite:
+            nan, inf = _nonfinite(t)
+            if nan or inf:
+                counts = " and ".join(part for part in (f"{nan:,} NaN" if nan else "",
+                                                         f"{inf:,} infinite" if inf else "")
+                                      if part)
+                nonfinite.append(f"'{key}' has {counts} among its {t.numel():,} values")
+    if wrong:
+        raise _refuse(wrong, f"tensors of the wrong type in {what}", path,
+                      "the file holds integer or quantised tensors, or was written for another "
+                      "net; netdsl loads floating-point values only where the net has them")
+    if nonfinite:
+        raise _refuse(nonfinite, f"non-finite values in {what}", path,
+                      "the run that wrote them probably diverged (try a lower base_lr, or "
+                      "clip_gradients); --allow-nonfinite loads them anyway")
+
+
+def load_net_weights(net: Any, path: str | os.PathLike[str], *, strict: bool,
+                     allow_nonfinite: bool = False) -> list[str]:
     """Load a ``.safetensors`` or ``.caffemodel`` file into a compiled net.
 
     Blobs are matched by ``<layer>.<blob>``; a matched blob of another shape is an error
     naming it (:func:`check_weights_fit`). ``strict``: every blob of the net must be in the
     file (evaluating); otherwise blobs the file lacks keep their fillers and blobs the net
-    lacks are ignored (Caffe's ``CopyTrainedLayersFrom``, for fine-tuning). Returns the
-    keys loaded.
+    lacks are ignored (Caffe's ``CopyTrainedLayersFrom``, for fine-tuning). The file is
+    checked in full first (its checksum, the kinds of its tensors and, unless
+    ``allow_nonfinite``, that every value is finite: :func:`check_weight_values`), so a
+    refused file changes nothing. Returns the keys loaded.
     """
     p = os.fspath(path)
     if p.endswith(".solverstate.safetensors"):
@@ -402,12 +463,13 @@ def load_net_weights(net: Any, path: str | os.PathLike[str], *, strict: bool) ->
             hint="give the snapshot's weights file (the .safetensors without .solverstate), "
             "or use --resume to continue training",
         )
-    tensors: Mapping[str, Any]
+    tensors: dict[str, torch.Tensor]
     if p.endswith(".caffemodel"):
-        tensors = caffemodel_to_tensors(p)
+        tensors = {k: torch.from_numpy(v) for k, v in caffemodel_to_tensors(p).items()}
     else:
         tensors = load_weights(p)
-    expected = {k: tuple(v.shape) for k, v in net.state_dict().items()}
+    state = net.state_dict()
+    expected = {k: tuple(v.shape) for k, v in state.items()}
     got = {k: tuple(v.shape) for k, v in tensors.items()}
     if strict:
         check_weights_fit(expected, {k: v for k, v in got.items() if k in expected}, path=p)
@@ -416,9 +478,8 @@ def load_net_weights(net: Any, path: str | os.PathLike[str], *, strict: bool) ->
         if not common:
             check_weights_fit(expected, got, path=p)  # nothing matches: list everything
         check_weights_fit({k: expected[k] for k in common}, {k: got[k] for k in common}, path=p)
-    loaded = {k: v for k, v in tensors.items() if k in expected}
-    net.load_state_dict(
-        {k: v if isinstance(v, torch.Tensor) else torch.as_tensor(v) for k, v in loaded.items()},
-        strict=False,
-    )
+    loaded = {k: tensors[k] for k in state if k in tensors}  # in the net's order
+    check_weight_values(loaded, {k: state[k].dtype for k in loaded}, path=p,
+                        allow_nonfinite=allow_nonfinite)
+    net.load_state_dict(loaded, strict=False)
     return list(loaded)

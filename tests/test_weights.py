@@ -250,6 +250,76 @@ def test_failed_write_keeps_old_file(tmp_path: Path, monkeypatch) -> None:
     assert torch.equal(W.load_weights(path)["x"], torch.zeros(3))
 
 
+def test_writer_is_read_by_safetensors_itself(tmp_path: Path) -> None:
+    """netdsl writes the format itself: every dtype it stores reads back, bit for bit, with
+    safetensors' own reader, from the file and from bytes."""
+    from safetensors.torch import load as st_load
+    from safetensors.torch import load_file
+
+    tensors = {f"t.{str(dtype)[6:]}": torch.arange(6).reshape(2, 3).to(dtype)
+               for dtype in W._ST_DTYPES}
+    tensors.update({"empty": torch.zeros(0, 3), "scalar": torch.tensor(2.5, dtype=torch.float64),
+                    "odd": torch.ones(3, dtype=torch.int8)})  # makes later offsets unaligned
+    path = tmp_path / "all.safetensors"
+    W.save_weights(path, tensors, {"note": "x"})
+    for back in (load_file(path), st_load(path.read_bytes())):
+        assert back.keys() == tensors.keys()
+        for k, v in tensors.items():
+            assert back[k].dtype == v.dtype and back[k].shape == v.shape, k
+            assert np.array_equal(W._raw_bytes(back[k]), W._raw_bytes(v)), k
+    header_len = int.from_bytes(path.read_bytes()[:8], "little")
+    assert header_len % 8 == 0  # data starts 8-byte aligned
+
+
+def test_checksum_is_written_and_verified(tmp_path: Path) -> None:
+    path = tmp_path / "w.safetensors"
+    W.save_weights(path, {"fc.weight": torch.randn(4, 3)}, {"spec": "a.net"})
+    tensors, meta = W.load_weights_with_metadata(path)
+    assert meta[W.CHECKSUM_KEY] == W.payload_sha256(tensors, meta)
+    data = path.read_bytes()
+    path.write_bytes(data.replace(b'"spec":"a.net"', b'"spec":"b.net"'))  # edited metadata
+    err = _error(W.load_weights, path)
+    assert err.span.path == str(path) and "checksum" in err.message
+    assert W.load_weights(path, verify=False)["fc.weight"].shape == (4, 3)
+    raw = bytearray(data)
+    raw[-1] ^= 0x40  # a value
+    path.write_bytes(bytes(raw))
+    assert "checksum" in _error(W.load_weights, path).message
+
+
+def test_files_without_a_checksum_still_load(tmp_path: Path) -> None:
+    from safetensors.torch import save_file
+
+    path = tmp_path / "w.safetensors"
+    save_file({"x": torch.ones(2)}, str(path))
+    assert torch.equal(W.load_weights(path)["x"], torch.ones(2))
+
+
+def test_temporary_file_is_named_and_gets_the_umask(tmp_path: Path, monkeypatch) -> None:
+    import os
+    import stat
+
+    seen: list[tuple[str, int]] = []
+    real = os.replace
+
+    def spy(src, dst):
+        seen.append((Path(src).name, stat.S_IMODE(os.stat(src).st_mode)))
+        real(src, dst)
+
+    monkeypatch.setattr(W.os, "replace", spy)
+    old = os.umask(0o027)
+    try:
+        W.save_weights(tmp_path / "w.safetensors", {"x": torch.ones(2)})
+    finally:
+        os.umask(old)
+    ((name, mode),) = seen
+    m = W.TEMP_NAME.fullmatch(name)
+    assert m is not None and m.group(1) == "w.safetensors" and m.group(2) == str(os.getpid())
+    assert mode == 0o640
+    assert stat.S_IMODE((tmp_path / "w.safetensors").stat().st_mode) == 0o640
+    assert [p.name for p in tmp_path.iterdir()] == ["w.safetensors"]
+
+
 def test_save_into_missing_folder(tmp_path: Path) -> None:
     err = _error(W.save_weights, tmp_path / "no" / "w.safetensors", {"x": torch.zeros(1)})
     assert "folder" in err.message

@@ -30,7 +30,7 @@ import torch.distributed as dist
 
 from netdsl.diagnostics import NetdslError, UsageError
 
-__all__ = ["PeerFailed", "World", "current", "launch", "local_devices", "peer_failed",
+__all__ = ["PeerFailed", "World", "current", "launch", "leave", "local_devices", "peer_failed",
            "without_launch_flags"]
 
 
@@ -92,6 +92,18 @@ def current(cuda: bool | None = None) -> World | None:
         dist.init_process_group(backend)
     _WORLD = World(dist.get_rank(), dist.get_world_size(), local, backend)
     return _WORLD
+
+
+def leave() -> None:
+    """Leave the process group (its threads stop before the interpreter does, which
+    otherwise can abort a process at exit); harmless after a peer died."""
+    global _WORLD
+    if dist.is_initialized():
+        try:
+            dist.destroy_process_group()
+        except Exception:  # noqa: BLE001  # a group a dead peer broke: nothing to release
+            pass
+    _WORLD = None
 
 
 def local_devices(logical: Sequence[str], local_rank: int) -> dict[str, torch.device]:

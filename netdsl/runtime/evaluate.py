@@ -75,6 +75,7 @@ def test(
     channels_last: bool | None = None,
     compile: bool | None = None,
     cuda_graphs: bool | None = None,
+    allow_nonfinite: bool = False,
 ) -> dict[str, Any]:
     """Score ``weights`` on every image of the spec's test data, each image once.
 
@@ -85,6 +86,7 @@ def test(
         the data's ``test_crops``.
       overrides, devices, data_path, workers: as for :func:`netdsl.runtime.train.train`.
       precision, channels_last, compile, cuda_graphs: over the spec's ``runtime {}``.
+      allow_nonfinite: load NaN or infinite weights (refused by default, by name).
       fmt: ``"rich"`` (progress bar and table), ``"json"`` (one JSON line) or ``"none"``.
 
     Returns:
@@ -115,7 +117,7 @@ def test(
                          dtype=DTYPES[rt.precision], channels_last=rt.channels_last,
                          torch_compile=rt.compile, cuda_graphs=rt.cuda_graphs)
     if weights is not None:
-        load_net_weights(net, weights, strict=True)
+        load_net_weights(net, weights, strict=True, allow_nonfinite=allow_nonfinite)
     feeds = feeds_of(net)
     loader = build_loader(cfg, "test", feeds.shape, seed, span=data_span, workers=workers,
                           device=net.input_device(feeds.data))

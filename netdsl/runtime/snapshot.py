@@ -13,13 +13,19 @@ Each file is written to a temporary file, fsynced and renamed into place. The so
 state goes last, so its presence marks a complete snapshot: a crash between the two
 writes leaves an orphan weights file that :func:`find_latest` ignores, and the previous
 snapshot stays intact. :func:`read_snapshot` checks both checksums before returning
-anything, so a corrupt or mismatched pair is reported, never loaded.
+anything, so a corrupt or mismatched pair is reported, never loaded; :func:`check_rng_state`
+checks the RNG states it holds on fresh generators before :func:`restore_rng_state` sets
+the process's own.
+
+A process killed while writing leaves its temporary file (``.<name>.<pid>-<hex>.tmp``, see
+``netdsl.weights.TEMP_NAME``); :func:`remove_stale_temporaries` removes those of a prefix,
+and the first snapshot a process writes under a prefix calls it.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
+import logging
 import os
 import random
 import re
@@ -33,10 +39,14 @@ import torch
 
 from netdsl.diagnostics import DataError, Span
 from netdsl.weights import (
+    CHECKSUM_KEY,
+    TEMP_NAME,
     as_cpu_tensors,
+    file_sha256,
     fsync_dir,
     load_weights,
     load_weights_with_metadata,
+    payload_sha256,
     save_weights,
 )
 
@@ -47,8 +57,12 @@ __all__ = [
     "find_latest",
     "read_snapshot",
     "capture_rng_state",
+    "check_rng_state",
     "restore_rng_state",
+    "remove_stale_temporaries",
 ]
+
+log = logging.getLogger("netdsl")
 
 WEIGHTS_SUFFIX = ".safetensors"
 STATE_SUFFIX = ".solverstate.safetensors"
@@ -79,31 +93,6 @@ def snapshot_paths(prefix: str | os.PathLike[str], iteration: int) -> tuple[Path
     return Path(stem + WEIGHTS_SUFFIX), Path(stem + STATE_SUFFIX)
 
 
-def _file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def _payload_sha256(tensors: Mapping[str, torch.Tensor], meta: Mapping[str, str]) -> str:
-    """Digest of the solver state's tensors (names, dtypes, shapes, bytes) and metadata.
-
-    Computed from the tensors rather than the file bytes, because the digest itself is
-    stored in the file's header.
-    """
-    h = hashlib.sha256()
-    for key in sorted(meta):
-        h.update(f"meta\0{key}\0{len(meta[key])}\0{meta[key]}\0".encode())
-    for name in sorted(tensors):
-        t = tensors[name].detach().to("cpu").contiguous()
-        raw = t.reshape(-1).view(torch.uint8).numpy()
-        h.update(f"tensor\0{name}\0{t.dtype}\0{tuple(t.shape)}\0{raw.nbytes}\0".encode())
-        h.update(raw.data)  # the array's bytes, as a memoryview
-    return h.hexdigest()
-
-
 def write_snapshot(
     prefix: str | os.PathLike[str],
     iteration: int,
@@ -128,6 +117,10 @@ def write_snapshot(
             f"cannot create the snapshot folder: {e.strerror or e}", Span(str(folder))
         ) from None
     state_json = json.dumps(state, sort_keys=True)
+    key = os.path.abspath(os.fspath(prefix))
+    if key not in _swept:  # the first snapshot of this prefix in this process
+        _swept.add(key)
+        remove_stale_temporaries(prefix)
 
     # Rewriting iteration N: drop its old solver state first, so that a crash while the
     # new weights replace the old ones cannot leave a stale but complete-looking pair.
@@ -153,11 +146,67 @@ def write_snapshot(
         "iteration": str(iteration),
         "state": state_json,
         "weights_file": wpath.name,
-        "weights_sha256": _file_sha256(wpath),
+        "weights_sha256": file_sha256(wpath),
     }
-    meta["payload_sha256"] = _payload_sha256(tensors, meta)
-    save_weights(spath, tensors, metadata=meta)
+    save_weights(spath, tensors, metadata=meta)  # adds the checksum (CHECKSUM_KEY)
     return spath
+
+
+#: Prefixes (absolute) whose stale temporary files this process has removed.
+_swept: set[str] = set()
+
+
+def _running(pid: int) -> bool:
+    """Whether process ``pid`` (of this machine) may still be running."""
+    if pid == os.getpid() or pid <= 0:
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    except (OverflowError, ValueError):  # no such process can exist
+        return False
+    return True
+
+
+def remove_stale_temporaries(prefix: str | os.PathLike[str]) -> list[Path]:
+    """Remove the temporary files that snapshot writes of ``prefix`` killed midway left,
+    naming each in a log line; returns their paths.
+
+    Only a regular file (not a link) whose whole name is that of a netdsl temporary file
+    (``netdsl.weights.TEMP_NAME``) of one of this prefix's snapshot files is removed, and
+    only when the process that wrote it (its pid is in the name) is not running, so the
+    file of a live writer is never touched.
+    """
+    folder_s, base = os.path.split(os.fspath(prefix))
+    folder = Path(folder_s or ".")
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:
+        return []
+    ours = re.compile(re.escape(base) + r"_iter_\d+(?:\.solverstate)?" + re.escape(WEIGHTS_SUFFIX))
+    removed: list[Path] = []
+    for entry in sorted(entries, key=lambda e: e.name):
+        m = TEMP_NAME.fullmatch(entry.name)
+        if m is None or not ours.fullmatch(m.group(1)):
+            continue
+        if not entry.is_file(follow_symlinks=False):
+            continue
+        if m.group(2) is not None and _running(int(m.group(2))):
+            continue
+        path = folder / entry.name
+        try:
+            path.unlink()
+        except FileNotFoundError:  # another process removed it first
+            continue
+        except OSError as e:
+            log.warning(f"netdsl: cannot remove stale temporary file {path}: {e.strerror or e}")
+            continue
+        log.info(f"netdsl: removed stale temporary file {path} from an interrupted snapshot")
+        removed.append(path)
+    return removed
 
 
 def _pattern(base: str) -> re.Pattern[str]:
@@ -228,15 +277,14 @@ def read_snapshot(where: str | os.PathLike[str], *, net_name: str | None = None)
             hint=f"the solver state '{spath.name}' needs it next to it",
         )
 
-    solver_tensors, meta = load_weights_with_metadata(spath)
+    solver_tensors, meta = load_weights_with_metadata(spath, verify=False)  # checked below
     if meta.get("netdsl") != "solverstate" or meta.get("snapshot_format") != FORMAT:
         raise DataError(
             "not a netdsl solver state file",
             Span(str(spath)),
             hint=f"expected a {STATE_SUFFIX} file written by netdsl ({FORMAT})",
         )
-    stored = {k: v for k, v in meta.items() if k not in ("payload_sha256", "format")}
-    if meta.get("payload_sha256") != _payload_sha256(solver_tensors, stored):
+    if meta.get(CHECKSUM_KEY) != payload_sha256(solver_tensors, meta):
         raise DataError(
             "the solver state is corrupt (checksum mismatch)", Span(str(spath)), hint=_HINT_CORRUPT
         )
@@ -250,7 +298,11 @@ def read_snapshot(where: str | os.PathLike[str], *, net_name: str | None = None)
             f"the solver state's metadata is incomplete ({e})", Span(str(spath)), hint=_HINT_CORRUPT
         ) from None
     if not isinstance(state, dict):
-        raise DataError("the solver state's state is not an object", Span(str(spath)))
+        raise DataError("the solver state's state is not an object", Span(str(spath)),
+                        hint=_HINT_CORRUPT)
+    if iteration < 0:
+        raise DataError(f"the solver state is of iteration {iteration}, which is negative",
+                        Span(str(spath)), hint=_HINT_CORRUPT)
     m = re.search(r"_iter_(\d+)" + re.escape(STATE_SUFFIX) + "$", spath.name)
     if m and int(m.group(1)) != iteration:
         raise DataError(
@@ -265,13 +317,13 @@ def read_snapshot(where: str | os.PathLike[str], *, net_name: str | None = None)
             Span(str(spath)),
             hint="resume with the spec the snapshot was trained with",
         )
-    if _file_sha256(wpath) != weights_sha:
+    if file_sha256(wpath) != weights_sha:
         raise DataError(
             f"the weights file does not match its solver state '{spath.name}' (checksum mismatch)",
             Span(str(wpath)),
             hint=_HINT_CORRUPT,
         )
-    weights = load_weights(wpath)
+    weights = load_weights(wpath, verify=False)  # the file's sha256 is checked above
     return Snapshot(weights, solver_tensors, state, iteration, snap_net, spath, wpath)
 
 
@@ -297,8 +349,87 @@ def capture_rng_state() -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
     return state, tensors
 
 
+_MT_WORDS = 624  # the Mersenne Twister's state words (python's random and numpy's legacy RNG)
+
+
+def _mt_state(words: Any, pos: Any, what: str) -> None:
+    """Refuse a Mersenne Twister state unless it has 624 words below 2**32 and a position
+    in 0..624."""
+    def word(w: Any) -> bool:
+        return isinstance(w, int) and not isinstance(w, bool) and 0 <= w < 2**32
+
+    if not isinstance(words, list) or len(words) != _MT_WORDS:
+        n = len(words) if isinstance(words, list) else type(words).__name__
+        raise DataError(f"its {what} RNG state is not valid: it should hold {_MT_WORDS} "
+                        f"32-bit words, it holds {n}")
+    bad = next((w for w in words if not word(w)), None)
+    if bad is not None:
+        raise DataError(f"its {what} RNG state is not valid: {bad!r} is not a 32-bit word")
+    if not isinstance(pos, int) or isinstance(pos, bool) or not 0 <= pos <= _MT_WORDS:
+        raise DataError(f"its {what} RNG state is not valid: its position {pos!r} is not "
+                        f"in 0..{_MT_WORDS}")
+
+
+def _gauss(value: Any, what: str) -> None:
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int | float)):
+        raise DataError(f"its {what} RNG state is not valid: its cached gaussian {value!r} "
+                        "is not a number")
+
+
+def _byte_state(t: Any, key: str, want: int | None) -> None:
+    """Refuse a torch generator state unless it is a 1-D uint8 tensor (of ``want`` bytes)."""
+    if not isinstance(t, torch.Tensor) or t.dtype != torch.uint8 or t.dim() != 1:
+        shown = f"{str(t.dtype)[6:]} {tuple(t.shape)}" if isinstance(t, torch.Tensor) else t
+        raise DataError(f"its torch RNG state '{key}' should be a 1-D uint8 tensor, it is "
+                        f"{shown}")
+    if want is not None and t.numel() != want:
+        raise DataError(f"its torch RNG state '{key}' has {t.numel()} bytes; this torch's "
+                        f"has {want}")
+
+
+def check_rng_state(state: Mapping[str, Any], tensors: Mapping[str, torch.Tensor]) -> None:
+    """Raise DataError (without a span: the caller knows the file) unless
+    :func:`restore_rng_state` can restore every part of ``state`` and ``tensors``: python's
+    and numpy's Mersenne Twister states, and torch's states as 1-D uint8 tensors of the
+    right size, each also tried on a fresh generator. The process's own generators are
+    not touched."""
+    try:
+        if "python" in state:
+            version, internal, gauss = state["python"]
+            if version != 3 or not isinstance(internal, list) or not internal:
+                raise DataError(f"its python RNG state is not valid (version {version!r})")
+            _mt_state(internal[:-1], internal[-1], "python")
+            _gauss(gauss, "python")
+            random.Random().setstate((version, tuple(internal), gauss))
+        if "numpy" in state:
+            name, keys, pos, has_gauss, gauss = state["numpy"]
+            if name != "MT19937" or has_gauss not in (0, 1):
+                raise DataError(f"its numpy RNG state is not valid ({name!r}, has_gauss "
+                                f"{has_gauss!r})")
+            _mt_state(keys, pos, "numpy")
+            _gauss(gauss, "numpy")
+            np.random.RandomState().set_state(
+                (name, np.asarray(keys, dtype=np.uint32), pos, has_gauss, gauss))
+    except (TypeError, ValueError, OverflowError) as e:
+        raise DataError(f"its python or numpy RNG state is not valid ({e})") from None
+    cpu = tensors.get("rng.torch_cpu")
+    if cpu is not None:
+        _byte_state(cpu, "rng.torch_cpu", torch.get_rng_state().numel())
+        try:
+            torch.Generator().set_state(cpu)
+        except RuntimeError as e:
+            raise DataError(f"its torch RNG state 'rng.torch_cpu' is not valid ({e})") from None
+    cuda = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    for key, t in tensors.items():
+        m = re.fullmatch(r"rng\.torch_cuda\.(\d+)", key)
+        if m is not None:
+            i = int(m.group(1))
+            _byte_state(t, key, torch.cuda.get_rng_state(i).numel() if i < cuda else None)
+
+
 def restore_rng_state(state: Mapping[str, Any], tensors: Mapping[str, torch.Tensor]) -> None:
-    """Put back what :func:`capture_rng_state` captured (missing parts are skipped)."""
+    """Put back what :func:`capture_rng_state` captured (missing parts are skipped); check
+    it first with :func:`check_rng_state`."""
     if "python" in state:
         version, internal, gauss = state["python"]
         random.setstate((version, tuple(internal), gauss))

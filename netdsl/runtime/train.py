@@ -71,6 +71,7 @@ from netdsl.runtime.lr_policy import PlateauState, learning_rate, plateau_update
 from netdsl.runtime.precision import DTYPES, LossScaler, effective_runtime
 from netdsl.runtime.progress import Rate, Reporter, Window, make_reporter
 from netdsl.runtime.signals import stop_on_signals
+from netdsl.runtime.snapshot import remove_stale_temporaries
 from netdsl.runtime.solver import CaffeOptimizer
 from netdsl.sections import SolverConfig, phase_data, resolve_max_iter
 from netdsl.weights import load_net_weights
@@ -103,6 +104,7 @@ def train(
     cuda_graphs: bool | None = None,
     sync_batchnorm: bool | None = None,
     on_bad_image: str = "skip",
+    allow_nonfinite: bool = False,
 ) -> dict[str, Any]:
     """Train the net of ``spec_path`` as its ``solver {}`` and ``data {}`` sections say.
 
@@ -126,6 +128,7 @@ def train(
       precision, channels_last, compile, cuda_graphs, sync_batchnorm: over the spec's
         ``runtime {}``.
       on_bad_image: ``"skip"`` unreadable images (reported at the end) or ``"fail"``.
+      allow_nonfinite: load NaN or infinite weights from ``weights`` or ``resume``.
 
     Returns:
       The final test outputs by blob name (and ``loss``), plus ``iter`` (iterations
@@ -148,9 +151,9 @@ def train(
                           channels_last=channels_last, compile=compile, cuda_graphs=cuda_graphs,
                           sync_batchnorm=sync_batchnorm, on_bad_image=on_bad_image)
         if weights is not None:
-            trainer.load_weights(weights)
+            trainer.load_weights(weights, allow_nonfinite=allow_nonfinite)
         if resume is not None:
-            trainer.resume(resume)
+            trainer.resume(resume, allow_nonfinite=allow_nonfinite)
         return trainer.run(reporter)
     except NetdslError as e:
         raise (distributed.in_process(e, world) if world is not None else e) from None
@@ -162,6 +165,8 @@ def train(
         raise
     finally:
         reporter.close()
+        if world is not None:
+            distributed.leave()
 
 
 # ------------------------------------------------------------------------------- trainer
@@ -305,6 +310,7 @@ class Trainer:
         self.last_test: dict[str, float] = {}
         if self.world is None or self.world.main:  # before any work: where snapshots go
             writable_folder(os.path.dirname(self.snapshot_prefix()), "snapshots")
+            remove_stale_temporaries(self.snapshot_prefix())
         if cfg.random_seed >= 0:
             random.seed(self.seed)
             np.random.seed(self.seed % 2**32)
@@ -327,9 +333,10 @@ class Trainer:
                 did_you_mean(cfg.plateau_metric, outputs),
             )
 
-    def load_weights(self, path: str | os.PathLike[str]) -> list[str]:
+    def load_weights(self, path: str | os.PathLike[str], *,
+                     allow_nonfinite: bool = False) -> list[str]:
         """Fine-tune: initialise from a weights file (see :func:`load_net_weights`)."""
-        return load_net_weights(self.net, path, strict=False)
+        return load_net_weights(self.net, path, strict=False, allow_nonfinite=allow_nonfinite)
 
     def snapshot_prefix(self) -> str:
         """``snapshot_prefix``, relative to the current folder as in Caffe; default
@@ -346,10 +353,10 @@ class Trainer:
         """Write the snapshot of the current iteration; returns its weights file."""
         return write_snapshot_of(self)
 
-    def resume(self, where: str | os.PathLike[str]) -> Path:
+    def resume(self, where: str | os.PathLike[str], *, allow_nonfinite: bool = False) -> Path:
         """Continue from a snapshot: ``"latest"`` (under ``snapshot_prefix``), a prefix or
         either file of a snapshot. Everything is checked before anything changes."""
-        return resume_from(self, where)
+        return resume_from(self, where, allow_nonfinite=allow_nonfinite)
 
     # -------------------------------------------------------------- the loop pieces
 

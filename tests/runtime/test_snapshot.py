@@ -233,3 +233,135 @@ def test_plain_weights_file_is_not_a_solver_state(tmp_path: Path) -> None:
     save_weights(spath, {"x": torch.zeros(1)})
     err = _error(S.read_snapshot, spath)
     assert "not a netdsl solver state" in err.message
+
+
+# ------------------------------------------------------------------ temporary files
+
+
+def _temp(folder: Path, dest: str, pid: int | None) -> Path:
+    tag = f"{pid}-0123abcd" if pid is not None else "0123456789ab"
+    path = folder / f".{dest}.{tag}.tmp"
+    path.write_bytes(b"half a snapshot")
+    return path
+
+
+def _dead_pid() -> int:
+    """The pid of a process that has exited (and been waited for)."""
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True)
+    return int(proc.stdout)
+
+
+def test_stale_temporaries_are_removed_and_named(tmp_path: Path, caplog) -> None:
+    import logging
+    import os
+
+    dead = _dead_pid()
+    stale = [
+        _temp(tmp_path, "net_iter_3.safetensors", dead),
+        _temp(tmp_path, "net_iter_3.solverstate.safetensors", dead),
+        _temp(tmp_path, "net_iter_12.safetensors", None),  # the older name, without a pid
+    ]
+    kept = [
+        _temp(tmp_path, "net_iter_4.safetensors", os.getpid()),  # a live writer's (ours)
+        _temp(tmp_path, "net_other_iter_3.safetensors", dead),  # another prefix
+        _temp(tmp_path, "net_iter_3.pt", dead),  # not a snapshot file
+        _temp(tmp_path, "net_iter_x.safetensors", dead),
+    ]
+    for name in (".net_iter_3.safetensors.tmp", "net_iter_3.safetensors.tmp",
+                 ".net_iter_3.safetensors.1234-0123abcd.tmp.keep", ".tmpAbC123", "notes.txt"):
+        kept.append(tmp_path / name)
+        kept[-1].write_text("not ours")
+    link = tmp_path / f".net_iter_5.safetensors.{dead}-0123abcd.tmp"
+    link.symlink_to(tmp_path / "notes.txt")  # a link is never ours
+    kept.append(link)
+    folder = tmp_path / f".net_iter_6.safetensors.{dead}-0123abcd.tmp"
+    folder.mkdir()  # nor a folder
+    kept.append(folder)
+
+    with caplog.at_level(logging.INFO, logger="netdsl"):
+        removed = S.remove_stale_temporaries(tmp_path / "net")
+    assert sorted(removed) == sorted(stale)
+    assert not any(p.exists() for p in stale)
+    assert all(p.exists() or p.is_symlink() for p in kept)
+    for p in stale:
+        assert f"netdsl: removed stale temporary file {p} from an interrupted snapshot" in (
+            caplog.text)
+    assert S.remove_stale_temporaries(tmp_path / "net") == []
+    assert S.remove_stale_temporaries(tmp_path / "missing" / "net") == []
+
+
+def test_first_snapshot_of_a_prefix_removes_stale_temporaries(tmp_path: Path) -> None:
+    prefix = tmp_path / "net"
+    stale = _temp(tmp_path, "net_iter_1.safetensors", _dead_pid())
+    S._swept.discard(str(prefix))
+    write(prefix, 2)
+    assert not stale.exists()
+    again = _temp(tmp_path, "net_iter_2.safetensors", _dead_pid())
+    write(prefix, 3)  # once per prefix and process: a later write does not look again
+    assert again.exists()
+
+
+def test_snapshot_files_get_the_umask(tmp_path: Path) -> None:
+    import os
+    import stat
+
+    for mask, mode in ((0o022, 0o644), (0o077, 0o600), (0o002, 0o664)):
+        old = os.umask(mask)
+        try:
+            spath = write(tmp_path / f"m{mask:o}" / "net", 1)
+        finally:
+            os.umask(old)
+        wpath = S.snapshot_paths(tmp_path / f"m{mask:o}" / "net", 1)[0]
+        for p in (spath, wpath):
+            assert stat.S_IMODE(p.stat().st_mode) == mode, (oct(mask), p)
+
+
+# ----------------------------------------------------------------------- RNG checks
+
+
+def test_rng_states_are_checked_without_touching_the_generators() -> None:
+    state, tensors = S.capture_rng_state()
+    S.check_rng_state(state, tensors)
+    before = (random.getstate(), np.random.get_state()[1].copy(), torch.get_rng_state())
+    bad_python = {"python": [3, state["python"][1][:-2] + [2**32, 5], None]}
+    bad_numpy = {"numpy": ["MT19937", state["numpy"][1], 625, 0, 0.0]}
+    for bad, says in [(bad_python, "4294967296 is not a 32-bit word"),
+                      (bad_numpy, "position 625"),
+                      ({"python": [2, [0] * 625, None]}, "version 2"),
+                      ({"python": "nonsense"}, "not valid")]:
+        with pytest.raises(DataError, match=says):
+            S.check_rng_state(bad, {})
+    with pytest.raises(DataError, match="1-D uint8"):
+        S.check_rng_state({}, {"rng.torch_cpu": tensors["rng.torch_cpu"].view(2, -1)})
+    with pytest.raises(DataError, match="1-D uint8"):
+        S.check_rng_state({}, {"rng.torch_cuda.0": torch.zeros(16)})
+    after = (random.getstate(), np.random.get_state()[1], torch.get_rng_state())
+    assert before[0] == after[0] and (before[1] == after[1]).all()
+    assert torch.equal(before[2], after[2])
+
+
+def test_snapshot_written_before_checksums_in_weights_still_reads(tmp_path: Path) -> None:
+    """Weights files written before netdsl put a checksum in every file: the solver
+    state's sha256 of the file is what vouches for them, and it is still checked."""
+    from safetensors.torch import save_file
+
+    from netdsl.weights import file_sha256, save_weights
+
+    w, s, st = make(4)
+    wpath, spath = S.snapshot_paths(tmp_path / "net", 4)
+    save_file(w, str(wpath), metadata={"format": "pt", "netdsl": "weights"})  # as before
+    meta = {"netdsl": "solverstate", "snapshot_format": S.FORMAT, "net_name": "lenet",
+            "iteration": "4", "state": S.json.dumps(st), "weights_file": wpath.name,
+            "weights_sha256": file_sha256(wpath)}
+    save_weights(spath, s, meta)
+    snap = S.read_snapshot(spath)
+    assert torch.equal(snap.weights["conv1.weight"], w["conv1.weight"])
+    assert torch.equal(S.load_weights(wpath)["conv1.bias"], w["conv1.bias"])  # alone too
+    _flip(wpath, wpath.stat().st_size - 3)
+    for read in (S.read_snapshot, S.load_weights):
+        err = _error(read, wpath)
+        assert err.span.path == str(wpath) and "match" in err.message
