@@ -158,6 +158,13 @@ class _Draft:
     notes: tuple[s.Note, ...]
     index: int
     explicit_bottom: bool
+    bottom_spans: tuple[Span, ...] = ()  # each written bottom's own span
+
+    def bottom_span(self, i: int) -> Span:
+        """Where bottom ``i`` is written (an implied bottom: the layer's bottoms, or it)."""
+        if i < len(self.bottom_spans):
+            return self.bottom_spans[i]
+        return self.spans.get("bottom", self.span)
 
 
 def input_block_layer(f: s.Field) -> s.Field:
@@ -215,11 +222,13 @@ def build(spec: s.Spec, phase: Phase | str = Phase.TRAIN) -> Net:
                 continue
             layer_fields.append(f)
     drafts: list[_Draft] = []
+    elsewhere: dict[str, str] = {}  # blobs that only layers of the other phase make
     for f in layer_fields:
         try:
             body = f.value
             assert isinstance(body, s.Block)
             if not in_phase(body, phase):
+                _other_phase_tops(body, phase, elsewhere)
                 continue
             drafts.append(_draft(f, body, len(drafts), net_devices))
         except NetdslError as e:
@@ -229,7 +238,7 @@ def build(spec: s.Spec, phase: Phase | str = Phase.TRAIN) -> Net:
     raise_all(errors)
     _check_names(drafts)
     _default_bottoms(drafts)
-    ordered = _order(drafts)
+    ordered = _order(drafts, elsewhere)
     layers = _assign_devices(ordered, net_devices)
     inputs = tuple(t for lay in layers if lay.kind.is_input for t in lay.tops)
     outputs = _outputs(layers)
@@ -281,7 +290,18 @@ def _draft(f: s.Field, body: s.Block, index: int, net_devices: tuple[str, ...]) 
                     did_you_mean(d, net_devices) or "add it to the top-level devices: [...]",
                 )
     return _Draft(name, kind.name, params, bottoms, tops, devices, specs, weights, f.span,
-                  spans, f.notes, index, bool(bottoms))
+                  spans, f.notes, index, bool(bottoms), _value_spans(body, "bottom"))
+
+
+def _value_spans(block: s.Block, key: str) -> tuple[Span, ...]:
+    """The span of each value of a repeated or list field (``bottom: ["a", "b"]``)."""
+    out: list[Span] = []
+    for f in block.fields(key):
+        if isinstance(f.value, s.ListValue):
+            out.extend(v.span for v in f.value.items)
+        else:
+            out.append(f.span)
+    return tuple(out)
 
 
 def _param_blocks(body: s.Block) -> list[s.Block]:
@@ -321,7 +341,21 @@ def _default_bottoms(drafts: list[_Draft]) -> None:
         prev = d
 
 
-def _order(drafts: list[_Draft]) -> list[_Draft]:
+def _other_phase_tops(body: s.Block, phase: Phase, out: dict[str, str]) -> None:
+    """Record the tops of a layer left out of ``phase`` that the other phase keeps (for
+    the hint when a layer of this phase reads one: Caffe test nets read TEST-only data)."""
+    other = Phase.TEST if phase is Phase.TRAIN else Phase.TRAIN
+    try:
+        if not in_phase(body, other):
+            return
+        tops = _string_list(body, "top", "top") or _string_list(body, "name", "name")[:1]
+    except NetdslError:
+        return  # reported, if at all, when that phase is built
+    for top in tops:
+        out.setdefault(top, other.name)
+
+
+def _order(drafts: list[_Draft], elsewhere: dict[str, str] | None = None) -> list[_Draft]:
     """Stable topological order; missing bottoms and cycles are errors.
 
     A bottom binds to the latest writer of that blob earlier in the file; if none is
@@ -336,14 +370,19 @@ def _order(drafts: list[_Draft]) -> list[_Draft]:
     errors: list[NetdslError] = []
     for d in drafts:
         kind = lookup(d.type, d.span)
-        for b in d.bottoms:
+        for i, b in enumerate(d.bottoms):
             ws = [w for w in writers.get(b, []) if w != d.index]
             if not ws:
-                where = d.spans.get("bottom", d.span)
-                hint = did_you_mean(b, writers) or (
+                where = d.bottom_span(i)
+                other = (elsewhere or {}).get(b)
+                hint = (f"only {other}-phase layers make '{b}': try --phase {other.lower()}"
+                        if other else None) or did_you_mean(b, writers) or (
                     "no layer has this top" if writers else "the net has no layers with tops")
-                errors.append(GraphError(f"layer '{d.name}' reads '{b}', which no layer produces",
-                                         where, hint))
+                err = GraphError(f"layer '{d.name}' reads '{b}', which no layer produces",
+                                 where, hint)
+                for note in d.notes:
+                    err.with_note(*note)
+                errors.append(err)
                 continue
             earlier = [w for w in ws if w < d.index]
             src = earlier[-1] if earlier else ws[0]

@@ -9,8 +9,9 @@ left out, one line per short layer. ``net_to_prototxt`` goes the other way: a re
 Neither direction knows a layer type by name (Input aside, whose batch Caffe keeps in
 its shape): the fields come from each type's ``Params`` dataclass in the registry, the
 ``*_param`` block from the type's name or its ``caffe_params`` (``reads_param_block``
-checks the choice), and the reverse renames from ``caffe_compat``. The one exception
-table is ``_LOSS_FIELDS``, below.
+checks the choice), a field's ``metadata["block"]`` where Caffe reads it from another
+block, and the reverse renames from ``caffe_compat``. The one exception table is
+``_LOSS_FIELDS``, below.
 """
 
 from __future__ import annotations
@@ -323,6 +324,10 @@ def _net_value(v: Any, span: Span, word: bool = False) -> s.Value:
         return s.Block(tuple(s.Field(k, _net_value(x, span), span, span)
                              for k, x in _changed(v)), span)
     if isinstance(v, tuple):
+        if len(v) > 1 and all(isinstance(x, tuple) for x in v):
+            # several shapes: one list each, [[3], [3]], never [3, 3] (one shape)
+            return s.ListValue(tuple(s.ListValue(tuple(_net_value(y, span, word) for y in x),
+                                                 span) for x in v), span)
         if len(v) == 1:  # kernel_size: 3, shape: [3, 224, 224]
             return _net_value(v[0], span, word)
         return s.ListValue(tuple(_net_value(x, span, word) for x in v), span)
@@ -380,8 +385,9 @@ def _net_layer(lay: _Layer) -> list[str]:
         toks += [_token(k, _net_value(getattr(lay.params, k), span)) for k in lay.keys]
         return ["input { " + "  ".join(toks) + " }"]
     implied = {lay.implied.get(p) for p in lay.phases}
-    default_bottom = (len(implied) == 1 and len(lay.bottoms) == 1
-                      and lay.bottoms == [next(iter(implied))])
+    # build implies a bottom only for types that need one (not Python, which may have none)
+    default_bottom = (lay.kind.bottoms.min >= 1 and len(implied) == 1
+                      and len(lay.bottoms) == 1 and lay.bottoms == [next(iter(implied))])
     head: list[Token] = [f"name: {quote(lay.name)}", f"type: {lay.kind.name}"]
     if lay.bottoms and not default_bottom:
         head.append(f"bottom: {_blobs(lay.bottoms)}")
@@ -411,7 +417,7 @@ def _as_input_block(lay: _Layer) -> bool:
     """An Input layer that ``input { name: ... shape: ... }`` says exactly."""
     keys = {f.key for f in lay.body.items if isinstance(f, s.Field)}
     return (lay.kind.name == INPUT_TYPE and lay.tops == [lay.name]
-            and keys <= {"name", "type", "top", "shape", "batch"})
+            and keys <= {"name", "type", "top", "shape", "batch", "exact"})
 
 
 def _single_phase(rules: list[s.Field]) -> str | None:
@@ -481,6 +487,20 @@ def _pack(opening: str, groups: list[list[Token]]) -> list[str]:
 # --------------------------------------------------------------------------- prototxt output
 
 
+def _field_block(kind: LayerType[Any], key: str, own: str) -> str:
+    """The Caffe block a Params field is written in: its ``metadata["block"]`` if the
+    type says (AnnotatedData's ``source`` is DataParameter's, not its own block's), else
+    ``loss_param`` for Caffe's LossParameter fields of a loss, else the type's own."""
+    f = next((x for x in dataclasses.fields(kind.Params) if x.name == key), None)
+    block = f.metadata.get("block") if f is not None else None
+    if block:
+        assert kind.reads_param_block(str(block)), (kind.name, key, block)
+        return str(block)
+    if key in _LOSS_FIELDS and kind.reads_param_block("loss_param"):
+        return "loss_param"
+    return own
+
+
 def _caffe_values(key: str, v: Any, span: Span, word: bool = False) -> list[s.Field]:
     """A typed field as Caffe fields: lists as repeated keys, shapes as ``shape { dim }``."""
     if v is None:
@@ -546,18 +566,18 @@ def _caffe_layer(lay: _Layer, bottoms: list[str], batch: int, phase: Phase | Non
     own = param_block(lay.kind)
     for k in lay.keys:
         v = getattr(lay.params, k)
-        if lay.kind.name == INPUT_TYPE and k in ("shape", "batch"):
+        if lay.kind.name == INPUT_TYPE and k in ("shape", "batch", "exact"):
             continue  # below: Caffe keeps the batch as the first dim
         if k in _LAYER_BLOCKS:
             blocks.setdefault(_LAYER_BLOCKS[k], []).extend(_caffe_fields(v, span))
             continue
-        target = "loss_param" if k in _LOSS_FIELDS and lay.kind.reads_param_block(
-            "loss_param") else own
-        blocks.setdefault(target, []).extend(_caffe_values(k, v, span, _is_word(lay, k)))
+        blocks.setdefault(_field_block(lay.kind, k, own), []).extend(
+            _caffe_values(k, v, span, _is_word(lay, k)))
     if lay.kind.name == INPUT_TYPE:
         n = lay.params.batch or batch or 1
+        lead = () if lay.params.exact else (n,)
         blocks.setdefault(own, []).extend(
-            field("shape", _dims((n, *shp), span)) for shp in lay.params.shape)
+            field("shape", _dims((*lead, *shp), span)) for shp in lay.params.shape)
     items += [field(k, s.Block(tuple(v), span)) for k, v in blocks.items()]
     return field("layer", s.Block(tuple(items), span))
 

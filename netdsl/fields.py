@@ -5,6 +5,9 @@ dataclasses whose fields carry a one-line doc in their metadata (``doc("...")``)
 module turns a :class:`syntax.Block` into such a dataclass, so "unknown field", "wrong
 type", "given twice" and "did you mean" work the same way for every one of them, and
 generates their reference documentation.
+
+Caffe's enum fields are :class:`CaffeEnum` subclasses whose members carry caffe.proto's
+numbers, so a field reads the name (``norm: L1``) or Caffe's number (``norm: 1``) alike.
 """
 
 from __future__ import annotations
@@ -28,8 +31,44 @@ T = TypeVar("T", bound="DataclassInstance")
 
 
 def doc(text: str, **extra: Any) -> dict[str, Any]:
-    """Field metadata: ``field(default=1, metadata=doc("step between windows"))``."""
+    """Field metadata: ``field(default=1, metadata=doc("step between windows"))``.
+
+    ``numbers=SomeCaffeEnum`` on a ``str`` field that is an enum in Caffe's proto but
+    takes any word here (``engine``, ``backend``: forks add their own) makes Caffe's
+    numbers read as that enum's names (``engine: 1`` is ``"CAFFE"``).
+    """
     return {"doc": text, **extra}
+
+
+class CaffeEnum(enum.Enum):
+    """An enum of Caffe's proto (or a fork's): each member's value is the number
+    caffe.proto gives it, so a field reads Caffe's number as well as the name. Protobuf
+    text format accepts both (``norm: 1`` is ``norm: L1`` for HingeLossParameter.Norm,
+    whose L1 is 1), and Caffe's numbers do not always count from 0. Declare the members
+    with the proto's numbers, citing the proto::
+
+        class HingeNorm(CaffeEnum):  # HingeLossParameter.Norm (BVLC caffe.proto)
+            L1 = 1
+            L2 = 2
+
+    A number the enum does not have is an error listing the names and numbers it has.
+    A plain :class:`enum.Enum` field (a string in Caffe's proto, such as a filler's
+    ``type``) takes names only.
+    """
+
+    @classmethod
+    def numbered(cls) -> str:
+        """``"L1 = 1, L2 = 2"``: the names with Caffe's numbers, for messages."""
+        return ", ".join(f"{m.name} = {m.value}" for m in cls)
+
+    @classmethod
+    def by_number(cls, number: int, key: str, span: Span) -> CaffeEnum:
+        """The member Caffe numbers ``number``; a SpecError at ``span`` if none."""
+        for m in cls:
+            if m.value == number:
+                return m
+        raise SpecError(f"'{key}' has no value numbered {number}", span,
+                        f"Caffe numbers its values {cls.numbered()}; the names work too")
 
 
 def field_doc(f: Field[Any]) -> str:
@@ -133,19 +172,27 @@ def convert_value(tp: Any, v: s.Value, key: str) -> Any:
         if kind in ("string", "word"):
             text = str(val)
             for m in tp:
-                if m.name.lower() == text.lower() or str(m.value).lower() == text.lower():
+                if m.name.lower() == text.lower():
                     return m
             raise SpecError(
                 f"'{key}' must be one of {', '.join(m.name for m in tp)}; got {text}",
                 v.span,
                 did_you_mean(text, [m.name for m in tp]),
             )
-        if kind == "int":
-            members = list(tp)
-            if 0 <= int(val) < len(members):
-                return members[int(val)]
-        raise bad()
+        if kind == "int" and issubclass(tp, CaffeEnum):
+            return tp.by_number(int(val), key, v.span)
+        raise bad("write the name: Caffe's proto has no numbers for it" if kind == "int"
+                  else None)
     raise TypeError(f"netdsl bug: unsupported field type {tp!r} for {key}")
+
+
+def _numbered(f: Field[Any], v: s.Value, key: str) -> str | None:
+    """A ``str`` field with ``numbers=`` in its metadata, given one of Caffe's numbers:
+    that number's name (``engine: 1`` -> ``"CAFFE"``); else None."""
+    numbers = f.metadata.get("numbers")
+    if numbers is None or not (isinstance(v, s.Scalar) and v.kind == "int"):
+        return None
+    return str(numbers.by_number(int(v.value), key, v.span).name)
 
 
 class FieldError(ValueError):
@@ -214,7 +261,9 @@ def convert(
                         second.key_span,
                         f"first given at line {occurrences[0].span.line}",
                     )
-                kwargs[name] = convert_value(tp, occurrences[0].value, name)
+                value = occurrences[0].value
+                named = _numbered(fields[name], value, name)
+                kwargs[name] = named if named is not None else convert_value(tp, value, name)
         except NetdslError as e:
             errors.append(e)
     for name, f in fields.items():

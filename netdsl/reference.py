@@ -34,11 +34,17 @@ def layer_reference() -> str:
     lines += ["", "### Fields every layer has", "", "| field | meaning |", "|---|---|"]
     lines += [f"| `{k}` | {_cell(v)} |" for k, v in COMMON_FIELDS.items()]
     lines += ["", "### Layer types", ""]
-    lines.append(", ".join(f"[{n}](#{n.lower()})" for n in sorted(TYPES)))
+    forks: dict[str, list[str]] = {}
+    for n in sorted(TYPES):
+        forks.setdefault(TYPES[n].fork, []).append(n)
+    lines.append("BVLC Caffe's: " + ", ".join(f"[{n}](#{n.lower()})" for n in forks.pop("", [])))
+    for fork in sorted(forks):
+        lines += ["", f"From {fork}: " + ", ".join(f"[{n}](#{n.lower()})" for n in forks[fork])]
     for name in sorted(TYPES):
         t = TYPES[name]
         lines += ["", f"#### {name}", "", t.doc, ""]
-        facts = [f"bottoms: {t.bottoms}", f"tops: {t.tops}"]
+        facts = ([f"**fork: {t.fork}**"] if t.fork else []) + [
+            f"bottoms: {t.bottoms}", f"tops: {t.tops}"]
         if t.blobs:
             facts.append("learnable blobs: " + ", ".join(f"`{b}`" for b in t.blobs))
         if t.caffe_names:

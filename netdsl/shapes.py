@@ -78,7 +78,7 @@ def infer_shapes(net: Net, batch: int | None = None,
         kind = lay.kind
         bottoms = tuple(blobs[x] for x in lay.bottoms)
         ctx = ShapeContext(lay.name, lay.type, lay.span, lay.field_spans, lay.tops, b, inputs,
-                           notes=lay.notes)
+                           notes=lay.notes, phase=net.phase)
         try:
             tops = tuple(tuple(int(d) for d in t) for t in kind.shape(lay.params, bottoms, ctx))
             if len(tops) != len(lay.tops):

@@ -127,3 +127,29 @@ def test_a_v0_file_is_upgraded_first() -> None:
     assert layer.scalar("type") == "Convolution"
     assert layer.scalar("kernel_size") == 3 and layer.scalar("group") == 1
     assert layer.first("param").value.scalar("lr_mult") == 1
+
+
+def test_an_input_not_led_by_the_net_batch_stays_whole() -> None:
+    f = up('input: "x" input_shape { dim: 3 dim: 2 dim: 5 }\n'
+           'input: "h0" input_shape { dim: 1 dim: 2 dim: 4 }\n'
+           'layer { name: "c" type: "Input" top: "c" input_param { shape { dim: 3 dim: 2 } } }')
+    x, h0, c = (i.value for i in f.items)
+    assert [v.value for v in x.first("shape").value.items] == [2, 5]
+    assert x.scalar("batch") == 3 and x.first("exact") is None
+    assert [v.value for v in h0.first("shape").value.items] == [1, 2, 4]
+    assert h0.scalar("exact") == "true" and h0.first("batch") is None
+    assert c.scalar("batch") == 3
+    assert upgrade(f) == f
+
+
+def test_nested_param_blocks_that_are_fields_stay_blocks() -> None:
+    """DetectionOutput's nms_param is a field (Caffe nests it in
+    detection_output_param); written in the layer (.net), it is not flattened."""
+    f = up('layer { name: "d" type: "DetectionOutput" num_classes: 4 '
+           "nms_param { nms_threshold: 0.45 top_k: 400 } }")
+    body = f.items[0].value
+    assert body.first("nms_threshold") is None
+    assert body.first("nms_param").value.scalar("top_k") == 400
+    f = up('layer { name: "d" type: "DetectionOutput" detection_output_param { num_classes: 4 '
+           "nms_param { nms_threshold: 0.45 } } }")
+    assert f.items[0].value.first("nms_param").value.scalar("nms_threshold") == 0.45

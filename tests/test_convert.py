@@ -281,3 +281,65 @@ def test_convert_picks_the_direction_from_the_suffix(tmp_path: Path) -> None:
     assert "input_param" in convert(net)
     with pytest.raises(ValueError):
         convert(net, "onnx")
+
+
+def test_a_field_block_names_a_block_its_type_reads() -> None:
+    """A Params field may say which Caffe block it lives in (``metadata["block"]``,
+    AnnotatedData's source in data_param); convert writes it there, so the type must
+    read that block back."""
+    for name, t in TYPES.items():
+        for f in dataclasses.fields(t.Params):
+            block = f.metadata.get("block")
+            if block:
+                assert t.reads_param_block(block), (name, f.name, block)
+
+
+def _round_trip(tmp_path: Path, proto: Path) -> tuple[str, Path, Path]:
+    net = write(tmp_path, "n.net", prototxt_to_net(proto))
+    back = write(tmp_path, "back.prototxt", net_to_prototxt(net))
+    for phase in PHASES:
+        assert shapes(net, phase) == shapes(proto, phase)
+        assert shapes(back, phase) == shapes(proto, phase)
+        assert typed(net, phase) == typed(proto, phase) == typed(back, phase)
+    return net.read_text(), net, back
+
+
+def test_an_input_with_several_shapes_keeps_them(tmp_path: Path) -> None:
+    """Two tops, two 4 x 3 shapes: in .net two per-example shapes [[3], [3]], not the
+    one shape [3, 3]."""
+    proto = write(tmp_path, "i.prototxt",
+                  'layer { name: "in" type: "Input" top: "a" top: "b" input_param { '
+                  "shape { dim: 4 dim: 3 } shape { dim: 4 dim: 3 } } }\n"
+                  'layer { name: "e" type: "Eltwise" bottom: "a" bottom: "b" top: "e" }\n')
+    text, net, _ = _round_trip(tmp_path, proto)
+    assert "shape: [[3], [3]]  batch: 4" in text
+    assert infer_shapes(netdsl.load(net)).blobs["a"] == (4, 3)
+
+
+LRCN = """name: "lrcn"
+input: "x" input_shape { dim: 3 dim: 2 dim: 5 }
+input: "cont" input_shape { dim: 3 dim: 2 }
+layer { name: "static" type: "Input" top: "x_static" top: "h0"
+        input_param { shape { dim: 2 dim: 5 } shape { dim: 1 dim: 2 dim: 4 } } }
+layer { name: "lstm" type: "LSTM" bottom: "x" bottom: "cont" top: "lstm"
+        recurrent_param { num_output: 4 weight_filler { type: "uniform" min: -0.08 max: 0.08 } } }
+"""
+
+
+def test_caffe_input_shapes_stay_as_written(tmp_path: Path) -> None:
+    """An LRCN-style net: x is T x N x F, cont T x N, x_static N x F, h0 1 x N x H. Caffe
+    keeps each Input shape as written; so does netdsl (the first dimension is the batch
+    only where it is the net's, T here), both ways through convert."""
+    proto = write(tmp_path, "lrcn.prototxt", LRCN)
+    table = infer_shapes(netdsl.load(proto))
+    assert {k: table.blobs[k] for k in ("x", "cont", "x_static", "h0", "lstm")} == {
+        "x": (3, 2, 5), "cont": (3, 2), "x_static": (2, 5), "h0": (1, 2, 4),
+        "lstm": (3, 2, 4)}
+    assert table.total_params == 4 * 4 * (5 + 4) + 4 * 4
+    text, _, back = _round_trip(tmp_path, proto)
+    assert 'input { name: "x"  shape: [2, 5]  batch: 3 }' in text
+    assert "shape: [[2, 5], [1, 2, 4]]  exact: true" in text
+    assert "shape { dim: 1 dim: 2 dim: 4 }" in back.read_text()
+    # --batch still sets the batch of the inputs that carry the net's batch
+    assert infer_shapes(netdsl.load(proto), 6).blobs["x"] == (6, 2, 5)
+    assert infer_shapes(netdsl.load(proto), 6).blobs["h0"] == (1, 2, 4)

@@ -141,6 +141,20 @@ class Broken(caffe.Layer):
 
     def forward(self, bottom, top):
         raise ValueError("forward went wrong")
+
+
+class PhaseWidth(caffe.Layer):
+    """Keeps the first 3 columns in TEST and all of them in TRAIN, decided in reshape."""
+
+    def setup(self, bottom, top):
+        pass
+
+    def reshape(self, bottom, top):
+        keep = 3 if self.phase == caffe.TEST else bottom[0].data.shape[1]
+        top[0].reshape(bottom[0].data.shape[0], keep)
+
+    def forward(self, bottom, top):
+        top[0].data[...] = bottom[0].data[:, :top[0].shape[1]]
 '''
 
 PROPOSAL = '''\
@@ -584,6 +598,17 @@ def test_the_layer_sees_its_nets_phase(tmp_path: Path, layers: Path) -> None:
     log = sys.modules["square_layers"].ScaledSquare.log
     assert ("forward", "TEST") in log and ("forward", "TRAIN") in log
     assert ("setup", "TRAIN", True) in log  # shapes set the layer up in TRAIN
+
+
+def test_shapes_run_setup_and_reshape_in_the_nets_phase(
+        tmp_path: Path, layers: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    text = square_net().replace("ScaledSquare", "PhaseWidth").replace("dim: 3", "dim: 7")
+    path = spec(tmp_path, text)
+    assert infer_shapes(netdsl.load(path, "train")).blobs["y"] == (4, 7)
+    assert infer_shapes(netdsl.load(path, "test")).blobs["y"] == (4, 3)
+    assert main(["shapes", str(path), "--phase", "test", "--format", "json"]) == 0
+    assert json.loads(capsys.readouterr().out)["blobs"]["y"] == [4, 3]
+    assert netdsl.compile(path, "test", "cpu")(x=torch.ones(4, 7))["y"].shape == (4, 3)
 
 
 def test_a_python_data_layer_runs_forward_only(tmp_path: Path, layers: Path) -> None:

@@ -20,3 +20,13 @@ def test_readme_opens_with_two_commands() -> None:
     assert len(block) == 2
     assert block[0].startswith("pip install torch==2.13.0") and "netdsl " in block[0]
     assert "pytest" in block[1]
+
+
+def test_fork_types_say_so_in_their_doc_and_their_fork() -> None:
+    """The reference lists fork types apart, by fork: a type whose docstring says it is
+    from a fork names that fork, and only those do."""
+    from netdsl.layers import TYPES
+
+    for name, t in TYPES.items():
+        says = "fork:" in (type(t).__doc__ or "").split("\n\n")[0]
+        assert says == bool(t.fork), name

@@ -137,3 +137,35 @@ def test_caffe_pooling_arithmetic(size, kernel, stride, pad, expected) -> None:
 def test_floor_round_mode() -> None:
     assert pooled_size(8, 3, 2, 0, ceil=False) == 3
     assert pooled_size(8, 3, 2, 0, ceil=True) == 4
+
+
+# ------------------------------------------------------------------ warnings, once each
+
+PLACEHOLDER = (
+    'input: "x"\ninput_dim: 1\ninput_dim: 3\ninput_dim: 2\ninput_dim: 2\n'
+    'layer { name: "pool" type: "Pooling" bottom: "x" top: "p"\n'
+    '  pooling_param { pool: MAX kernel_size: 3 stride: 2 } }\n')
+
+
+def test_a_warning_is_given_once_per_process(tmp_path: Path,
+                                              caplog: pytest.LogCaptureFixture) -> None:
+    """Each phase's shapes and lowering work the shapes out again: the same warning (same
+    layer, message and file) is logged once; another file says it again."""
+    from netdsl.diagnostics import collect_warnings
+    from netdsl.layers.base import forget_warnings
+
+    forget_warnings()
+    path = tmp_path / "n.prototxt"
+    path.write_text(PLACEHOLDER)
+    with caplog.at_level("WARNING", logger="netdsl"), collect_warnings() as ws:
+        for phase in ("train", "test", "train"):
+            infer_shapes(netdsl.load(path, phase))
+        netdsl.compile(path, "test", "cpu")
+    assert [w.message.split(";")[0] for w in ws] == [
+        "Pooling 'pool': kernel 3 is larger than the padded input 2"]
+    assert len([r for r in caplog.records if "kernel 3 is larger" in r.getMessage()]) == 1
+    other = tmp_path / "m.prototxt"
+    other.write_text(PLACEHOLDER)
+    with collect_warnings() as again:
+        infer_shapes(netdsl.load(other, "test"))
+    assert len(again) == 1 and again[0].span.path == str(other)

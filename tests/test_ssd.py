@@ -71,9 +71,6 @@ def test_convert_to_prototxt_and_back(tmp_path: Path) -> None:
     assert "prior_box_param" in text and "nms_param { nms_threshold: 0.45 top_k: 400 }" in text
 
 
-@pytest.mark.xfail(reason="caffe_compat flattens a nested nms_param block written in a .net "
-                   "layer (prototxt_to_net writes it there); needs caffe_compat to keep "
-                   "*_param blocks that are fields of the layer type", strict=False)
 def test_convert_prototxt_to_net(tmp_path: Path) -> None:
     proto = tmp_path / "ssd300.prototxt"
     proto.write_text(net_to_prototxt(SSD))

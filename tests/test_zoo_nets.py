@@ -22,7 +22,7 @@ import torch
 import netdsl
 from netdsl.convert import net_to_prototxt
 from netdsl.shapes import ShapeTable, infer_shapes
-from tests.layers.convert_check import round_trip
+from tests.layers.roundtrip import convert_both_ways
 from tests.shared import ROOT
 
 SPECS = ROOT / "specs"
@@ -117,7 +117,7 @@ def test_fcn8s_runs_and_crops_where_the_net_says(fcn8s: Path) -> None:
 def test_fcn8s_converts_both_ways(fcn8s: Path, tmp_path: Path) -> None:
     proto = tmp_path / "fcn8s.prototxt"
     proto.write_text(net_to_prototxt(fcn8s))
-    net, back = round_trip(tmp_path, proto.read_text())
+    net, back = convert_both_ways(tmp_path, proto.read_text())
     assert back.count('type: "Crop"') == 3 and "crop_param { offset: 31 }" in back
 
 

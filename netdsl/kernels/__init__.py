@@ -1,14 +1,25 @@
 """The torch kernels that layer types lower to, grouped by family as the layers are.
 
-=================  ==========================================================
-``convolution``    Convolution, Deconvolution, InnerProduct (modules with weights)
+=================  ====================================================================
+``convolution``    Convolution (and the forks' depthwise ones), Deconvolution,
+                   InnerProduct, Embed: the modules with weights
 ``pooling``        Caffe's pooling: MAX/AVE/STOCHASTIC, the last-window clip, the mask
+``spp``            SPP: one Caffe pooling per pyramid level, flattened and joined
 ``lrn``            Caffe's LRN, across and within channels, and its channel shards
-``normalization``  Caffe's BatchNorm (running sums) and Scale/Bias
-``elementwise``    activations, Dropout, Power, PReLU, Eltwise
-``losses``         SoftmaxWithLoss, EuclideanLoss, Accuracy
-``plumbing``       Concat, Slice, Flatten, Reshape, DummyData
-=================  ==========================================================
+``normalization``  BatchNorm (running sums), Scale/Bias, MVN, the SegNet/ENet BN
+``elementwise``    BNLL, ReLU6, Swish, Clip, Exp, Log, Threshold, Power, PReLU, Dropout,
+                   Eltwise (ReLU, Sigmoid, TanH, AbsVal, ELU lower to torch's own)
+``losses``         SoftmaxWithLoss, EuclideanLoss, Accuracy, SigmoidCrossEntropyLoss,
+                   ContrastiveLoss, HingeLoss, InfogainLoss, MultinomialLogisticLoss,
+                   SmoothL1Loss
+``plumbing``       Concat, Slice, Flatten, Reshape, DummyData, Crop, Tile, BatchReindex,
+                   ArgMax, ShuffleChannel, Reduction, Filter, Im2col, Parameter
+``recurrent``      LSTMUnit, and LSTM and RNN run as a loop over the timesteps
+``resample``       SegNet's Upsample (max-unpooling), DeepLab's Interp (bilinear)
+``detection``      SSD's Permute, PriorBox, Normalize, DetectionOutput, DetectionEvaluate
+                   and their box arithmetic; Fast R-CNN's ROIPooling
+``multibox``       SSD's MultiBoxLoss: matching, hard-negative mining, its two losses
+=================  ====================================================================
 
 A kernel is a plain function of tensors (the compiled graph calls it directly) or, for
 layers with parameters, buffers or a phase, an ``nn.Module``. Called on a layer's bottom
@@ -24,6 +35,8 @@ Where these differ from the nearest ``torch.nn.functional`` op, they follow Caff
   pad is non-zero; torch always does, so with ``pad == 0`` and ``kernel < stride`` Caffe
   can have one more output row or column. Torch also requires ``pad <= kernel // 2`` and
   ``kernel <= input + 2 * pad``; Caffe only ``pad < kernel``. STOCHASTIC has no torch op.
+  MAX's mask top holds positions as floats, as Caffe's Dtype blob does, in float32 even
+  for bfloat16 or float16 input (which would round them).
 * **SoftmaxWithLoss**: Caffe clamps the probability at ``FLT_MIN`` (the loss saturates at
   about 87.34 per item) and has four normalisation modes, the normaliser floored at 1.
 * **Accuracy**: a tie with the true class counts *against* the hit.

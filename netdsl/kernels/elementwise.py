@@ -1,7 +1,8 @@
-"""Element-wise layers: activations, Power, PReLU, Dropout and Eltwise.
+"""Element-wise layers: activations, Power, PReLU, Dropout and Eltwise, and the later
+additions Clip, Exp, Log and Threshold (BVLC), Swish and ReLU6 (the MobileNet forks).
 
 ReLU, Sigmoid, TanH, AbsVal and ELU lower to torch's own functions (``torch.relu``,
-``F.leaky_relu``, ...), which compute Caffe's formulas; the rest are here.
+``F.leaky_relu``, ...), which compute Caffe's formulas; the rest (BNLL included) are here.
 """
 
 from __future__ import annotations
@@ -52,21 +53,25 @@ class PReLU(nn.Module):
 class Dropout(nn.Module):
     """Caffe's dropout: keep with probability 1 - p; with ``scale_train`` the kept values
     are scaled by 1/(1-p) while training (inverted dropout), otherwise the test-phase
-    output is scaled by 1 - p instead."""
+    output is scaled by 1 - p instead. ``sample_test`` (SegNet's fork: Monte Carlo
+    dropout) samples in the test phase too, as in training."""
 
-    def __init__(self, ratio: float = 0.5, scale_train: bool = True) -> None:
+    def __init__(self, ratio: float = 0.5, scale_train: bool = True,
+                 sample_test: bool = False) -> None:
         super().__init__()
-        self.ratio, self.scale_train = ratio, scale_train
+        self.ratio, self.scale_train, self.sample_test = ratio, scale_train, sample_test
 
     def forward(self, x: Tensor) -> Tensor:
+        sampling = self.training or self.sample_test
         if self.scale_train:
-            return F.dropout(x, self.ratio, self.training)
-        if self.training:
+            return F.dropout(x, self.ratio, sampling)
+        if sampling:
             return F.dropout(x, self.ratio, True) * (1.0 - self.ratio)
         return x * (1.0 - self.ratio)
 
     def extra_repr(self) -> str:
-        return f"ratio={self.ratio}, scale_train={self.scale_train}"
+        return (f"ratio={self.ratio}, scale_train={self.scale_train}, "
+                f"sample_test={self.sample_test}")
 
 
 def eltwise(*inputs: Tensor, op: str = "SUM", coeffs: Sequence[float] | None = None) -> Tensor:

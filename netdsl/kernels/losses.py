@@ -75,7 +75,8 @@ def _labels_2d(labels: Tensor, outer: int, inner: int) -> Tensor:
 
 def softmax_with_loss(logits: Tensor, labels: Tensor, axis: int = 1,
                       ignore_label: int | None = None, normalization: str | None = "VALID",
-                      loss_weight: float = 1.0, normalize: bool | None = None) -> Tensor:
+                      loss_weight: float = 1.0, normalize: bool | None = None,
+                      class_weighting: tuple[float, ...] | None = None) -> Tensor:
     """Caffe's SoftmaxWithLoss, a 0-dim tensor.
 
     ``labels`` has the shape of ``logits`` without ``axis`` (any shape with that many
@@ -87,6 +88,9 @@ def softmax_with_loss(logits: Tensor, labels: Tensor, axis: int = 1,
 
     The gradient is Caffe's ``(p - onehot) * loss_weight / normaliser`` (0 for ignored
     items), including where the ``FLT_MIN`` clamp is active.
+
+    ``class_weighting`` (SegNet's fork, ``weight_by_label_freqs``): each item's loss and
+    gradient times its label's weight; the normaliser still counts items.
     """
     mode = loss_normalization(normalization, normalize)
     axis, outer, channels, inner = _split_axis(logits, axis)
@@ -102,6 +106,9 @@ def softmax_with_loss(logits: Tensor, labels: Tensor, axis: int = 1,
     # -log(max(p, FLT_MIN)) == min(-log p, -log FLT_MIN); the clamp is forward-only,
     # Caffe's backward ignores it.
     nll = nll - (nll - nll.clamp(max=-_LOG_FLT_MIN)).detach()
+    if class_weighting is not None:
+        weights = torch.tensor(class_weighting, dtype=nll.dtype, device=nll.device)
+        nll = nll * weights[safe]
     if valid is not None:
         nll = torch.where(valid, nll, torch.zeros_like(nll))
     total = nll.sum()
@@ -114,9 +121,12 @@ def softmax_with_loss(logits: Tensor, labels: Tensor, axis: int = 1,
 
 def softmax_with_loss_and_prob(logits: Tensor, labels: Tensor, axis: int = 1,
                                ignore_label: int | None = None,
-                               normalization: str | None = "VALID") -> tuple[Tensor, Tensor]:
+                               normalization: str | None = "VALID",
+                               class_weighting: tuple[float, ...] | None = None
+                               ) -> tuple[Tensor, Tensor]:
     """SoftmaxWithLoss with its optional second top, the softmax probabilities."""
-    loss = softmax_with_loss(logits, labels, axis, ignore_label, normalization)
+    loss = softmax_with_loss(logits, labels, axis, ignore_label, normalization,
+                             class_weighting=class_weighting)
     return loss, torch.softmax(logits, dim=axis)
 
 

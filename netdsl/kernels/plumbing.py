@@ -1,5 +1,8 @@
-"""Layers that move blobs around without arithmetic: Concat, Slice, Flatten, Reshape,
-and DummyData, which makes blobs from fillers."""
+"""Layers that move, pick or gather blobs with little or no arithmetic: Concat, Slice,
+Flatten, Reshape, Crop, Tile, BatchReindex, ShuffleChannel, Filter and Im2col (each
+window laid out along the channels); ArgMax and Reduction, which pick or sum along an
+axis; DummyData, which makes blobs from fillers, and Parameter, whose top is its own
+learnable blob."""
 
 from __future__ import annotations
 

@@ -145,7 +145,13 @@ def pool2d_with_mask(x: Tensor, kernel_hw: _Pair | None = None, stride_hw: _Pair
                      pad_hw: _Pair = 0, round_mode: str = "CEIL",
                      global_pooling: bool = False) -> tuple[Tensor, Tensor]:
     """MAX pooling and Caffe's top mask: each window's argmax as ``h * W + w`` within its
-    plane (as floats, the pooled dtype; -1 for an empty window)."""
+    plane (-1 for an empty window).
+
+    Caffe's mask top is a Dtype blob holding whole numbers; here it is float32 (float64
+    for float64 input), whatever the input's dtype: a bfloat16 or float16 mask would round
+    positions past 256 or 2048 (a 32x32 plane already has 1024), and SegNet's Upsample
+    would put the values in the wrong places. float32 names every position of a plane up
+    to 2^24 elements exactly."""
     y = pool2d(x, kernel_hw, stride_hw, pad_hw, "MAX", round_mode, global_pooling)
     in_hw, kernel, stride, pad, out_hw = _geometry(
         x, kernel_hw, stride_hw, pad_hw, "MAX", round_mode, global_pooling, False)
@@ -157,7 +163,7 @@ def pool2d_with_mask(x: Tensor, kernel_hw: _Pair | None = None, stride_hw: _Pair
     row, col = idx // wp - pad[0], idx % wp - pad[1]
     inside = (row >= 0) & (row < h) & (col >= 0) & (col < w)
     mask = torch.where(inside, row * w + col, torch.full_like(idx, -1))
-    return y, mask.to(y.dtype)
+    return y, mask.to(torch.promote_types(x.dtype, torch.float32))
 
 
 class StochasticPool(nn.Module):

@@ -6,24 +6,20 @@ Torch-free: the shape rules use it, and the layers hand its values to the kernel
 
 from __future__ import annotations
 
-import enum
 import struct
 from dataclasses import dataclass, field
 
-from ..fields import doc
+from ..fields import CaffeEnum, doc
 from .base import Shape, ShapeContext
 
 
-class CodeType(enum.Enum):
-    """PriorBoxParameter.CodeType: how a box is coded against its prior.
+class CodeType(CaffeEnum):
+    """PriorBoxParameter.CodeType (weiliu89/caffe (ssd) caffe.proto): how a box is coded
+    against its prior, numbered from 1 (``code_type: 2`` is CENTER_SIZE)."""
 
-    In Caffe's proto these are 1, 2, 3; netdsl reads the names (an integer ``code_type``
-    would count from 0).
-    """
-
-    CORNER = "CORNER"
-    CENTER_SIZE = "CENTER_SIZE"
-    CORNER_SIZE = "CORNER_SIZE"
+    CORNER = 1
+    CENTER_SIZE = 2
+    CORNER_SIZE = 3
 
 
 @dataclass(frozen=True)
@@ -57,24 +53,31 @@ def f32(x: float) -> float:
     return float(struct.unpack("f", struct.pack("f", x))[0])
 
 
-class ResizeMode(enum.Enum):
-    WARP = "WARP"
-    FIT_SMALL_SIZE = "FIT_SMALL_SIZE"
-    FIT_LARGE_SIZE_AND_PAD = "FIT_LARGE_SIZE_AND_PAD"
+class ResizeMode(CaffeEnum):
+    """ResizeParameter.Resize_mode (weiliu89/caffe (ssd) caffe.proto): numbered from 1."""
+
+    WARP = 1
+    FIT_SMALL_SIZE = 2
+    FIT_LARGE_SIZE_AND_PAD = 3
 
 
-class PadMode(enum.Enum):
-    CONSTANT = "CONSTANT"
-    MIRRORED = "MIRRORED"
-    REPEAT_NEAREST = "REPEAT_NEAREST"
+class PadMode(CaffeEnum):
+    """ResizeParameter.Pad_mode (weiliu89/caffe (ssd) caffe.proto): numbered from 1."""
+
+    CONSTANT = 1
+    MIRRORED = 2
+    REPEAT_NEAREST = 3
 
 
-class InterpMode(enum.Enum):
-    LINEAR = "LINEAR"
-    AREA = "AREA"
-    NEAREST = "NEAREST"
-    CUBIC = "CUBIC"
-    LANCZOS4 = "LANCZOS4"
+class InterpMode(CaffeEnum):
+    """ResizeParameter.Interp_mode (weiliu89/caffe (ssd) caffe.proto): numbered from 1
+    (OpenCV's own flags count from 0)."""
+
+    LINEAR = 1
+    AREA = 2
+    NEAREST = 3
+    CUBIC = 4
+    LANCZOS4 = 5
 
 
 @dataclass(frozen=True)

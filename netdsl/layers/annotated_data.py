@@ -3,19 +3,20 @@ and DataTransformer::InferBlobShape in src/caffe/data_transformer.cpp)."""
 
 from __future__ import annotations
 
-import enum
 from dataclasses import dataclass, field
 
-from ..fields import doc
+from ..fields import CaffeEnum, doc
 from . import register
 from ._detection import ResizeMode, ResizeParams
 from .base import Arity, Shape, ShapeContext
-from .data import DataLayer
+from .data import DB, DataLayer
 
 
-class EmitType(enum.Enum):
-    CENTER = "CENTER"
-    MIN_OVERLAP = "MIN_OVERLAP"
+class EmitType(CaffeEnum):
+    """EmitConstraint.EmitType (weiliu89/caffe (ssd) caffe.proto)."""
+
+    CENTER = 0
+    MIN_OVERLAP = 1
 
 
 @dataclass(frozen=True)
@@ -128,13 +129,15 @@ class BatchSampler:
     max_trials: int = field(default=100, metadata=doc("attempts"))
 
 
-class AnnoType(enum.Enum):
-    BBOX = "BBOX"
+class AnnoType(CaffeEnum):
+    """AnnotatedDatum.AnnotationType (weiliu89/caffe (ssd) caffe.proto)."""
+
+    BBOX = 0
 
 
-def _data(text: str) -> dict[str, object]:
+def _data(text: str, **extra: object) -> dict[str, object]:
     """Metadata of a field Caffe reads from ``data_param``, not ``annotated_data_param``."""
-    return doc(text, block="data_param")
+    return doc(text, block="data_param", **extra)
 
 
 @dataclass(frozen=True)
@@ -146,7 +149,7 @@ class AnnotatedDataParams:
         default=None, metadata=doc("overrides the annotation type in the database"))
     source: str = field(default="", metadata=_data("annotated LMDB path"))
     batch_size: int = field(default=0, metadata=_data("examples per batch"))
-    backend: str = field(default="LEVELDB", metadata=_data("LMDB or LEVELDB"))
+    backend: str = field(default="LEVELDB", metadata=_data("LMDB or LEVELDB", numbers=DB))
     rand_skip: int = field(default=0, metadata=_data("skip up to this many examples"))
     prefetch: int = field(default=4, metadata=_data("batches to prefetch"))
     scale: float = field(default=1.0, metadata=_data("deprecated: use transform"))
@@ -196,6 +199,7 @@ class AnnotatedData(DataLayer[AnnotatedDataParams]):
     caffe_params = ("annotated_data_param", "data_param")
     tops = Arity(1, 2)
     Params = AnnotatedDataParams
+    fork = "SSD (weiliu89/caffe)"
 
     def shape(
         self, p: AnnotatedDataParams, bottoms: tuple[Shape, ...], ctx: ShapeContext

@@ -16,10 +16,12 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar, Union
 
 from ..diagnostics import Notes, ShapeError, Span, warn
-from ..fields import doc
+from ..fields import CaffeEnum, doc
 
 if TYPE_CHECKING:  # torch is imported only by lowering, never by parse/shapes
     import torch
+
+    from ..ir import Phase
 
 Shape = tuple[int, ...]
 
@@ -107,10 +109,22 @@ class FillerType(enum.Enum):
     positive_unitball = "positive_unitball"
 
 
-class VarianceNorm(enum.Enum):
-    FAN_IN = "FAN_IN"
-    FAN_OUT = "FAN_OUT"
-    AVERAGE = "AVERAGE"
+class VarianceNorm(CaffeEnum):
+    """FillerParameter.VarianceNorm (BVLC caffe.proto)."""
+
+    FAN_IN = 0
+    FAN_OUT = 1
+    AVERAGE = 2
+
+
+class Engine(CaffeEnum):
+    """The ``Engine`` enum of Caffe's layer parameters (ConvolutionParameter, ...): the
+    same three numbers in each. ``engine`` fields stay words (forks add engines) and read
+    these numbers through ``doc(..., numbers=Engine)``."""
+
+    DEFAULT = 0
+    CAFFE = 1
+    CUDNN = 2
 
 
 @dataclass(frozen=True)
@@ -134,8 +148,24 @@ class NoParams:
     """For layer types without fields of their own."""
 
 
+#: The warnings shape rules gave in this process: (file, layer, message). Shapes are
+#: worked out once per phase and again when lowering; each says a warning only once.
+_WARNED: set[tuple[str, str, str]] = set()
+
+
+def forget_warnings() -> None:
+    """Let shape rules give again the warnings they already gave in this process (for a
+    tool that reloads an edited file, and for tests)."""
+    _WARNED.clear()
+
+
 class ShapeContext:
-    """What a shape rule may know beyond its params and bottom shapes."""
+    """What a shape rule may know beyond its params and bottom shapes.
+
+    ``phase`` is the phase of the net being shaped (``net.phase``; None where no net is,
+    as for a detached context): the rule of a layer whose shapes depend on it (a Python
+    layer's ``setup``/``reshape`` reading ``self.phase``) asks it.
+    """
 
     def __init__(
         self,
@@ -149,6 +179,7 @@ class ShapeContext:
         *,
         notes: Notes = (),
         quiet: bool = False,
+        phase: Phase | None = None,
     ) -> None:
         self.layer = layer
         self.type_name = type_name
@@ -159,7 +190,7 @@ class ShapeContext:
         self.inputs = inputs
         self.notes = notes  # where the layer came from (a repeat, an import...)
         self.quiet = quiet
-        self._warned: set[tuple[str, str | None]] = set()
+        self.phase = phase
 
     @classmethod
     def detached(cls, type_name: str, layer: str = "?") -> ShapeContext:
@@ -178,11 +209,15 @@ class ShapeContext:
         return ShapeError(f"{self.type_name} '{self.layer}': {message}", self.where(field), hint)
 
     def warn(self, message: str, field: str | None = None, hint: str | None = None) -> None:
-        """What Caffe logs and goes on after: a warning at the field (as for ``error``)."""
-        if self.quiet or (message, field) in self._warned:
-            return  # once per layer (a square window too large for both axes)
-        self._warned.add((message, field))
-        warn(f"{self.type_name} '{self.layer}': {message}", self.where(field), hint, self.notes)
+        """What Caffe logs and goes on after: a warning at the field (as for ``error``),
+        given once per process for one layer of one file (a square window too large for
+        both axes, each phase's shapes, lowering's all say it once)."""
+        text = f"{self.type_name} '{self.layer}': {message}"
+        key = (self.span.path, self.layer, text)
+        if self.quiet or key in _WARNED:
+            return
+        _WARNED.add(key)
+        warn(text, self.where(field), hint, self.notes)
 
 
 @dataclass(frozen=True, eq=False)
@@ -228,6 +263,8 @@ class LayerType(Generic[P]):
     bottoms: ClassVar[Arity] = Arity.exact(1)
     tops: ClassVar[Arity] = Arity.exact(1)
     blobs: ClassVar[tuple[str, ...]] = ()  # Caffe's parameter blobs, in Caffe's order
+    #: the Caffe fork the type comes from ("" for BVLC's own), as the reference lists it
+    fork: ClassVar[str] = ""
     #: Axes of each blob in Caffe's layout; a blob saved with the deprecated 4-D
     #: num/channels/height/width fields is read right-aligned into these (Blob::ShapeEquals).
     legacy_blob_axes: ClassVar[tuple[int, ...]] = ()

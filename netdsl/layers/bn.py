@@ -2,18 +2,19 @@
 
 from __future__ import annotations
 
-import enum
 from dataclasses import dataclass, field
 
-from ..fields import doc
+from ..fields import CaffeEnum, doc
 from . import register
 from .base import Arity, Filler, Follow, Kernel, LayerType, Shape, ShapeContext
 from .mvn import legacy_nchw
 
 
-class BNMode(enum.Enum):
-    LEARN = "LEARN"
-    INFERENCE = "INFERENCE"
+class BNMode(CaffeEnum):
+    """BNParameter.BNMode (alexgkendall/caffe-segnet caffe.proto)."""
+
+    LEARN = 0
+    INFERENCE = 1
 
 
 @dataclass(frozen=True)
@@ -47,6 +48,7 @@ class BN(LayerType[BNParams]):
     fresh_output = True
     follow = Follow.CHANNELS
     Params = BNParams
+    fork = "SegNet and ENet (alexgkendall/caffe-segnet)"
 
     def shape(self, p: BNParams, bottoms: tuple[Shape, ...], ctx: ShapeContext
               ) -> tuple[Shape, ...]:

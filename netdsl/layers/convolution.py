@@ -9,6 +9,7 @@ from ..fields import doc
 from . import register
 from .base import (
     Arity,
+    Engine,
     Filler,
     Kernel,
     LayerType,
@@ -40,7 +41,7 @@ class ConvParams:
     bias_filler: Filler = field(default=Filler(), metadata=doc("bias initialiser"))
     axis: int = field(default=1, metadata=doc("the channel axis"))
     force_nd_im2col: bool = field(default=False, metadata=doc("Caffe im2col switch; no effect"))
-    engine: str = field(default="DEFAULT", metadata=doc("Caffe engine; no effect"))
+    engine: str = field(default="DEFAULT", metadata=doc("Caffe engine; no effect", numbers=Engine))
 
 
 #: The hint of a window larger than its input: most often a placeholder input size.

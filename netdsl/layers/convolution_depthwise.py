@@ -60,6 +60,8 @@ class ConvolutionDepthwise(DepthwiseBase):
     a group other than 1 or the channels. 2-D only; stride 1 and pad 0 by default.
     """
 
+    fork = "MobileNet forks"
+
     name = "ConvolutionDepthwise"
 
     def depthwise(self, p: ConvParams, bottom: Shape, ctx: ShapeContext) -> ConvParams:

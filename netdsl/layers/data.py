@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..fields import FieldError, doc
+from ..fields import CaffeEnum, FieldError, doc
 from . import register
 from .base import Arity, LayerType, P, Role, Shape, ShapeContext
 
@@ -76,11 +76,19 @@ class InputParams:
     batch: int = field(
         default=0, metadata=doc("batch size written in the spec (0: from elsewhere)")
     )
+    exact: bool = field(
+        default=False, metadata=doc("shape is the whole blob's (Caffe's form): no batch added")
+    )
 
 
 @register
 class Input(DataLayer[InputParams]):
-    """Declares input blobs and their shapes (Caffe InputLayer, `input:` / `input_dim:`)."""
+    """Declares input blobs and their shapes (Caffe InputLayer, `input:` / `input_dim:`).
+
+    A shape is per example and the batch goes in front, unless ``exact``: then it is the
+    blob's whole shape, as Caffe writes it (a Caffe file's Input whose first dimension
+    is not the net's batch, e.g. an LSTM's T x N x F sequence or 1 x N x H state).
+    """
 
     caffe_names = ("INPUT",)
     tops = Arity(1)
@@ -109,15 +117,23 @@ class Input(DataLayer[InputParams]):
             s = shapes[i if len(shapes) > 1 else 0]
             if any(d < 1 for d in s):
                 raise ctx.error(f"shape {list(s)} has a dimension below 1", "shape")
-            out.append(_with_batch(ctx.batch, s))
+            out.append(s if p.exact else _with_batch(ctx.batch, s))
         return tuple(out)
+
+
+class DB(CaffeEnum):
+    """DataParameter.DB (BVLC caffe.proto). ``backend`` stays a word (read as given, to
+    say which databases netdsl cannot read) and reads these numbers."""
+
+    LEVELDB = 0
+    LMDB = 1
 
 
 @dataclass(frozen=True)
 class DataParams:
     source: str = field(default="", metadata=doc("database path (LMDB or LevelDB)"))
     batch_size: int = field(default=0, metadata=doc("examples per batch"))
-    backend: str = field(default="LEVELDB", metadata=doc("LMDB or LEVELDB"))
+    backend: str = field(default="LEVELDB", metadata=doc("LMDB or LEVELDB", numbers=DB))
     rand_skip: int = field(default=0, metadata=doc("skip up to this many examples at start"))
     prefetch: int = field(default=4, metadata=doc("batches to prefetch"))
     scale: float = field(default=1.0, metadata=doc("deprecated: use transform"))

@@ -47,6 +47,7 @@ class DenseImageData(DataLayer[DenseImageDataParams]):
 
     tops = Arity.exact(2)
     Params = DenseImageDataParams
+    fork = "SegNet and ENet (alexgkendall/caffe-segnet)"
 
     def shape(self, p: DenseImageDataParams, bottoms: tuple[Shape, ...], ctx: ShapeContext
               ) -> tuple[Shape, ...]:

@@ -19,6 +19,8 @@ class DepthwiseConvolution(DepthwiseBase):
     agree; for anything else use Convolution with that group.
     """
 
+    fork = "MobileNet forks"
+
     name = "DepthwiseConvolution"
 
     def depthwise(self, p: ConvParams, bottom: Shape, ctx: ShapeContext) -> ConvParams:

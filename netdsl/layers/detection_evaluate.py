@@ -47,6 +47,7 @@ class DetectionEvaluate(LayerType[DetectionEvaluateParams]):
     bottoms = Arity.exact(2)
     role = Role.METRIC
     Params = DetectionEvaluateParams
+    fork = "SSD (weiliu89/caffe)"
 
     def shape(self, p: DetectionEvaluateParams, bottoms: tuple[Shape, ...], ctx: ShapeContext
               ) -> tuple[Shape, ...]:

@@ -95,6 +95,7 @@ class DetectionOutput(LayerType[DetectionOutputParams]):
 
     bottoms = Arity(3, 4)
     Params = DetectionOutputParams
+    fork = "SSD (weiliu89/caffe)"
 
     def shape(
         self, p: DetectionOutputParams, bottoms: tuple[Shape, ...], ctx: ShapeContext

@@ -16,6 +16,8 @@ class DropoutParams:
         default=True,
         metadata=doc("scale kept inputs by 1/(1-ratio) at train (else scale by 1-ratio at test)"),
     )
+    sample_weights_test: bool = field(default=False, metadata=doc(
+        "SegNet fork: sample the dropout mask in TEST too (Monte Carlo dropout)"))
 
 
 @register
@@ -40,4 +42,4 @@ class Dropout(LayerType[DropoutParams]):
               ) -> Kernel:
         from ..kernels import elementwise
 
-        return elementwise.Dropout(p.dropout_ratio, p.scale_train)
+        return elementwise.Dropout(p.dropout_ratio, p.scale_train, p.sample_weights_test)

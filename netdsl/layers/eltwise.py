@@ -2,18 +2,19 @@
 
 from __future__ import annotations
 
-import enum
 from dataclasses import dataclass, field
 
-from ..fields import doc
+from ..fields import CaffeEnum, doc
 from . import register
 from .base import Arity, Call, Kernel, LayerType, Shape, ShapeContext
 
 
-class EltwiseOp(enum.Enum):
-    PROD = "PROD"
-    SUM = "SUM"
-    MAX = "MAX"
+class EltwiseOp(CaffeEnum):
+    """EltwiseParameter.EltwiseOp (BVLC caffe.proto)."""
+
+    PROD = 0
+    SUM = 1
+    MAX = 2
 
 
 @dataclass(frozen=True)

@@ -2,20 +2,19 @@
 
 from __future__ import annotations
 
-import enum
 from dataclasses import dataclass, field
 
-from ..fields import doc
+from ..fields import CaffeEnum, doc
 from . import register
 from .base import Arity, Call, Kernel, LayerType, Role, Shape, ShapeContext
 from .softmax_with_loss import check_loss_bottoms
 
 
-class HingeNorm(enum.Enum):
-    """Caffe's HingeLossParameter.Norm (L1 = 1, L2 = 2 in caffe.proto)."""
+class HingeNorm(CaffeEnum):
+    """HingeLossParameter.Norm (BVLC caffe.proto): numbered from 1."""
 
-    L1 = "L1"
-    L2 = "L2"
+    L1 = 1
+    L2 = 2
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,13 @@ from dataclasses import dataclass, field
 from ..fields import doc
 from . import register
 from .base import Call, Kernel, LayerType, Shape, ShapeContext, canonical_axis
-from .convolution import ConvGeometry, ConvParams, conv_geometry
+from .convolution import (
+    ConvGeometry,
+    ConvParams,
+    caffe_conv_side,
+    conv_geometry,
+    lenient_side,
+)
 
 
 @dataclass(frozen=True)
@@ -34,6 +40,11 @@ class Im2col(LayerType[Im2colParams]):
     Reads ``convolution_param`` (kernel, stride, pad, dilation, axis; num_output and the
     rest are ignored). The top has C * prod(kernel) channels, channel-major, and the
     convolution's output size on each spatial axis. From src/caffe/layers/im2col_layer.cpp.
+
+    ``Im2colLayer::Reshape`` sizes each axis as ConvolutionLayer's
+    ``compute_output_shape`` does (``(in + 2 pad - extent) / stride + 1`` in C++ ints) and
+    checks no window against its input, so a window larger than the padded input is
+    Caffe's side with a warning, as for Convolution (a placeholder input).
     """
 
     caffe_names = ("IM2COL",)
@@ -48,11 +59,12 @@ class Im2col(LayerType[Im2colParams]):
         for i, size in enumerate(b[axis + 1:]):
             top[axis] *= g.kernel[i]
             extent = g.dilation[i] * (g.kernel[i] - 1) + 1
-            if size + 2 * g.pad[i] < extent:
-                raise ctx.error(
-                    f"kernel {extent} is larger than the padded input {size + 2 * g.pad[i]} "
-                    f"(input {size}, pad {g.pad[i]})", "kernel_size")
-            top[axis + 1 + i] = (size + 2 * g.pad[i] - extent) // g.stride[i] + 1
+            side = caffe_conv_side(size, g.kernel[i], g.stride[i], g.pad[i], g.dilation[i])
+            if size + 2 * g.pad[i] < extent:  # as Convolution: Caffe's side, with a warning
+                side = lenient_side(
+                    ctx, side, f"kernel {extent} is larger than the padded input "
+                    f"{size + 2 * g.pad[i]} (input {size}, pad {g.pad[i]})", "kernel_size")
+            top[axis + 1 + i] = side
         return (tuple(top),)
 
     def lower(self, p: Im2colParams, bottoms: tuple[Shape, ...], tops: tuple[Shape, ...]

@@ -85,6 +85,8 @@ class Interp(LayerType[InterpParams]):
     ``o * (in - 1) / (out - 1)`` computed in float32, like ``align_corners=True``.
     """
 
+    fork = "DeepLab v2 and PSPNet"
+
     bottoms = Arity(1, 2)
     fresh_output = True
     follow = Follow.CHANNELS

@@ -2,18 +2,19 @@
 
 from __future__ import annotations
 
-import enum
 from dataclasses import dataclass, field
 
 from ..caffe_math import lrn_window
-from ..fields import doc
+from ..fields import CaffeEnum, doc
 from . import register
-from .base import Call, Follow, Kernel, LayerType, Shape, ShapeContext, Sharding, Split
+from .base import Call, Engine, Follow, Kernel, LayerType, Shape, ShapeContext, Sharding, Split
 
 
-class NormRegion(enum.Enum):
-    ACROSS_CHANNELS = "ACROSS_CHANNELS"
-    WITHIN_CHANNEL = "WITHIN_CHANNEL"
+class NormRegion(CaffeEnum):
+    """LRNParameter.NormRegion (BVLC caffe.proto)."""
+
+    ACROSS_CHANNELS = 0
+    WITHIN_CHANNEL = 1
 
 
 @dataclass(frozen=True)
@@ -27,7 +28,7 @@ class LRNParams:
     norm_region: NormRegion = field(
         default=NormRegion.ACROSS_CHANNELS, metadata=doc("normalise across or within channels")
     )
-    engine: str = field(default="DEFAULT", metadata=doc("Caffe engine; no effect"))
+    engine: str = field(default="DEFAULT", metadata=doc("Caffe engine; no effect", numbers=Engine))
 
 
 @register

@@ -3,11 +3,10 @@ src/caffe/layers/multibox_loss_layer.cpp and src/caffe/util/bbox_util.cpp)."""
 
 from __future__ import annotations
 
-import enum
 from dataclasses import dataclass, field
 
 from ..diagnostics import SpecError
-from ..fields import doc
+from ..fields import CaffeEnum, doc
 from . import register
 from ._detection import CodeType, NMSParams
 from .base import Arity, Call, Kernel, LayerType, Role, Shape, ShapeContext
@@ -15,25 +14,26 @@ from .detection_output import check_predictions
 from .softmax_with_loss import Normalization
 
 
-class LocLossType(enum.Enum):
-    L2 = "L2"
-    SMOOTH_L1 = "SMOOTH_L1"
+# MultiBoxLossParameter's enums (weiliu89/caffe (ssd) caffe.proto).
+class LocLossType(CaffeEnum):
+    L2 = 0
+    SMOOTH_L1 = 1
 
 
-class ConfLossType(enum.Enum):
-    SOFTMAX = "SOFTMAX"
-    LOGISTIC = "LOGISTIC"
+class ConfLossType(CaffeEnum):
+    SOFTMAX = 0
+    LOGISTIC = 1
 
 
-class MatchType(enum.Enum):
-    BIPARTITE = "BIPARTITE"
-    PER_PREDICTION = "PER_PREDICTION"
+class MatchType(CaffeEnum):
+    BIPARTITE = 0
+    PER_PREDICTION = 1
 
 
-class MiningType(enum.Enum):
-    NONE = "NONE"
-    MAX_NEGATIVE = "MAX_NEGATIVE"
-    HARD_EXAMPLE = "HARD_EXAMPLE"
+class MiningType(CaffeEnum):
+    NONE = 0
+    MAX_NEGATIVE = 1
+    HARD_EXAMPLE = 2
 
 
 @dataclass(frozen=True)
@@ -114,6 +114,7 @@ class MultiBoxLoss(LayerType[MultiBoxLossParams]):
     bottoms = Arity.exact(4)
     role = Role.LOSS
     Params = MultiBoxLossParams
+    fork = "SSD (weiliu89/caffe)"
 
     def shape(
         self, p: MultiBoxLossParams, bottoms: tuple[Shape, ...], ctx: ShapeContext

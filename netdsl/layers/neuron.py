@@ -6,12 +6,12 @@ from dataclasses import dataclass, field
 
 from ..fields import doc
 from . import register
-from .base import Call, Follow, Kernel, LayerType, NoParams, Shape
+from .base import Call, Engine, Follow, Kernel, LayerType, NoParams, Shape
 
 
 @dataclass(frozen=True)
 class EngineParams:
-    engine: str = field(default="DEFAULT", metadata=doc("Caffe engine; no effect"))
+    engine: str = field(default="DEFAULT", metadata=doc("Caffe engine; no effect", numbers=Engine))
 
 
 @register

@@ -47,6 +47,7 @@ class Normalize(LayerType[NormalizeParams]):
     legacy_blob_axes = (1,)
     fresh_output = True
     Params = NormalizeParams
+    fork = "SSD (weiliu89/caffe)"
 
     def shape(
         self, p: NormalizeParams, bottoms: tuple[Shape, ...], ctx: ShapeContext

@@ -44,6 +44,7 @@ class Permute(LayerType[PermuteParams]):
     """
 
     Params = PermuteParams
+    fork = "SSD (weiliu89/caffe)"
 
     def shape(
         self, p: PermuteParams, bottoms: tuple[Shape, ...], ctx: ShapeContext

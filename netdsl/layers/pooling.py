@@ -2,26 +2,29 @@
 
 from __future__ import annotations
 
-import enum
 from dataclasses import dataclass, field
 from typing import Any
 
 from ..caffe_math import pooled_size
-from ..fields import doc
+from ..fields import CaffeEnum, doc
 from . import register
-from .base import Arity, Call, Follow, Kernel, LayerType, Shape, ShapeContext, spatial_pair
+from .base import Arity, Call, Engine, Follow, Kernel, LayerType, Shape, ShapeContext, spatial_pair
 from .convolution import lenient_side
 
 
-class PoolMethod(enum.Enum):
-    MAX = "MAX"
-    AVE = "AVE"
-    STOCHASTIC = "STOCHASTIC"
+class PoolMethod(CaffeEnum):
+    """PoolingParameter.PoolMethod (and SPPParameter's, numbered alike; BVLC caffe.proto)."""
+
+    MAX = 0
+    AVE = 1
+    STOCHASTIC = 2
 
 
-class RoundMode(enum.Enum):
-    CEIL = "CEIL"
-    FLOOR = "FLOOR"
+class RoundMode(CaffeEnum):
+    """PoolingParameter.RoundMode (BVLC caffe.proto)."""
+
+    CEIL = 0
+    FLOOR = 1
 
 
 @dataclass(frozen=True)
@@ -40,7 +43,7 @@ class PoolParams:
     round_mode: RoundMode = field(default=RoundMode.CEIL, metadata=doc("output size rounding"))
     ceil_mode: bool | None = field(
         default=None, metadata=doc("forks' switch for round_mode: true is CEIL, false FLOOR"))
-    engine: str = field(default="DEFAULT", metadata=doc("Caffe engine; no effect"))
+    engine: str = field(default="DEFAULT", metadata=doc("Caffe engine; no effect", numbers=Engine))
 
 
 def round_mode(p: PoolParams, ctx: ShapeContext) -> RoundMode:

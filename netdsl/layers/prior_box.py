@@ -116,6 +116,7 @@ class PriorBox(LayerType[PriorBoxParams]):
 
     bottoms = Arity.exact(2)
     Params = PriorBoxParams
+    fork = "SSD (weiliu89/caffe)"
 
     def shape(
         self, p: PriorBoxParams, bottoms: tuple[Shape, ...], ctx: ShapeContext

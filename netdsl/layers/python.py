@@ -12,13 +12,14 @@ deriving from ``caffe.Layer``, ``param_str`` is handed to it as ``self.param_str
 (:mod:`netdsl.pycaffe`).
 
 Shapes are the layer's own: ``setup`` then ``reshape`` run on zero-filled numpy blobs of
-the bottoms' shapes (no torch), in the TRAIN phase. A module that cannot be imported is
-a diagnostic at ``python_param`` saying which module, where Python looked and how to
-provide it; a layer without bottoms (a Python data layer) may instead have its tops'
-shapes given with ``--input TOP=C,H,W``. Lowered, the layer's ``forward`` and
-``backward`` run on the CPU as a ``torch.autograd.Function`` (:mod:`netdsl.pycaffe.kernel`).
-A Python layer has no learnable blobs in netdsl, and Caffe makes it a loss only through
-``loss_weight``, as here.
+the bottoms' shapes (no torch), with ``self.phase`` the phase of the net being shaped
+(TRAIN where none is known), as Caffe builds each phase's net on its own. A module that
+cannot be imported is a diagnostic at ``python_param`` saying which module, where Python
+looked and how to provide it; a layer without bottoms (a Python data layer) may instead
+have its tops' shapes given with ``--input TOP=C,H,W``. Lowered, the layer's ``forward``
+and ``backward`` run on the CPU as a ``torch.autograd.Function``
+(:mod:`netdsl.pycaffe.kernel`). A Python layer has no learnable blobs in netdsl, and Caffe
+makes it a loss only through ``loss_weight``, as here.
 """
 
 from __future__ import annotations
@@ -55,13 +56,15 @@ class Python(LayerType[PythonParams]):
 
     def shape(self, p: PythonParams, bottoms: tuple[Shape, ...], ctx: ShapeContext
               ) -> tuple[Shape, ...]:
+        from ..pycaffe import shim
         from ..pycaffe.runner import PythonLayer, UserCodeError, import_layer_class
 
+        phase = shim.TEST if ctx.phase is not None and ctx.phase.name == "TEST" else shim.TRAIN
         if not bottoms and ctx.tops and all(t in ctx.inputs for t in ctx.tops):
             return tuple((ctx.batch, *ctx.inputs[t]) for t in ctx.tops)
         try:
             cls = import_layer_class(p.module, p.layer, ctx.where("module").path)
-            layer = PythonLayer(cls, p, self.name, ctx.layer, (), ctx.tops)
+            layer = PythonLayer(cls, p, self.name, ctx.layer, (), ctx.tops, phase)
             return tuple(layer.top_shapes(bottoms))
         except UserCodeError as e:
             hint = e.hint

@@ -2,19 +2,20 @@
 
 from __future__ import annotations
 
-import enum
 from dataclasses import dataclass, field
 
-from ..fields import doc
+from ..fields import CaffeEnum, doc
 from . import register
 from .base import Call, Kernel, LayerType, Shape, ShapeContext, canonical_axis
 
 
-class ReductionOp(enum.Enum):
-    SUM = "SUM"
-    ASUM = "ASUM"
-    SUMSQ = "SUMSQ"
-    MEAN = "MEAN"
+class ReductionOp(CaffeEnum):
+    """ReductionParameter.ReductionOp (BVLC caffe.proto): numbered from 1."""
+
+    SUM = 1
+    ASUM = 2
+    SUMSQ = 3
+    MEAN = 4
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 from ..fields import doc
 from . import register
-from .base import Call, Follow, Kernel, LayerType, Shape
+from .base import Call, Engine, Follow, Kernel, LayerType, Shape
 
 
 @dataclass(frozen=True)
@@ -14,7 +14,7 @@ class ReLUParams:
     negative_slope: float = field(
         default=0.0, metadata=doc("slope for negative inputs (0: plain ReLU, else leaky)")
     )
-    engine: str = field(default="DEFAULT", metadata=doc("Caffe engine; no effect"))
+    engine: str = field(default="DEFAULT", metadata=doc("Caffe engine; no effect", numbers=Engine))
 
 
 @register

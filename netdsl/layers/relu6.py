@@ -6,14 +6,14 @@ from dataclasses import dataclass, field
 
 from ..fields import doc
 from . import register
-from .base import Call, Follow, Kernel, LayerType, Shape
+from .base import Call, Engine, Follow, Kernel, LayerType, Shape
 
 
 @dataclass(frozen=True)
 class ReLU6Params:
     negative_slope: float = field(
         default=0.0, metadata=doc("slope for negative inputs (0: plain ReLU6)"))
-    engine: str = field(default="DEFAULT", metadata=doc("Caffe engine; no effect"))
+    engine: str = field(default="DEFAULT", metadata=doc("Caffe engine; no effect", numbers=Engine))
 
 
 @register
@@ -26,6 +26,8 @@ class ReLU6(LayerType[ReLU6Params]):
     min(x, 0), 6)``, with the fork's gradient, 1 on (0, 6), ``negative_slope`` at or
     below 0 and 0 from 6 up.
     """
+
+    fork = "MobileNet forks"
 
     follow = Follow.ELEMENTWISE
     caffe_params = ("relu6_param", "relu_param")

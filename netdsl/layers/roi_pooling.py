@@ -32,6 +32,8 @@ class ROIPooling(LayerType[ROIPoolingParams]):
     corners are reversed, as in Caffe's GPU backward).
     """
 
+    fork = "Fast/Faster R-CNN (rbgirshick/caffe-fast-rcnn)"
+
     caffe_params = ("roi_pooling_param",)
     bottoms = Arity.exact(2)
     Params = ROIPoolingParams

@@ -25,6 +25,8 @@ class ShuffleChannel(LayerType[ShuffleChannelParams]):
     being 1, as the fork's legacy Reshape makes it.
     """
 
+    fork = "ShuffleNet (farmingyard/ShuffleNet)"
+
     Params = ShuffleChannelParams
 
     def shape(self, p: ShuffleChannelParams, bottoms: tuple[Shape, ...], ctx: ShapeContext

@@ -28,6 +28,8 @@ class SmoothL1Loss(LayerType[SmoothL1LossParams]):
     path is NOT_IMPLEMENTED); netdsl follows it on every device.
     """
 
+    fork = "Fast/Faster R-CNN (rbgirshick/caffe-fast-rcnn)"
+
     bottoms = Arity(2, 4)
     tops = Arity.exact(1)
     role = Role.LOSS

@@ -6,13 +6,13 @@ from dataclasses import dataclass, field
 
 from ..fields import doc
 from . import register
-from .base import Call, Kernel, LayerType, Role, Shape, ShapeContext, canonical_axis
+from .base import Call, Engine, Kernel, LayerType, Role, Shape, ShapeContext, canonical_axis
 
 
 @dataclass(frozen=True)
 class SoftmaxParams:
     axis: int = field(default=1, metadata=doc("axis normalised over (negative: from the end)"))
-    engine: str = field(default="DEFAULT", metadata=doc("Caffe engine; no effect"))
+    engine: str = field(default="DEFAULT", metadata=doc("Caffe engine; no effect", numbers=Engine))
 
 
 @register

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from ..caffe_math import pooled_size
 from ..fields import doc
 from . import register
-from .base import Kernel, LayerType, Shape, ShapeContext
+from .base import Engine, Kernel, LayerType, Shape, ShapeContext
 from .pooling import PoolMethod
 
 #: One pyramid level: the window (and stride) and the padding, each (height, width).
@@ -20,7 +20,7 @@ class SPPParams:
     pyramid_height: int = field(
         default=0, metadata=doc("levels; level i pools into 2^i x 2^i bins (required)"))
     pool: PoolMethod = field(default=PoolMethod.MAX, metadata=doc("pooling method"))
-    engine: str = field(default="DEFAULT", metadata=doc("Caffe engine; no effect"))
+    engine: str = field(default="DEFAULT", metadata=doc("Caffe engine; no effect", numbers=Engine))
 
 
 def spp_level(level: int, h: int, w: int) -> Level:

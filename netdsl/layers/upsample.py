@@ -52,6 +52,11 @@ def upsample_geometry(p: UpsampleParams, ctx: ShapeContext) -> UpsampleGeometry:
             if v <= 1:
                 raise ctx.error(f"{name} must be greater than 1, got {v}", name)
         return UpsampleGeometry((p.upsample_h, p.upsample_w), (0, 0), (False, False))
+    if (p.upsample_h is None) != (p.upsample_w is None):  # Caffe reads the pair or neither
+        given, other = ("upsample_h", "upsample_w") if p.upsample_w is None else (
+            "upsample_w", "upsample_h")
+        ctx.warn(f"{given} without {other} is ignored, as Caffe ignores it: the output "
+                 "size comes from the scale", given, f"give {other} too, or drop {given}")
     if p.scale_h is None or p.scale_w is None:
         sh = sw = 2 if p.scale is None else p.scale
         if sh <= 1:
@@ -84,6 +89,7 @@ class Upsample(LayerType[UpsampleParams]):
     bottoms = Arity.exact(2)
     fresh_output = True
     Params = UpsampleParams
+    fork = "SegNet and ENet (alexgkendall/caffe-segnet)"
 
     def shape(self, p: UpsampleParams, bottoms: tuple[Shape, ...], ctx: ShapeContext
               ) -> tuple[Shape, ...]:

@@ -11,7 +11,7 @@ from netdsl.caffe_compat import upgrade
 from netdsl.diagnostics import ShapeError, Span
 from netdsl.fields import convert
 from netdsl.layers import REGISTRY, LayerType
-from netdsl.layers.base import Alias, Shape, ShapeContext
+from netdsl.layers.base import Alias, Shape, ShapeContext, forget_warnings
 from netdsl.parse import parse
 
 PATH = "layer.net"
@@ -37,7 +37,9 @@ def field_line(params: dict[str, Any], name: str) -> int:
 def make_ctx(type_name: str, tops: int | tuple[str, ...] = 1, written: tuple[str, ...] = (),
              batch: int = 1) -> ShapeContext:
     """A ShapeContext whose fields in ``written`` sit on lines 2, 3, ... of PATH, and
-    ``bottom`` / ``top`` on lines BOTTOM_LINE / TOP_LINE."""
+    ``bottom`` / ``top`` on lines BOTTOM_LINE / TOP_LINE. It stands for a fresh load of
+    the file: warnings given before (once per process) are given again."""
+    forget_warnings()
     names = tops if isinstance(tops, tuple) else tuple(f"t{i}" for i in range(tops))
     spans = {f: Span(PATH, i + 2, 3) for i, f in enumerate(written)}
     spans["bottom"], spans["top"] = Span(PATH, BOTTOM_LINE, 3), Span(PATH, TOP_LINE, 3)
@@ -124,3 +126,31 @@ def close(a: Any, b: Any, tol: float = 1e-5) -> None:
     np.testing.assert_allclose(np_(a) if not isinstance(a, np.ndarray) else a,
                                b if isinstance(b, np.ndarray) else np_(b),
                                rtol=tol, atol=tol)
+
+
+def run_backward(type_name: str, x: Any, *others: Any, **kw: Any) -> tuple[Any, Any, Any]:
+    """``type_name`` (params ``kw``) lowered for ``x`` and any further bottoms ``others``
+    (given no gradient), run forward, and backward for a random float64 top diff:
+    ``(top, top_diff, x's gradient)``; the top has the shape rule's shape."""
+    import torch
+
+    m, tops = lower(type_name, (tuple(x.shape), *(tuple(o.shape) for o in others)), **kw)
+    x = x.detach().requires_grad_(True)
+    (y,) = m(x, *others)
+    assert tuple(y.shape) == tops[0]
+    top_diff = torch.randn(tops[0], dtype=torch.float64)
+    (grad,) = torch.autograd.grad(y, x, top_diff)
+    return y, top_diff, grad
+
+
+def same_as_torch(m: Lowered, ref: Any, x: Any, tol: float = 1e-4) -> tuple[int, ...]:
+    """The lowered layer ``m`` and the torch module ``ref``, given ``m``'s weight and bias,
+    make the same top from ``x``; returns its shape."""
+    import torch
+
+    with torch.no_grad():
+        ref.weight.copy_(m.weight)
+        ref.bias.copy_(m.bias)
+    (y,) = m(x)
+    close(y, ref(x), tol)
+    return tuple(y.shape)

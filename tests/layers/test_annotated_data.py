@@ -4,6 +4,7 @@ SSD's train.prototxt writes them, and a plain refusal to train from it."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -152,3 +153,21 @@ def test_fields_know_their_caffe_block(block: str) -> None:
 def test_convert_both_ways(tmp_path: Path) -> None:
     text = round_trip(tmp_path, NET)
     assert "resize_param { height: 300 width: 300" in text
+
+
+def test_prototxt_writes_data_fields_in_data_param(tmp_path: Path) -> None:
+    """``netdsl convert`` to prototxt puts each field in the block Caffe reads it from
+    (its ``metadata["block"]``): source and batch_size in data_param."""
+    from netdsl.convert import net_to_prototxt
+
+    spec = tmp_path / "net.prototxt"
+    spec.write_text(NET)
+    text = net_to_prototxt(spec)
+    found = re.search(r"(?<![a-z_])data_param \{([^}]*)\}", text)
+    assert found is not None
+    data = found.group(1)
+    assert 'source: "examples/VOC0712/VOC0712_trainval_lmdb"' in data
+    assert "batch_size: 32" in data and "backend: LMDB" in data
+    own = text[text.index("annotated_data_param {"):]
+    own = own[:own.index("label_map_file")]
+    assert "source" not in own and "batch_size" not in own

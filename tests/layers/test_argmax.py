@@ -10,8 +10,8 @@ import torch
 
 from netdsl.layers import REGISTRY
 
-from .convert_check import round_trip
 from .helpers import close, lower, params_from_text, shape_error, shapes
+from .roundtrip import convert_both_ways
 
 
 def caffe_forward(x: np.ndarray, top_shape: tuple[int, ...], top_k: int, out_max_val: bool,
@@ -75,7 +75,7 @@ def test_forward_matches_caffe(shape: tuple[int, ...], top_k: int, out_max_val: 
 
 
 def test_convert_both_ways(tmp_path: Path) -> None:
-    net, back = round_trip(tmp_path, """
+    net, back = convert_both_ways(tmp_path, """
 input: "data" input_shape { dim: 2 dim: 10 }
 layers { name: "a" type: ARGMAX bottom: "data" top: "a" argmax_param { top_k: 3 axis: 1 } }
 """)

@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .convert_check import round_trip
-from .helpers import close, lower, shape_error, shapes
+from .helpers import close, run_backward, shape_error, shapes
+from .roundtrip import convert_both_ways
 
 
 def caffe_forward(x: np.ndarray, permut: np.ndarray) -> np.ndarray:
@@ -38,18 +38,14 @@ def test_shape_rule_and_check() -> None:
 
 def test_forward_and_backward_match_caffe() -> None:
     permut = np.array([2.0, 0.0, 2.0, 3.0, 1.0, 2.0])  # repeats add up in the gradient
-    m, tops = lower("BatchReindex", ((4, 3, 2), (6,)))
-    x = torch.randn(4, 3, 2, dtype=torch.float64, requires_grad=True)
-    (y,) = m(x, torch.from_numpy(permut))
-    assert tuple(y.shape) == tops[0]
-    close(y, caffe_forward(x.detach().numpy(), permut), 0)
-    top_diff = torch.randn(tops[0], dtype=torch.float64)
-    (grad,) = torch.autograd.grad(y, x, top_diff)
+    x = torch.randn(4, 3, 2, dtype=torch.float64)
+    y, top_diff, grad = run_backward("BatchReindex", x, torch.from_numpy(permut))
+    close(y, caffe_forward(x.numpy(), permut), 0)
     close(grad, caffe_backward((4, 3, 2), top_diff.numpy(), permut), 1e-12)
 
 
 def test_convert_both_ways(tmp_path: Path) -> None:
-    net, back = round_trip(tmp_path, """
+    net, back = convert_both_ways(tmp_path, """
 input: "data" input_shape { dim: 4 dim: 3 }
 input: "idx" input_shape { dim: 4 }
 layer { name: "r" type: "BatchReindex" bottom: "data" bottom: "idx" top: "r" }

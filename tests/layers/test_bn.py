@@ -10,29 +10,11 @@ import numpy as np
 import pytest
 import torch
 
-from netdsl.convert import net_to_prototxt, prototxt_to_net
 from netdsl.layers.base import FillerType, Follow
 from netdsl.layers.bn import BNMode
 
 from .helpers import close, kind, lower, np_, params, params_from_text, shape_error, shapes
-
-
-def round_trip(tmp_path: Path, text: str) -> None:
-    """``netdsl convert`` both ways: each step gives the original's shapes and typed params
-    in both phases (as tests/test_convert.py does for the shared nets)."""
-    from tests.test_convert import shapes as net_shapes
-    from tests.test_convert import typed, write
-
-    proto = write(tmp_path, "n.prototxt", text)
-    net = write(tmp_path, "n.net", prototxt_to_net(proto))
-    back = write(tmp_path, "back.prototxt", net_to_prototxt(net))
-    for phase in ("train", "test"):
-        want = net_shapes(proto, phase)
-        assert net_shapes(net, phase) == want, f"prototxt -> .net, {phase}"
-        assert net_shapes(back, phase) == want, f".net -> prototxt, {phase}"
-        assert typed(net, phase) == typed(proto, phase)
-        assert typed(back, phase) == typed(proto, phase)
-
+from .roundtrip import round_trip
 
 VAR_EPS = 1e-9  # BNLayer::LayerSetUp: var_eps_ = 1e-9
 

@@ -9,8 +9,8 @@ import torch
 
 from netdsl.layers import TYPES
 
-from .convert_check import round_trip
-from .helpers import close, lower, params_from_text, shape_error, shapes
+from .helpers import close, params_from_text, run_backward, shape_error, shapes
+from .roundtrip import convert_both_ways
 
 
 def caffe_forward(x: np.ndarray, lo: float, hi: float) -> np.ndarray:
@@ -36,18 +36,14 @@ def test_min_and_max_are_required() -> None:
 def test_forward_and_backward_match_caffe() -> None:
     x = torch.randn(3, 4, 5, dtype=torch.float64) * 2
     x[0, 0, :2] = torch.tensor([-1.0, 1.5])  # exactly on the bounds
-    x.requires_grad_(True)
-    m, _ = lower("Clip", ((3, 4, 5),), min=-1.0, max=1.5)
-    (y,) = m(x)
-    xn = x.detach().numpy()
+    y, top_diff, grad = run_backward("Clip", x, min=-1.0, max=1.5)
+    xn = x.numpy()
     close(y, caffe_forward(xn, -1.0, 1.5), 1e-12)
-    top_diff = torch.randn_like(x)
-    (grad,) = torch.autograd.grad(y, x, top_diff)
     close(grad, caffe_backward(xn, top_diff.numpy(), -1.0, 1.5), 1e-12)
 
 
 def test_convert_both_ways(tmp_path: Path) -> None:
-    net, back = round_trip(tmp_path, """
+    net, back = convert_both_ways(tmp_path, """
 input: "data" input_shape { dim: 2 dim: 3 }
 layer { name: "c" type: "Clip" bottom: "data" top: "c" clip_param { min: -0.5 max: 6 } }
 """)

@@ -10,7 +10,7 @@ import pytest
 from netdsl.layers import REGISTRY
 
 from .helpers import close, lower, params_from_text, shape_error, shapes
-from .test_sigmoid_cross_entropy_loss import inputs, round_trip
+from .roundtrip import inputs, round_trip
 
 
 def _reference(a: np.ndarray, b: np.ndarray, y: np.ndarray, margin: float, legacy: bool,

@@ -7,7 +7,7 @@ import torch
 
 from netdsl.diagnostics import collect_warnings
 
-from .helpers import close, field_line, lower, rand, shape_error, shapes
+from .helpers import close, field_line, lower, rand, same_as_torch, shape_error, shapes
 
 
 def test_alexnet_conv1_shape() -> None:
@@ -32,12 +32,7 @@ def test_group_2_matches_nn_conv2d() -> None:
                     stride=(2,), group=2)
     assert tuple(m.weight.shape) == (6, 2, 3, 3)
     ref = torch.nn.Conv2d(4, 6, 3, stride=2, padding=1, groups=2)
-    with torch.no_grad():
-        ref.weight.copy_(m.weight)
-        ref.bias.copy_(m.bias)
-    (y,) = m(x)
-    assert tuple(y.shape) == tops[0] == (2, 6, 5, 5)
-    close(y, ref(x), 1e-4)
+    assert same_as_torch(m, ref, x) == tops[0] == (2, 6, 5, 5)
 
 
 def test_rectangular_dilated_no_bias() -> None:

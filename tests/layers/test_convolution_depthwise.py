@@ -12,8 +12,8 @@ import torch
 
 from netdsl.layers import TYPES
 
-from .convert_check import round_trip
 from .helpers import close, kind, lower, params, params_from_text, shape_error, shapes
+from .roundtrip import convert_both_ways
 
 Geometry = tuple[int, int, int, int, int, int, int, int]  # kh kw sh sw ph pw dh dw
 
@@ -113,7 +113,7 @@ def test_forward_and_backward_match_the_fork(kernel: tuple[int, ...], stride: tu
 
 
 def test_convert_both_ways(tmp_path: Path) -> None:
-    net, back = round_trip(tmp_path, """
+    net, back = convert_both_ways(tmp_path, """
 input: "data" input_shape { dim: 1 dim: 6 dim: 8 dim: 8 }
 layer { name: "dw" type: "ConvolutionDepthwise" bottom: "data" top: "dw"
         convolution_param { num_output: 6 kernel_size: 3 stride: 2 pad: 1 bias_term: false } }

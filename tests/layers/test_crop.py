@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from .convert_check import round_trip
-from .helpers import close, lower, params_from_text, shape_error, shapes
+from .helpers import close, params_from_text, run_backward, shape_error, shapes
+from .roundtrip import convert_both_ways
 
 
 def caffe_offsets(bottom: tuple[int, ...], axis: int, offset: tuple[int, ...]) -> list[int]:
@@ -81,20 +81,16 @@ def test_caffe_checks() -> None:
                                           (0, (1, 0, 2, 1))])
 def test_forward_and_backward_match_caffe(axis: int, offset: tuple[int, ...]) -> None:
     data_shape, ref_shape = (3, 4, 7, 8), (2, 2, 5, 4)
-    m, tops = lower("Crop", (data_shape, ref_shape), axis=axis, offset=offset)
-    x = torch.randn(data_shape, dtype=torch.float64, requires_grad=True)
+    x = torch.randn(data_shape, dtype=torch.float64)
     ref = torch.randn(ref_shape, dtype=torch.float64)
-    (y,) = m(x, ref)
-    assert tuple(y.shape) == tops[0]
+    y, top_diff, grad = run_backward("Crop", x, ref, axis=axis, offset=offset)
     offsets = caffe_offsets(data_shape, axis, offset)
-    close(y, caffe_forward(x.detach().numpy(), tops[0], offsets), 0)
-    top_diff = torch.randn(tops[0], dtype=torch.float64)
-    (grad,) = torch.autograd.grad(y, x, top_diff)
+    close(y, caffe_forward(x.numpy(), tuple(y.shape), offsets), 0)
     close(grad, caffe_backward(data_shape, top_diff.numpy(), offsets), 0)
 
 
 def test_convert_both_ways(tmp_path: Path) -> None:
-    net, back = round_trip(tmp_path, """
+    net, back = convert_both_ways(tmp_path, """
 input: "data" input_shape { dim: 1 dim: 3 dim: 20 dim: 20 }
 input: "score" input_shape { dim: 1 dim: 5 dim: 30 dim: 30 }
 layer { name: "c" type: "Crop" bottom: "score" bottom: "data" top: "c"

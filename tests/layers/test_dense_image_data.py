@@ -9,12 +9,12 @@ from pathlib import Path
 import pytest
 
 import netdsl
-from netdsl.convert import net_to_prototxt, prototxt_to_net
 from netdsl.diagnostics import DataError, ShapeError
 from netdsl.layers.base import LayerType, Role
 from netdsl.shapes import infer_shapes
 
 from .helpers import kind, params, params_from_text, shape_error, shapes
+from .roundtrip import convert_both_ways
 
 SEGNET = """name: "segnet"
 layer { name: "data" type: "DenseImageData" top: "data" top: "label"
@@ -106,17 +106,7 @@ def test_training_says_it_cannot_read_the_list(tmp_path: Path) -> None:
 
 
 def test_convert_round_trip(tmp_path: Path) -> None:
-    from tests.test_convert import shapes as net_shapes
-    from tests.test_convert import typed
-
-    for extra, inputs in (("new_height: 360 new_width: 480 label_divide_factor: 2", {}),
-                          ("crop_height: 224 crop_width: 320 is_color: false", {}),
-                          ("", {"data": (3, 45, 60)})):
-        proto = write(tmp_path, SEGNET % extra)
-        net = write(tmp_path, prototxt_to_net(proto), "n.net")
-        back = write(tmp_path, net_to_prototxt(net), "back.prototxt")
-        for phase in ("train", "test"):
-            want = net_shapes(proto, phase, inputs)
-            assert net_shapes(net, phase, inputs) == want
-            assert net_shapes(back, phase, inputs) == want
-            assert typed(net, phase) == typed(proto, phase) == typed(back, phase)
+    for extra, given in (("new_height: 360 new_width: 480 label_divide_factor: 2", {}),
+                         ("crop_height: 224 crop_width: 320 is_color: false", {}),
+                         ("", {"data": (3, 45, 60)})):
+        convert_both_ways(tmp_path, SEGNET % extra, given)

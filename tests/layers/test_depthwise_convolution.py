@@ -12,8 +12,8 @@ import torch
 
 from netdsl.layers import TYPES
 
-from .convert_check import round_trip
 from .helpers import close, kind, lower, params, shape_error, shapes
+from .roundtrip import convert_both_ways
 
 
 def fork_gpu_forward(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None,
@@ -76,7 +76,7 @@ def test_forward_matches_the_forks_gpu_kernel(kernel: int, stride: int, pad: int
 
 
 def test_convert_both_ways(tmp_path: Path) -> None:
-    net, back = round_trip(tmp_path, """
+    net, back = convert_both_ways(tmp_path, """
 input: "data" input_shape { dim: 1 dim: 8 dim: 8 dim: 8 }
 layer { name: "dw" type: "DepthwiseConvolution" bottom: "data" top: "dw"
         convolution_param { num_output: 8 group: 8 kernel_size: 3 pad: 1 } }

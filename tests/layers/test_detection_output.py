@@ -145,8 +145,5 @@ def test_convert_both_ways(tmp_path: Path) -> None:
     round_trip(tmp_path, SSD_DETECT % "")
 
 
-@pytest.mark.xfail(reason="caffe_compat flattens a nested nms_param block written in a .net "
-                   "layer; needs it to keep *_param blocks that are fields of the layer type",
-                   strict=False)
 def test_convert_both_ways_with_nms_param(tmp_path: Path) -> None:
     round_trip(tmp_path, SSD_DETECT % "nms_param { nms_threshold: 0.45 top_k: 400 }")

@@ -47,3 +47,18 @@ def test_scale_train_false_scales_at_test() -> None:
     m.eval()
     close(m(x)[0], np_(x) * 0.75)
     assert np.isfinite(y).all()
+
+
+def test_segnet_sample_weights_test_samples_in_test_too() -> None:
+    """caffe-segnet dropout_layer.cpp: mask and scale when phase == TRAIN or
+    sample_weights_test (Bayesian SegNet's Monte Carlo dropout)."""
+    p = params_from_text("Dropout",
+                         "dropout_param { dropout_ratio: 0.5 sample_weights_test: true }")
+    assert p.sample_weights_test
+    x = rand(40, 100).abs() + 1
+    m, _ = lower("Dropout", ((40, 100),), dropout_ratio=0.5, sample_weights_test=True)
+    m.eval()
+    y = np_(m(x)[0])
+    kept = y != 0
+    assert 0.4 < kept.mean() < 0.6
+    close(y[kept], np_(x)[kept] * 2)

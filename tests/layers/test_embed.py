@@ -9,8 +9,8 @@ import torch
 
 from netdsl.layers.base import FillerType
 
-from .convert_check import round_trip
 from .helpers import close, kind, lower, params, params_from_text, shape_error, shapes
+from .roundtrip import convert_both_ways
 
 
 def caffe_forward(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None) -> np.ndarray:
@@ -79,7 +79,7 @@ def test_no_bias() -> None:
 
 
 def test_convert_both_ways(tmp_path: Path) -> None:
-    net, back = round_trip(tmp_path, """
+    net, back = convert_both_ways(tmp_path, """
 input: "words" input_shape { dim: 2 dim: 7 }
 layer { name: "e" type: "Embed" bottom: "words" top: "e"
         embed_param { num_output: 16 input_dim: 1000 weight_filler { type: "xavier" } } }

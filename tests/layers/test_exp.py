@@ -11,8 +11,8 @@ import torch
 
 from netdsl.layers import REGISTRY
 
-from .convert_check import round_trip
-from .helpers import close, lower, params_from_text, shape_error, shapes
+from .helpers import close, params_from_text, run_backward, shape_error, shapes
+from .roundtrip import convert_both_ways
 
 
 def caffe_scales(base: float, scale: float, shift: float) -> tuple[float, float]:
@@ -51,18 +51,15 @@ def test_base_checks(base: float) -> None:
 @pytest.mark.parametrize("base, scale, shift", [
     (-1.0, 1.0, 0.0), (-1.0, 0.5, 1.5), (2.0, 1.0, 0.0), (10.0, -0.3, 2.0), (0.5, 2.0, -1.0)])
 def test_forward_and_backward_match_caffe(base: float, scale: float, shift: float) -> None:
-    x = torch.randn(4, 5, dtype=torch.float64, requires_grad=True)
-    m, _ = lower("Exp", ((4, 5),), base=base, scale=scale, shift=shift)
-    (y,) = m(x)
-    want = caffe_forward(x.detach().numpy(), base, scale, shift)
+    x = torch.randn(4, 5, dtype=torch.float64)
+    y, top_diff, grad = run_backward("Exp", x, base=base, scale=scale, shift=shift)
+    want = caffe_forward(x.numpy(), base, scale, shift)
     close(y, want, 1e-12)
-    top_diff = torch.randn_like(x)
-    (grad,) = torch.autograd.grad(y, x, top_diff)
     close(grad, caffe_backward(want, top_diff.numpy(), base, scale, shift), 1e-12)
 
 
 def test_convert_both_ways(tmp_path: Path) -> None:
-    net, back = round_trip(tmp_path, """
+    net, back = convert_both_ways(tmp_path, """
 input: "data" input_shape { dim: 2 dim: 3 }
 layers { name: "e" type: EXP bottom: "data" top: "e" exp_param { base: 2 shift: 1 } }
 """)

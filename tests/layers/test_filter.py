@@ -10,8 +10,8 @@ import torch
 
 from netdsl.layers import TYPES
 
-from .convert_check import round_trip
 from .helpers import close, lower, shape_error, shapes
+from .roundtrip import convert_both_ways
 
 
 def caffe_indices(selector: np.ndarray) -> list[int]:
@@ -72,7 +72,7 @@ def test_nothing_selected_gives_an_empty_batch() -> None:
 
 
 def test_convert_both_ways(tmp_path: Path) -> None:
-    net, back = round_trip(tmp_path, """
+    net, back = convert_both_ways(tmp_path, """
 input: "data" input_shape { dim: 4 dim: 3 }
 input: "keep" input_shape { dim: 4 dim: 1 }
 layer { name: "f" type: "Filter" bottom: "data" bottom: "keep" top: "f" }

@@ -10,8 +10,8 @@ import netdsl
 from netdsl.layers import REGISTRY, TYPES
 from netdsl.layers.base import Role
 
-from .convert_check import round_trip
 from .helpers import kind, params, params_from_text, shape_error, shapes
+from .roundtrip import convert_both_ways
 
 
 def test_a_sink_with_caffes_checks() -> None:
@@ -43,7 +43,7 @@ layer { name: "out" type: "HDF5Output" bottom: "ip" bottom: "label"
 
 
 def test_convert_both_ways(tmp_path: Path) -> None:
-    net, back = round_trip(tmp_path, """
+    net, back = convert_both_ways(tmp_path, """
 input: "data" input_shape { dim: 2 dim: 3 }
 input: "label" input_shape { dim: 2 }
 layers { name: "o" type: HDF5_OUTPUT bottom: "data" bottom: "label"

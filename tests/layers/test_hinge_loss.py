@@ -11,7 +11,7 @@ from netdsl.layers import REGISTRY
 from netdsl.layers.hinge_loss import HingeNorm
 
 from .helpers import close, lower, params_from_text, shape_error, shapes
-from .test_sigmoid_cross_entropy_loss import inputs, round_trip
+from .roundtrip import inputs, round_trip
 
 
 def _reference(x: np.ndarray, label: np.ndarray, norm: str, top_diff: float

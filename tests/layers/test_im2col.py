@@ -10,10 +10,11 @@ import numpy as np
 import pytest
 import torch
 
+from netdsl.diagnostics import collect_warnings
 from netdsl.layers import REGISTRY
 
-from .convert_check import round_trip
-from .helpers import close, lower, params_from_text, shape_error, shapes
+from .helpers import close, field_line, params_from_text, run_backward, shape_error, shapes
+from .roundtrip import convert_both_ways
 
 
 def _positions(im_shape: tuple[int, ...], kernel: tuple[int, ...], stride: tuple[int, ...],
@@ -85,8 +86,31 @@ def test_caffe_checks() -> None:
                 field="kernel_size", kernel_size=(0,))
     shape_error("Im2col", ((2, 3, 8, 8),), match="2 values for 3 spatial axes",
                 kernel_size=(2, 2), axis=0)
-    shape_error("Im2col", ((2, 3, 4, 4),), match="larger than the padded input",
-                kernel_size=(7,))
+    # (4 - 7) / 1 + 1 = -2: Blob::Reshape's CHECK_GE(side, 0) stops Caffe
+    shape_error("Im2col", ((2, 3, 4, 4),), match="gives side -2, and Caffe stops",
+                field="kernel_size", kernel_size=(7,))
+
+
+@pytest.mark.parametrize("size, k, s, p, d, side", [
+    (4, 5, 2, 0, 1, 1),  # (4 - 5) / 2 truncates to 0 in C++: side 1
+    (2, 3, 1, 0, 1, 0),  # (2 - 3) / 1 + 1 = 0: an empty blob in Caffe, 1 here
+    (3, 2, 3, 0, 3, 1),  # dilated extent 4 on 3: -1 / 3 + 1 = 1
+])
+def test_a_window_larger_than_its_input_is_caffes_side_with_a_warning(
+        size: int, k: int, s: int, p: int, d: int, side: int) -> None:
+    """Im2colLayer::Reshape computes ConvolutionLayer's side and checks no window against
+    its input: as for Convolution, a placeholder input loads, with a warning."""
+    kw = {"kernel_size": (k,), "stride": (s,), "pad": (p,), "dilation": (d,)}
+    with collect_warnings() as ws:
+        (top,) = shapes("Im2col", ((2, 3, size, size),), **kw)
+    assert top == (2, 3 * k * k, max(side, 1), max(side, 1))
+    (w,) = ws  # one warning for both axes of a square window
+    extent = d * (k - 1) + 1
+    assert w.message.startswith(f"Im2col 'L': kernel {extent} is larger than the padded "
+                                f"input {size} (input {size}, pad 0); ")
+    assert w.span.line == field_line(kw, "kernel_size")
+    assert ("netdsl goes on with side 1" if side == 0
+            else f"Caffe computes side {side} with its formula") in w.message
 
 
 GEOMETRIES = [  # shape, axis, kernel, stride, pad, dilation
@@ -104,25 +128,21 @@ def test_forward_and_backward_match_caffe(shape: tuple[int, ...], axis: int,
                                           kernel: tuple[int, ...], stride: tuple[int, ...],
                                           pad: tuple[int, ...], dilation: tuple[int, ...]
                                           ) -> None:
-    m, tops = lower("Im2col", (shape,), axis=axis, kernel_size=kernel, stride=stride,
-                    pad=pad, dilation=dilation)
-    x = torch.randn(shape, dtype=torch.float64, requires_grad=True)
-    (y,) = m(x)
-    assert tuple(y.shape) == tops[0]
+    x = torch.randn(shape, dtype=torch.float64)
+    y, top_diff, grad = run_backward("Im2col", x, axis=axis, kernel_size=kernel,
+                                     stride=stride, pad=pad, dilation=dilation)
     geometry = (kernel, stride, pad, dilation)
     outer = shape[:axis]
-    xn = x.detach().numpy().reshape(-1, *shape[axis:])
+    xn = x.numpy().reshape(-1, *shape[axis:])
     want = np.stack([caffe_im2col(im, *geometry) for im in xn])
-    close(y, want.reshape(tops[0]), 0)
-    top_diff = torch.randn(tops[0], dtype=torch.float64)
-    (grad,) = torch.autograd.grad(y, x, top_diff)
-    cols = top_diff.numpy().reshape(-1, tops[0][axis], *tops[0][axis + 1:])
+    close(y, want.reshape(y.shape), 0)
+    cols = top_diff.numpy().reshape(-1, y.shape[axis], *y.shape[axis + 1:])
     back = np.stack([caffe_col2im(c, shape[axis:], *geometry) for c in cols])
     close(grad, back.reshape(*outer, *shape[axis:]), 1e-12)
 
 
 def test_convert_both_ways(tmp_path: Path) -> None:
-    net, back = round_trip(tmp_path, """
+    net, back = convert_both_ways(tmp_path, """
 input: "data" input_shape { dim: 1 dim: 3 dim: 8 dim: 8 }
 layers { name: "c" type: IM2COL bottom: "data" top: "c"
          convolution_param { kernel_size: 3 stride: 2 } }

@@ -13,7 +13,7 @@ from netdsl.layers import REGISTRY
 from netdsl.layers.softmax_with_loss import Normalization
 
 from .helpers import close, lower, params_from_text, shape_error, shapes
-from .test_sigmoid_cross_entropy_loss import inputs, round_trip
+from .roundtrip import inputs, round_trip
 
 K_LOG_THRESHOLD = 1e-20
 

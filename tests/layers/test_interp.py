@@ -11,27 +11,10 @@ import numpy as np
 import pytest
 import torch
 
-from netdsl.convert import net_to_prototxt, prototxt_to_net
 from netdsl.layers.base import Follow
 
 from .helpers import close, kind, lower, np_, params_from_text, shape_error, shapes
-
-
-def round_trip(tmp_path: Path, text: str) -> None:
-    """``netdsl convert`` both ways: each step gives the original's shapes and typed params
-    in both phases (as tests/test_convert.py does for the shared nets)."""
-    from tests.test_convert import shapes as net_shapes
-    from tests.test_convert import typed, write
-
-    proto = write(tmp_path, "n.prototxt", text)
-    net = write(tmp_path, "n.net", prototxt_to_net(proto))
-    back = write(tmp_path, "back.prototxt", net_to_prototxt(net))
-    for phase in ("train", "test"):
-        want = net_shapes(proto, phase)
-        assert net_shapes(net, phase) == want, f"prototxt -> .net, {phase}"
-        assert net_shapes(back, phase) == want, f".net -> prototxt, {phase}"
-        assert typed(net, phase) == typed(proto, phase)
-        assert typed(back, phase) == typed(proto, phase)
+from .roundtrip import round_trip
 
 
 def caffe_interp(x: np.ndarray, dy: np.ndarray, out_hw: tuple[int, int], pad_beg: int = 0,
@@ -56,18 +39,18 @@ def caffe_interp(x: np.ndarray, dy: np.ndarray, out_hw: tuple[int, int], pad_beg
     f32 = np.float32
     rheight = f32(height1 - 1) / f32(height2 - 1) if height2 > 1 else f32(0)
     rwidth = f32(width1 - 1) / f32(width2 - 1) if width2 > 1 else f32(0)
+
+    def source(ratio: np.float32, i2: int, size1: int) -> tuple[int, int, Any, Any]:
+        """``i1``, ``i1p`` and the two weights of output position ``i2`` on one axis."""
+        i1r = f32(ratio * f32(i2))
+        i1 = int(i1r)
+        i1lambda = dtype(f32(i1r - f32(i1)))
+        return i1, 1 if i1 < size1 - 1 else 0, dtype(1.0) - i1lambda, i1lambda
+
     for h2 in range(height2):
-        h1r = f32(rheight * f32(h2))
-        h1 = int(h1r)
-        h1p = 1 if h1 < height1 - 1 else 0
-        h1lambda = dtype(f32(h1r - f32(h1)))
-        h0lambda = dtype(1.0) - h1lambda
+        h1, h1p, h0lambda, h1lambda = source(rheight, h2, height1)
         for w2 in range(width2):
-            w1r = f32(rwidth * f32(w2))
-            w1 = int(w1r)
-            w1p = 1 if w1 < width1 - 1 else 0
-            w1lambda = dtype(f32(w1r - f32(w1)))
-            w0lambda = dtype(1.0) - w1lambda
+            w1, w1p, w0lambda, w1lambda = source(rwidth, w2, width1)
             r, s = y1 + h1, x1 + w1
             data2[:, h2, w2] = (
                 h0lambda * (w0lambda * data1[:, r, s] + w1lambda * data1[:, r, s + w1p])

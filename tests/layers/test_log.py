@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from .convert_check import round_trip
-from .helpers import close, lower, params_from_text, shape_error, shapes
+from .helpers import close, params_from_text, run_backward, shape_error, shapes
+from .roundtrip import convert_both_ways
 
 
 def caffe_forward(x: np.ndarray, base: float, scale: float, shift: float) -> np.ndarray:
@@ -57,18 +57,15 @@ def test_base_checks(base: float, match: str) -> None:
 @pytest.mark.parametrize("base, scale, shift", [
     (-1.0, 1.0, 0.0), (-1.0, 0.5, 1.5), (2.0, 1.0, 0.0), (10.0, 3.0, 2.0), (0.5, 2.0, 1.0)])
 def test_forward_and_backward_match_caffe(base: float, scale: float, shift: float) -> None:
-    x = (torch.rand(4, 5, dtype=torch.float64) + 0.1).requires_grad_(True)
-    m, _ = lower("Log", ((4, 5),), base=base, scale=scale, shift=shift)
-    (y,) = m(x)
-    xn = x.detach().numpy()
+    x = torch.rand(4, 5, dtype=torch.float64) + 0.1
+    y, top_diff, grad = run_backward("Log", x, base=base, scale=scale, shift=shift)
+    xn = x.numpy()
     close(y, caffe_forward(xn, base, scale, shift), 1e-12)
-    top_diff = torch.randn_like(x)
-    (grad,) = torch.autograd.grad(y, x, top_diff)
     close(grad, caffe_backward(xn, top_diff.numpy(), base, scale, shift), 1e-12)
 
 
 def test_convert_both_ways(tmp_path: Path) -> None:
-    net, back = round_trip(tmp_path, """
+    net, back = convert_both_ways(tmp_path, """
 input: "data" input_shape { dim: 2 dim: 3 }
 layer { name: "l" type: "Log" bottom: "data" top: "l" log_param { base: 10 scale: 2 } }
 """)

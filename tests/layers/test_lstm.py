@@ -14,8 +14,9 @@ from netdsl.layers import REGISTRY
 from netdsl.layers.base import Filler, FillerType
 
 from .helpers import close, kind, lower, np_, params, params_from_text, shape_error, shapes
+from .roundtrip import inputs, round_trip
 from .test_lstm_unit import unit_backward, unit_forward
-from .test_sigmoid_cross_entropy_loss import inputs, round_trip
+from .through_time import check_gradients, run_through_time, stepwise_equals_whole
 
 T, N, H = 5, 3, 4
 CONT = np.array([[0, 0, 1], [1, 1, 1], [1, 0, 1], [0, 1, 1], [1, 1, 0]], dtype=np.float64)
@@ -136,55 +137,20 @@ def test_params_from_caffe_text() -> None:
 
 @pytest.mark.parametrize("static", [False, True])
 def test_forward_and_backward_against_the_unrolled_net(static: bool) -> None:
-    import torch
-
-    gen = torch.Generator().manual_seed(21)
-    x = torch.randn(T, N, 3, 2, generator=gen, dtype=torch.float64).requires_grad_(True)
-    cont = torch.tensor(CONT)
-    bottoms: tuple = ((T, N, 3, 2), (T, N))
-    rest = ()
-    if static:
-        xs = torch.randn(N, 2, 3, generator=gen, dtype=torch.float64).requires_grad_(True)
-        rest, bottoms = (xs,), (*bottoms, (N, 2, 3))
-    m, tops = lower("LSTM", bottoms, num_output=H)
-    m.kernel.double()
-    with torch.no_grad():
-        for prm in m.parameters():
-            prm.mul_(0.5)
-    (h,) = m(x, cont, *rest)
-    assert tuple(h.shape) == tops[0] == (T, N, H)
-    grad_h = torch.randn(T, N, H, generator=gen, dtype=torch.float64)
-    (h * grad_h).sum().backward()
-    w = _weights(m)
+    run = run_through_time("LSTM", (T, N, 3, 2), (N, 2, 3) if static else None, CONT, H, 21)
     zeros = np.zeros((N, H))
-    want, _, _, grads = unrolled(np_(x), CONT, w, zeros, zeros,
-                                 np_(rest[0]) if static else None, np_(grad_h))
-    close(h, want, 1e-12)
-    close(x.grad, grads["dx"], 1e-12)
-    for name, prm in m.kernel.named_parameters():
-        close(prm.grad, grads[name], 1e-12)
-    if static:
-        close(rest[0].grad, grads["dxs"], 1e-12)
+    want, _, _, grads = unrolled(np_(run.x), CONT, _weights(run.kernel), zeros, zeros,
+                                 None if run.static is None else np_(run.static),
+                                 np_(run.top_diff))
+    close(run.top, want, 1e-12)
+    check_gradients(run, grads)
 
 
 def test_state_carries_over_between_batches_as_in_caffe() -> None:
     """Caffe's TestForward: the whole sequence in one batch equals one timestep per
     batch; the state is carried across forward passes, without gradient."""
-    import torch
-
-    x = torch.randn(T, N, 6, dtype=torch.float64)
-    cont = torch.tensor(CONT)
-    whole, _ = lower("LSTM", ((T, N, 6), (T, N)), num_output=H, seed=3)
-    step, _ = lower("LSTM", ((1, N, 6), (1, N)), num_output=H, seed=3)
-    whole.kernel.double()
-    step.kernel.double()
-    (full,) = whole(x, cont)
-    for t in range(T):
-        (one,) = step(x[t:t + 1], cont[t:t + 1])
-        close(one[0], full[t], 1e-12)
-    # the next batch starts from the last state: cont 1 at t=0 continues the sequence
-    (nxt,) = whole(x, torch.ones(T, N, dtype=torch.float64))
-    c_t = whole.kernel.cell[0].numpy()  # the state after this batch
+    whole, x, nxt = stepwise_equals_whole("LSTM", CONT, H, seed=3)
+    c_t = whole.kernel.cell[0].numpy()  # the state after the second batch
     assert c_t.shape == (N, H)
     zeros = np.zeros((N, H))
     _, h1, c1, _ = unrolled(np_(x), CONT, _weights(whole), zeros, zeros, None,

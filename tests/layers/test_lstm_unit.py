@@ -10,7 +10,7 @@ import pytest
 from netdsl.layers import REGISTRY
 
 from .helpers import close, lower, np_, shape_error, shapes
-from .test_sigmoid_cross_entropy_loss import inputs, round_trip
+from .roundtrip import inputs, round_trip
 
 
 def sigmoid(x: float) -> float:
@@ -21,6 +21,17 @@ def tanh(x: float) -> float:
     return 2.0 * sigmoid(2.0 * x) - 1.0  # as lstm_unit_layer.cpp defines it
 
 
+def _gates(x: np.ndarray, cont: np.ndarray, n: int, d: int, hidden: int
+           ) -> tuple[float, float, float, float]:
+    """The gates i, f, o, g of unit ``d`` of item ``n``, as both loops compute them (f is
+    0 where cont is: the sequence restarts)."""
+    i = sigmoid(x[n, d])
+    f = 0.0 if cont[n] == 0 else cont[n] * sigmoid(x[n, hidden + d])
+    o = sigmoid(x[n, 2 * hidden + d])
+    g = tanh(x[n, 3 * hidden + d])
+    return i, f, o, g
+
+
 def unit_forward(c_prev: np.ndarray, x: np.ndarray, cont: np.ndarray
                  ) -> tuple[np.ndarray, np.ndarray]:
     """Forward_cpu on (N, H), (N, 4H), (N,): returns C, H."""
@@ -28,10 +39,7 @@ def unit_forward(c_prev: np.ndarray, x: np.ndarray, cont: np.ndarray
     c_out, h_out = np.zeros((num, hidden)), np.zeros((num, hidden))
     for n in range(num):
         for d in range(hidden):
-            i = sigmoid(x[n, d])
-            f = 0.0 if cont[n] == 0 else cont[n] * sigmoid(x[n, hidden + d])
-            o = sigmoid(x[n, 2 * hidden + d])
-            g = tanh(x[n, 3 * hidden + d])
+            i, f, o, g = _gates(x, cont, n, d, hidden)
             c = f * c_prev[n, d] + i * g
             c_out[n, d] = c
             h_out[n, d] = o * tanh(c)
@@ -45,10 +53,7 @@ def unit_backward(c_prev: np.ndarray, x: np.ndarray, cont: np.ndarray, c_top: np
     c_prev_diff, x_diff = np.zeros((num, hidden)), np.zeros((num, 4 * hidden))
     for n in range(num):
         for d in range(hidden):
-            i = sigmoid(x[n, d])
-            f = 0.0 if cont[n] == 0 else cont[n] * sigmoid(x[n, hidden + d])
-            o = sigmoid(x[n, 2 * hidden + d])
-            g = tanh(x[n, 3 * hidden + d])
+            i, f, o, g = _gates(x, cont, n, d, hidden)
             tanh_c = tanh(c_top[n, d])
             c_term_diff = c_diff[n, d] + h_diff[n, d] * o * (1 - tanh_c * tanh_c)
             c_prev_diff[n, d] = c_term_diff * f

@@ -9,29 +9,11 @@ import numpy as np
 import pytest
 import torch
 
-from netdsl.convert import net_to_prototxt, prototxt_to_net
 from netdsl.layers import REGISTRY
 from netdsl.layers.base import Follow
 
 from .helpers import close, kind, lower, np_, params, params_from_text, shape_error, shapes
-
-
-def round_trip(tmp_path: Path, text: str, inputs: dict[str, tuple[int, ...]] | None = None
-               ) -> None:
-    """``netdsl convert`` both ways on a prototxt: each step gives the original's shapes
-    and typed params in both phases (as tests/test_convert.py does for the shared nets)."""
-    from tests.test_convert import shapes as net_shapes
-    from tests.test_convert import typed, write
-
-    proto = write(tmp_path, "n.prototxt", text)
-    net = write(tmp_path, "n.net", prototxt_to_net(proto))
-    back = write(tmp_path, "back.prototxt", net_to_prototxt(net))
-    for phase in ("train", "test"):
-        want = net_shapes(proto, phase, inputs)
-        assert net_shapes(net, phase, inputs) == want, f"prototxt -> .net, {phase}"
-        assert net_shapes(back, phase, inputs) == want, f".net -> prototxt, {phase}"
-        assert typed(net, phase) == typed(proto, phase)
-        assert typed(back, phase) == typed(proto, phase)
+from .roundtrip import round_trip
 
 
 def caffe_mvn(x: np.ndarray, dy: np.ndarray, normalize_variance: bool, across: bool,

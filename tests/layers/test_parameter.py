@@ -9,8 +9,8 @@ import torch
 import netdsl
 from netdsl.shapes import infer_shapes
 
-from .convert_check import round_trip
 from .helpers import kind, params, params_from_text, shape_error, shapes
+from .roundtrip import convert_both_ways
 
 
 def test_shape_is_the_blob_shape() -> None:
@@ -43,7 +43,7 @@ layer { name: "loss" type: EuclideanLoss bottom: ["w", "prod"] }
 
 
 def test_convert_both_ways(tmp_path: Path) -> None:
-    net, back = round_trip(tmp_path, """
+    net, back = convert_both_ways(tmp_path, """
 layer { name: "p" type: "Parameter" top: "p" parameter_param { shape { dim: 2 dim: 5 } } }
 """)
     assert "type: Parameter  shape: [2, 5]" in net

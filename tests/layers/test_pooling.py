@@ -10,10 +10,13 @@ import numpy as np
 import pytest
 import torch
 
+import netdsl
 from netdsl.diagnostics import collect_warnings
 from netdsl.layers.pooling import PoolMethod, RoundMode
+from netdsl.shapes import infer_shapes
 
 from .helpers import close, field_line, lower, np_, params_from_text, rand, shape_error, shapes
+from .roundtrip import convert_both_ways
 
 
 def _caffe_max_pool(x: np.ndarray, k: int, s: int, p: int, out: tuple[int, int]):
@@ -51,6 +54,19 @@ def test_ceil_mode_with_padding_and_mask_top() -> None:
     ref, ref_mask = _caffe_max_pool(np_(x), 3, 2, 1, (4, 4))
     close(y, ref)
     close(mask, ref_mask)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_a_low_precision_input_has_an_exact_float32_mask(dtype: torch.dtype) -> None:
+    """A 40x64 plane has 2560 positions: bfloat16 names exactly only up to 256, float16
+    up to 2048. The mask stays float32, as Caffe's float blob holds it, and exact."""
+    x = rand(2, 3, 40, 64).to(dtype)
+    m, tops = lower("Pooling", ((2, 3, 40, 64),), tops=2, kernel_size=3, stride=2, pad=1)
+    y, mask = m(x)
+    assert (y.dtype, mask.dtype) == (dtype, torch.float32)
+    ref, ref_mask = _caffe_max_pool(np_(x), 3, 2, 1, tops[0][2:])  # ties: the first
+    assert np.array_equal(np_(mask), ref_mask) and ref_mask.max() > 2048
+    assert np.array_equal(np_(y), ref)
 
 
 def test_average_counts_padding_like_caffe() -> None:
@@ -170,20 +186,10 @@ def test_ceil_mode_from_a_fork_prototxt_and_its_kernel() -> None:
 
 
 def test_ceil_mode_converts_both_ways(tmp_path: Path) -> None:
-    import netdsl
-    from netdsl.convert import net_to_prototxt, prototxt_to_net
-    from netdsl.shapes import infer_shapes
-
-    proto = tmp_path / "p.prototxt"
-    proto.write_text('input: "data" input_shape { dim: 1 dim: 3 dim: 9 dim: 9 }\n'
-                     'layer { name: "pool" type: "Pooling" bottom: "data" top: "pool"\n'
-                     '        pooling_param { pool: AVE kernel_size: 2 stride: 2 '
-                     'ceil_mode: false } }\n')
-    net = tmp_path / "p.net"
-    net.write_text(prototxt_to_net(proto))
-    back = tmp_path / "back.prototxt"
-    back.write_text(net_to_prototxt(net))
-    assert "ceil_mode: false" in back.read_text()
-    for path in (proto, net, back):
-        table = infer_shapes(netdsl.load(path, "test"))
-        assert table.of("pool").tops == ((1, 3, 4, 4),)  # floor(7 / 2) + 1
+    _, back = convert_both_ways(
+        tmp_path, 'input: "data" input_shape { dim: 1 dim: 3 dim: 9 dim: 9 }\n'
+        'layer { name: "pool" type: "Pooling" bottom: "data" top: "pool"\n'
+        '        pooling_param { pool: AVE kernel_size: 2 stride: 2 ceil_mode: false } }\n')
+    assert "ceil_mode: false" in back
+    table = infer_shapes(netdsl.load(tmp_path / "back.prototxt", "test"))
+    assert table.of("pool").tops == ((1, 3, 4, 4),)  # floor(7 / 2) + 1

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from .convert_check import round_trip
-from .helpers import close, lower, params_from_text, shapes
+from .helpers import close, params_from_text, run_backward, shapes
+from .roundtrip import convert_both_ways
 
 
 def caffe_forward(x: np.ndarray, axis: int, op: str, coeff: float) -> np.ndarray:
@@ -69,21 +69,17 @@ def test_forward_and_backward_match_caffe(op: str, axis: int, coeff: float) -> N
     from netdsl.layers.reduction import ReductionOp
 
     shape = (2, 3, 4)
-    m, tops = lower("Reduction", (shape,), operation=ReductionOp[op], axis=axis, coeff=coeff)
     x = torch.randn(shape, dtype=torch.float64)
     x[0, 0, 0] = 0.0  # ASUM's gradient there: 0
-    x.requires_grad_(True)
-    (y,) = m(x)
-    assert tuple(y.shape) == tops[0]
-    xn = x.detach().numpy()
+    y, top_diff, grad = run_backward("Reduction", x, operation=ReductionOp[op], axis=axis,
+                                     coeff=coeff)
+    xn = x.numpy()
     close(y, caffe_forward(xn, axis, op, coeff), 1e-12)
-    top_diff = torch.randn(tops[0], dtype=torch.float64)
-    (grad,) = torch.autograd.grad(y, x, top_diff)
     close(grad, caffe_backward(xn, top_diff.numpy(), axis, op, coeff), 1e-12)
 
 
 def test_convert_both_ways(tmp_path: Path) -> None:
-    net, back = round_trip(tmp_path, """
+    net, back = convert_both_ways(tmp_path, """
 input: "data" input_shape { dim: 2 dim: 3 }
 layer { name: "r" type: "Reduction" bottom: "data" top: "r"
         reduction_param { operation: ASUM axis: 1 coeff: 0.5 } }

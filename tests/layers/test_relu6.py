@@ -11,8 +11,8 @@ import torch
 
 from netdsl.layers import TYPES
 
-from .convert_check import round_trip
-from .helpers import close, lower, params_from_text, shapes
+from .helpers import close, params_from_text, run_backward, shapes
+from .roundtrip import convert_both_ways
 
 
 def fork_forward(x: np.ndarray, slope: float) -> np.ndarray:
@@ -36,18 +36,13 @@ def test_marked_as_a_fork_and_defaults() -> None:
 def test_forward_and_backward_match_the_fork(slope: float) -> None:
     x = torch.randn(3, 40, dtype=torch.float64) * 5
     x[0, :4] = torch.tensor([0.0, 6.0, 5.9, -0.0])  # the kinks
-    x.requires_grad_(True)
-    m, _ = lower("ReLU6", ((3, 40),), negative_slope=slope)
-    (y,) = m(x)
-    xn = x.detach().numpy()
-    close(y, fork_forward(xn, slope), 1e-12)
-    top_diff = torch.randn_like(x)
-    (grad,) = torch.autograd.grad(y, x, top_diff)
-    close(grad, fork_backward(xn, top_diff.numpy(), slope), 1e-12)
+    y, top_diff, grad = run_backward("ReLU6", x, negative_slope=slope)
+    close(y, fork_forward(x.numpy(), slope), 1e-12)
+    close(grad, fork_backward(x.numpy(), top_diff.numpy(), slope), 1e-12)
 
 
 def test_convert_both_ways(tmp_path: Path) -> None:
-    net, back = round_trip(tmp_path, """
+    net, back = convert_both_ways(tmp_path, """
 input: "data" input_shape { dim: 2 dim: 3 }
 layer { name: "r" type: "ReLU6" bottom: "data" top: "data" }
 layer { name: "l" type: "ReLU6" bottom: "data" top: "l" relu6_param { negative_slope: 0.1 } }

@@ -14,7 +14,8 @@ from netdsl.layers import REGISTRY
 from netdsl.layers.base import Filler, FillerType
 
 from .helpers import close, kind, lower, np_, params, params_from_text, shape_error, shapes
-from .test_sigmoid_cross_entropy_loss import inputs, round_trip
+from .roundtrip import inputs, round_trip
+from .through_time import check_gradients, run_through_time, stepwise_equals_whole
 
 T, N, H = 5, 3, 4
 CONT = np.array([[0, 0, 1], [1, 1, 1], [1, 0, 1], [0, 1, 1], [1, 1, 0]], dtype=np.float64)
@@ -127,48 +128,16 @@ def test_params_from_caffe_text() -> None:
 
 @pytest.mark.parametrize("static", [False, True])
 def test_forward_and_backward_against_the_unrolled_net(static: bool) -> None:
-    import torch
-
-    gen = torch.Generator().manual_seed(13)
-    x = torch.randn(T, N, 2, 3, generator=gen, dtype=torch.float64).requires_grad_(True)
-    cont = torch.tensor(CONT)
-    bottoms: tuple = ((T, N, 2, 3), (T, N))
-    rest = ()
-    if static:
-        xs = torch.randn(N, 5, generator=gen, dtype=torch.float64).requires_grad_(True)
-        rest, bottoms = (xs,), (*bottoms, (N, 5))
-    m, tops = lower("RNN", bottoms, num_output=H)
-    m.kernel.double()
-    with torch.no_grad():
-        for prm in m.parameters():
-            prm.mul_(0.5)
-    (o,) = m(x, cont, *rest)
-    assert tuple(o.shape) == tops[0] == (T, N, H)
-    grad_o = torch.randn(T, N, H, generator=gen, dtype=torch.float64)
-    (o * grad_o).sum().backward()
-    want, _, grads = unrolled(np_(x), CONT, _weights(m), np.zeros((N, H)),
-                              np_(rest[0]) if static else None, np_(grad_o))
-    close(o, want, 1e-12)
-    close(x.grad, grads["dx"], 1e-12)
-    for name, prm in m.kernel.named_parameters():
-        close(prm.grad, grads[name], 1e-12)
-    if static:
-        close(rest[0].grad, grads["dxs"], 1e-12)
+    run = run_through_time("RNN", (T, N, 2, 3), (N, 5) if static else None, CONT, H, 13)
+    want, _, grads = unrolled(np_(run.x), CONT, _weights(run.kernel), np.zeros((N, H)),
+                              None if run.static is None else np_(run.static),
+                              np_(run.top_diff))
+    close(run.top, want, 1e-12)
+    check_gradients(run, grads)
 
 
 def test_state_carries_over_between_batches_as_in_caffe() -> None:
-    import torch
-
-    x = torch.randn(T, N, 6, dtype=torch.float64)
-    cont = torch.tensor(CONT)
-    whole, _ = lower("RNN", ((T, N, 6), (T, N)), num_output=H, seed=4)
-    step, _ = lower("RNN", ((1, N, 6), (1, N)), num_output=H, seed=4)
-    whole.kernel.double()
-    step.kernel.double()
-    (full,) = whole(x, cont)
-    for t in range(T):
-        close(step(x[t:t + 1], cont[t:t + 1])[0][0], full[t], 1e-12)
-    (nxt,) = whole(x, torch.ones(T, N, dtype=torch.float64))
+    whole, x, nxt = stepwise_equals_whole("RNN", CONT, H, seed=4)
     _, h1, _ = unrolled(np_(x), CONT, _weights(whole), np.zeros((N, H)), None,
                         np.zeros((T, N, H)))
     want, _, _ = unrolled(np_(x), np.ones((T, N)), _weights(whole), h1, None,

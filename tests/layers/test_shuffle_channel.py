@@ -11,8 +11,8 @@ import torch
 
 from netdsl.layers import TYPES
 
-from .convert_check import round_trip
-from .helpers import close, lower, params_from_text, shape_error, shapes
+from .helpers import close, params_from_text, run_backward, shape_error, shapes
+from .roundtrip import convert_both_ways
 
 
 def resize_cpu(src: np.ndarray, group_row: int, group_column: int, length: int) -> np.ndarray:
@@ -57,19 +57,15 @@ def test_fork_checks() -> None:
 @pytest.mark.parametrize("shape, group", [((2, 12, 3, 4), 3), ((2, 12, 3, 4), 4),
                                           ((1, 6, 5, 5), 1), ((3, 8), 2)])
 def test_forward_and_backward_match_the_fork(shape: tuple[int, ...], group: int) -> None:
-    m, tops = lower("ShuffleChannel", (shape,), group=group)
-    x = torch.randn(shape, dtype=torch.float64, requires_grad=True)
-    (y,) = m(x)
-    assert tuple(y.shape) == tops[0]
-    x4 = x.detach().numpy().reshape(tops[0])
+    x = torch.randn(shape, dtype=torch.float64)
+    y, top_diff, grad = run_backward("ShuffleChannel", x, group=group)
+    x4 = x.numpy().reshape(y.shape)
     close(y, fork_forward(x4, group), 0)
-    top_diff = torch.randn(tops[0], dtype=torch.float64)
-    (grad,) = torch.autograd.grad(y, x, top_diff)
     close(grad, fork_backward(top_diff.numpy(), group).reshape(shape), 0)
 
 
 def test_convert_both_ways(tmp_path: Path) -> None:
-    net, back = round_trip(tmp_path, """
+    net, back = convert_both_ways(tmp_path, """
 input: "data" input_shape { dim: 1 dim: 6 dim: 2 dim: 2 }
 layer { name: "s" type: "ShuffleChannel" bottom: "data" top: "s"
         shuffle_channel_param { group: 3 } }

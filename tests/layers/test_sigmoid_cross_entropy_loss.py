@@ -8,36 +8,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from netdsl.convert import net_to_prototxt, prototxt_to_net
 from netdsl.layers import REGISTRY
 from netdsl.layers.sigmoid_cross_entropy_loss import effective_normalization
 from netdsl.layers.softmax_with_loss import Normalization
 
 from .helpers import close, lower, params, params_from_text, shape_error, shapes
-
-
-def round_trip(tmp_path: Path, text: str) -> None:
-    """``netdsl convert`` both ways on a prototxt: each step gives the original's shapes
-    and typed params in both phases (as tests/test_convert.py does for the shared nets)."""
-    from tests.test_convert import shapes as net_shapes
-    from tests.test_convert import typed, write
-
-    proto = write(tmp_path, "n.prototxt", text)
-    net = write(tmp_path, "n.net", prototxt_to_net(proto))
-    back = write(tmp_path, "back.prototxt", net_to_prototxt(net))
-    for phase in ("train", "test"):
-        want = net_shapes(proto, phase)
-        assert net_shapes(net, phase) == want, f"prototxt -> .net, {phase}"
-        assert net_shapes(back, phase) == want, f".net -> prototxt, {phase}"
-        assert typed(net, phase) == typed(proto, phase)
-        assert typed(back, phase) == typed(proto, phase)
-
-
-def inputs(**blobs: tuple[int, ...]) -> str:
-    """Caffe Input layers, one per blob (name -> full shape)."""
-    return "".join(
-        f'layer {{ name: "{n}" type: "Input" top: "{n}" input_param {{ shape {{ '
-        + " ".join(f"dim: {d}" for d in s) + " } } }\n" for n, s in blobs.items())
+from .roundtrip import inputs, round_trip
 
 
 def _reference(x: np.ndarray, t: np.ndarray, ignore: int | None, mode: str,

@@ -11,7 +11,7 @@ import pytest
 from netdsl.layers import REGISTRY
 
 from .helpers import close, kind, lower, params_from_text, shape_error, shapes
-from .test_sigmoid_cross_entropy_loss import inputs, round_trip
+from .roundtrip import inputs, round_trip
 
 
 def _reference(b0: np.ndarray, b1: np.ndarray, w_in: np.ndarray | None,

@@ -12,8 +12,8 @@ import torch
 
 from netdsl.layers.pooling import PoolMethod
 
-from .convert_check import round_trip
-from .helpers import close, lower, params_from_text, shape_error, shapes
+from .helpers import close, lower, params_from_text, run_backward, shape_error, shapes
+from .roundtrip import convert_both_ways
 
 
 def get_pooling_param(level: int, h: int, w: int) -> tuple[int, int, int, int]:
@@ -122,14 +122,10 @@ def test_caffe_checks() -> None:
                                            ((1, 2, 5, 6), 1), ((1, 1, 9, 4), 2)])
 def test_forward_and_backward_match_caffe(method: str, shape: tuple[int, ...], height: int
                                           ) -> None:
-    m, tops = lower("SPP", (shape,), pyramid_height=height, pool=PoolMethod[method])
-    x = torch.randn(shape, dtype=torch.float64, requires_grad=True)
-    (y,) = m(x)
-    assert tuple(y.shape) == tops[0]
-    top_diff = torch.randn(tops[0], dtype=torch.float64)
-    want, want_grad = caffe_spp(x.detach().numpy(), height, method, top_diff.numpy())
+    x = torch.randn(shape, dtype=torch.float64)
+    y, top_diff, grad = run_backward("SPP", x, pyramid_height=height, pool=PoolMethod[method])
+    want, want_grad = caffe_spp(x.numpy(), height, method, top_diff.numpy())
     close(y, want, 1e-12)
-    (grad,) = torch.autograd.grad(y, x, top_diff)
     close(grad, want_grad, 1e-12)
 
 
@@ -146,7 +142,7 @@ def test_stochastic_is_the_test_phase_formula() -> None:
 
 
 def test_convert_both_ways(tmp_path: Path) -> None:
-    net, back = round_trip(tmp_path, """
+    net, back = convert_both_ways(tmp_path, """
 input: "data" input_shape { dim: 1 dim: 3 dim: 13 dim: 13 }
 layer { name: "spp" type: "SPP" bottom: "data" top: "spp" spp_param { pyramid_height: 3 } }
 """)

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from .convert_check import round_trip
-from .helpers import close, lower, params_from_text, shapes
+from .helpers import close, params_from_text, run_backward, shapes
+from .roundtrip import convert_both_ways
 
 
 def sigmoid(x: np.ndarray) -> np.ndarray:
@@ -33,18 +33,14 @@ def test_defaults() -> None:
 
 @pytest.mark.parametrize("beta", [1.0, 0.5, 2.0])
 def test_forward_and_backward_match_caffe(beta: float) -> None:
-    x = (torch.randn(4, 6, dtype=torch.float64) * 3).requires_grad_(True)
-    m, _ = lower("Swish", ((4, 6),), beta=beta)
-    (y,) = m(x)
-    xn = x.detach().numpy()
-    close(y, caffe_forward(xn, beta), 1e-12)
-    top_diff = torch.randn_like(x)
-    (grad,) = torch.autograd.grad(y, x, top_diff)
-    close(grad, caffe_backward(xn, top_diff.numpy(), beta), 1e-12)
+    x = torch.randn(4, 6, dtype=torch.float64) * 3
+    y, top_diff, grad = run_backward("Swish", x, beta=beta)
+    close(y, caffe_forward(x.numpy(), beta), 1e-12)
+    close(grad, caffe_backward(x.numpy(), top_diff.numpy(), beta), 1e-12)
 
 
 def test_convert_both_ways(tmp_path: Path) -> None:
-    net, back = round_trip(tmp_path, """
+    net, back = convert_both_ways(tmp_path, """
 input: "data" input_shape { dim: 2 dim: 3 }
 layer { name: "s" type: "Swish" bottom: "data" top: "s" swish_param { beta: 1.5 } }
 """)

@@ -9,8 +9,8 @@ import torch
 
 from netdsl.layers import REGISTRY
 
-from .convert_check import round_trip
 from .helpers import close, lower, params_from_text, shapes
+from .roundtrip import convert_both_ways
 
 
 def caffe_forward(x: np.ndarray, threshold: float) -> np.ndarray:
@@ -34,7 +34,7 @@ def test_forward_matches_caffe_and_has_no_gradient() -> None:
 
 
 def test_convert_both_ways(tmp_path: Path) -> None:
-    net, back = round_trip(tmp_path, """
+    net, back = convert_both_ways(tmp_path, """
 input: "data" input_shape { dim: 2 dim: 3 }
 layers { name: "t" type: THRESHOLD bottom: "data" top: "t" threshold_param { threshold: 0.5 } }
 """)

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from .convert_check import round_trip
-from .helpers import close, lower, params_from_text, shape_error, shapes
+from .helpers import close, params_from_text, run_backward, shape_error, shapes
+from .roundtrip import convert_both_ways
 
 
 def caffe_forward(x: np.ndarray, axis: int, tiles: int) -> np.ndarray:
@@ -51,18 +51,14 @@ def test_caffe_checks() -> None:
 @pytest.mark.parametrize("axis, tiles", [(0, 2), (1, 3), (2, 1), (3, 4)])
 def test_forward_and_backward_match_caffe(axis: int, tiles: int) -> None:
     shape = (2, 3, 4, 5)
-    m, tops = lower("Tile", (shape,), axis=axis, tiles=tiles)
-    x = torch.randn(shape, dtype=torch.float64, requires_grad=True)
-    (y,) = m(x)
-    assert tuple(y.shape) == tops[0]
-    close(y, caffe_forward(x.detach().numpy(), axis, tiles), 0)
-    top_diff = torch.randn(tops[0], dtype=torch.float64)
-    (grad,) = torch.autograd.grad(y, x, top_diff)
+    x = torch.randn(shape, dtype=torch.float64)
+    y, top_diff, grad = run_backward("Tile", x, axis=axis, tiles=tiles)
+    close(y, caffe_forward(x.numpy(), axis, tiles), 0)
     close(grad, caffe_backward(shape, top_diff.numpy(), axis, tiles), 1e-12)
 
 
 def test_convert_both_ways(tmp_path: Path) -> None:
-    net, back = round_trip(tmp_path, """
+    net, back = convert_both_ways(tmp_path, """
 input: "data" input_shape { dim: 2 dim: 3 dim: 4 }
 layer { name: "t" type: "Tile" bottom: "data" top: "t" tile_param { axis: 2 tiles: 3 } }
 """)

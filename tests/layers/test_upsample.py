@@ -10,26 +10,19 @@ import numpy as np
 import pytest
 import torch
 
-from netdsl.convert import net_to_prototxt, prototxt_to_net
+from netdsl.diagnostics import collect_warnings
 
-from .helpers import close, kind, lower, np_, params_from_text, shape_error, shapes
-
-
-def round_trip(tmp_path: Path, text: str) -> None:
-    """``netdsl convert`` both ways: each step gives the original's shapes and typed params
-    in both phases (as tests/test_convert.py does for the shared nets)."""
-    from tests.test_convert import shapes as net_shapes
-    from tests.test_convert import typed, write
-
-    proto = write(tmp_path, "n.prototxt", text)
-    net = write(tmp_path, "n.net", prototxt_to_net(proto))
-    back = write(tmp_path, "back.prototxt", net_to_prototxt(net))
-    for phase in ("train", "test"):
-        want = net_shapes(proto, phase)
-        assert net_shapes(net, phase) == want, f"prototxt -> .net, {phase}"
-        assert net_shapes(back, phase) == want, f".net -> prototxt, {phase}"
-        assert typed(net, phase) == typed(proto, phase)
-        assert typed(back, phase) == typed(proto, phase)
+from .helpers import (
+    close,
+    field_line,
+    kind,
+    lower,
+    np_,
+    params_from_text,
+    shape_error,
+    shapes,
+)
+from .roundtrip import round_trip
 
 
 def caffe_upsample(x: np.ndarray, mask: np.ndarray, out_hw: tuple[int, int],
@@ -70,8 +63,24 @@ def test_output_sizes() -> None:
     assert shapes("Upsample", b, scale=2, upsample_h=45, upsample_w=59) == ((1, 64, 45, 59),)
     assert shapes("Upsample", b, scale_h=3, scale_w=2, pad_out_w=True) == ((1, 64, 69, 59),)
     assert shapes("Upsample", b, scale=4) == ((1, 64, 92, 120),)
-    # upsample_h without upsample_w passes Caffe's CHECK and is ignored: the scale rules
-    assert shapes("Upsample", b, upsample_h=40) == ((1, 64, 46, 60),)
+
+
+@pytest.mark.parametrize("given, other", [("upsample_h", "upsample_w"),
+                                          ("upsample_w", "upsample_h")])
+def test_a_lone_upsample_side_is_ignored_with_a_warning(given: str, other: str) -> None:
+    """upsample_h without upsample_w passes Caffe's CHECK and Caffe ignores it, silently:
+    the scale rules. netdsl says so, at the field."""
+    b = ((1, 64, 23, 30),) * 2
+    kw = {given: 40, "scale": 3}
+    with collect_warnings() as ws:
+        assert shapes("Upsample", b, **kw) == ((1, 64, 69, 90),)
+    (w,) = ws
+    assert w.message == (f"Upsample 'L': {given} without {other} is ignored, as Caffe "
+                         "ignores it: the output size comes from the scale")
+    assert w.span.line == field_line(kw, given) and w.hint == f"give {other} too, or drop {given}"
+    with collect_warnings() as ws:
+        shapes("Upsample", b, upsample_h=40, upsample_w=50)
+    assert ws == []
 
 
 def test_layer_setup_checks() -> None:
@@ -166,6 +175,22 @@ def test_needs_exactly_the_map_and_its_mask(tmp_path: Path, n_bottoms: int) -> N
                     f'layer {{ name: "up" type: "Upsample" {bottoms} top: "up" }}\n')
     with pytest.raises(NetdslError, match="takes exactly 2 bottom"):
         netdsl.load(spec, "train")
+
+
+def test_unpools_a_bfloat16_pooling_by_its_float32_mask() -> None:
+    """Pooling on bfloat16 keeps its mask float32 (exact for a 40x64 map's 2560
+    positions), and Upsample takes the pair: every maximum goes back to its place."""
+    x = torch.randn(1, 2, 40, 64, generator=torch.Generator().manual_seed(3)).bfloat16()
+    pool, _ = lower("Pooling", ((1, 2, 40, 64),), tops=2, kernel_size=2, stride=2)
+    pooled, mask = pool(x)
+    assert (pooled.dtype, mask.dtype) == (torch.bfloat16, torch.float32)
+    up, _ = lower("Upsample", ((1, 2, 20, 32),) * 2, upsample_h=40, upsample_w=64)
+    (y,) = up(pooled, mask)
+    assert y.dtype == torch.bfloat16
+    want = torch.nn.functional.max_unpool2d(pooled.float(), mask.long(), 2, 2)
+    assert torch.equal(y.float(), want)
+    assert torch.equal(y.float().reshape(2, -1).gather(1, mask.long().reshape(2, -1)),
+                       pooled.float().reshape(2, -1))
 
 
 def test_a_low_precision_mask_is_refused_where_it_cannot_name_the_positions() -> None:

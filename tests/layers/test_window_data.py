@@ -14,8 +14,8 @@ from netdsl.layers import REGISTRY, TYPES
 from netdsl.layers.base import Role
 from netdsl.shapes import infer_shapes
 
-from .convert_check import round_trip
 from .helpers import params_from_text
+from .roundtrip import convert_both_ways
 
 RCNN = """name: "rcnn"
 layer { name: "data" type: "WindowData" top: "data" top: "label"
@@ -75,6 +75,6 @@ def test_train_says_plainly_that_it_cannot_read_it(rcnn: Path,
 
 
 def test_convert_both_ways(tmp_path: Path) -> None:
-    net, back = round_trip(tmp_path, RCNN)
+    net, back = convert_both_ways(tmp_path, RCNN)
     assert "type: WindowData" in net and "context_pad: 16" in net
     assert "window_data_param {" in back and "transform_param {" in back
