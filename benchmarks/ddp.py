@@ -11,7 +11,10 @@ gets ``cores / N`` threads), so more processes cannot be faster there: the ratio
 matters is netdsl / hand-written at each N. On a GPU machine, one process per GPU.
 
     python benchmarks/ddp.py [--procs 1,2] [--batch 16] [--iters 12] [--device cpu|cuda]
-                             [--spec specs/alexnet.net]
+                             [--spec specs/alexnet.net] [--lrn torch|netdsl]
+
+``--lrn netdsl`` gives the hand-written net netdsl's LRN kernel, which isolates the
+runtime's cost from the kernel's speed (torch's LocalResponseNorm is ~4x slower on CPU).
 """
 
 from __future__ import annotations
@@ -44,7 +47,7 @@ def netdsl_rate(spec: str, procs: int, batch: int, iters: int, device: str) -> f
         sets = {"data.source": "synthetic", "data.num_samples": str(batch * procs * 8),
                 "data.batch_size": str(batch), "solver.max_iter": str(iters + display),
                 "solver.display": str(display), "solver.test_interval": "0",
-                "solver.test_iter": "0", "solver.lr_policy": "fixed",
+                "solver.test_iter": "0", "solver.lr_policy": "fixed", "solver.random_seed": "1",
                 "solver.snapshot_prefix": f"{tmp}/s"}
         cmd = [sys.executable, "-m", "netdsl", "train", spec, "--format", "json",
                "--workers", "0", *[a for k, v in sets.items() for a in ("--set", f"{k}={v}")]]
@@ -62,8 +65,17 @@ def netdsl_rate(spec: str, procs: int, batch: int, iters: int, device: str) -> f
     return statistics.median(rates[1:] or rates)
 
 
+class CaffeLRN(torch.nn.Module):
+    """netdsl's LRN kernel, for ``--lrn netdsl`` (like for like with the compiled net)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        from netdsl.kernels.lrn import lrn
+
+        return lrn(x, 5, 5e-4, 0.75, 2.0)
+
+
 def _hand_rank(rank: int, procs: int, batch: int, iters: int, device: str, port: int,
-               out: mp.Queue) -> None:
+               out: mp.Queue, lrn: str) -> None:
     torch.set_num_threads(max(1, (os.cpu_count() or 1) // procs))
     cuda = device == "cuda"
     dist.init_process_group("nccl" if cuda else "gloo", init_method=f"tcp://127.0.0.1:{port}",
@@ -72,7 +84,10 @@ def _hand_rank(rank: int, procs: int, batch: int, iters: int, device: str, port:
     if cuda:
         torch.cuda.set_device(dev)
     torch.manual_seed(rank)
-    model = torch.nn.parallel.DistributedDataParallel(HandAlexNet().to(dev))
+    net = HandAlexNet()
+    if lrn == "netdsl":
+        net.norm = CaffeLRN()
+    model = torch.nn.parallel.DistributedDataParallel(net.to(dev))
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)
     x = torch.randn(batch, 3, 227, 227, device=dev)
     y = torch.randint(0, 1000, (batch,), device=dev)
@@ -98,7 +113,7 @@ def _hand_rank(rank: int, procs: int, batch: int, iters: int, device: str, port:
     dist.destroy_process_group()
 
 
-def hand_rate(procs: int, batch: int, iters: int, device: str) -> float:
+def hand_rate(procs: int, batch: int, iters: int, device: str, lrn: str) -> float:
     """Global images/s of the hand-written AlexNet in DDP, ``procs`` processes."""
     import socket
 
@@ -107,7 +122,7 @@ def hand_rate(procs: int, batch: int, iters: int, device: str) -> float:
         port = s.getsockname()[1]
     ctx = mp.get_context("spawn")
     out = ctx.Queue()
-    mp.start_processes(_hand_rank, args=(procs, batch, iters, device, port, out),
+    mp.start_processes(_hand_rank, args=(procs, batch, iters, device, port, out, lrn),
                        nprocs=procs, start_method="spawn")
     rate: float = out.get()
     return rate
@@ -121,16 +136,18 @@ def main(argv: list[str] | None = None) -> int:
                     help="comma-separated process counts (default 1,2; on GPUs 1..#GPUs)")
     ap.add_argument("--batch", type=int, default=None, help="per process; 16 CPU, 128 GPU")
     ap.add_argument("--iters", type=int, default=12)
+    ap.add_argument("--lrn", choices=["torch", "netdsl"], default="torch",
+                    help="the hand-written net's LRN: nn.LocalResponseNorm, or netdsl's kernel")
     args = ap.parse_args(argv)
     gpus = torch.cuda.device_count() if args.device == "cuda" else 0
     procs = [int(p) for p in args.procs.split(",")] if args.procs else (
         sorted({1, gpus}) if gpus else [1, 2])
     batch = args.batch or (128 if gpus else 16)
     print(f"{Path(args.spec).name}, batch {batch} per process, {args.device}, "
-          f"{os.cpu_count()} cores")
+          f"{os.cpu_count()} cores, hand-written LRN: {args.lrn}")
     print(f"{'procs':>5} {'netdsl img/s':>13} {'hand img/s':>11} {'ratio':>6}")
     for n in procs:
-        hand = hand_rate(n, batch, args.iters, args.device)
+        hand = hand_rate(n, batch, args.iters, args.device, args.lrn)
         ours = netdsl_rate(args.spec, n, batch, args.iters, args.device)
         print(f"{n:>5} {ours:>13.1f} {hand:>11.1f} {ours / hand:>6.3f}")
     return 0
