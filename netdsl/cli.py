@@ -9,59 +9,24 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import os
 import signal
 import sys
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, TextIO
 
+from .cli_args import (
+    device_map,
+    net_args,
+    plugin_arg,
+    positive,
+    spec_args,
+)
 from .cli_data import add_data_parser
+from .cli_run import add_run_parsers
 from .diagnostics import NetdslError, UsageError, render
 
 Command = Callable[[argparse.Namespace], int]
-
-
-def _kv(text: str) -> tuple[str, str]:
-    if "=" not in text:
-        raise argparse.ArgumentTypeError(f"expected NAME=VALUE, got '{text}'")
-    k, v = text.split("=", 1)
-    return k.strip(), v.strip()
-
-
-def _input_shape(text: str) -> tuple[str, tuple[int, ...]]:
-    name, dims = _kv(text)
-    try:
-        shape = tuple(int(d) for d in dims.replace("x", ",").split(",") if d.strip())
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"--input wants NAME=C,H,W with integers, got '{text}'") from None
-    if not shape or any(d < 1 for d in shape):
-        raise argparse.ArgumentTypeError(f"--input wants positive dims, got '{text}'")
-    return name, shape
-
-
-def _positive(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got '{text}'") from None
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got '{text}'")
-    return v
-
-
-def _spec_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("spec", help="a .net or Caffe .prototxt file")
-    p.add_argument("--set", dest="overrides", action="append", type=_kv, default=[],
-                   metavar="NAME=VALUE",
-                   help="override a variable (width=0.5) or a section field (solver.base_lr=0.1)")
-    _plugin_arg(p)
-
-
-def _plugin_arg(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--plugin", dest="plugins", action="append", default=[], metavar="MODULE",
-                   help="import MODULE first: it registers more layer types (repeatable)")
 
 
 def _load_plugins(args: argparse.Namespace) -> None:
@@ -74,24 +39,12 @@ def _load_plugins(args: argparse.Namespace) -> None:
         load_plugin(module, Span(f"--plugin {module}"))
 
 
-def _net_args(p: argparse.ArgumentParser, phase: str | None = None, batch: bool = True) -> None:
-    """--phase, --batch and --input: which of the spec's nets, and its input shapes."""
-    p.add_argument("--phase", choices=["train", "test"], default=phase,
-                   help="which phase's layers (default: "
-                   + (phase or "the file's state, else train") + ")")
-    if batch:
-        p.add_argument("--batch", type=_positive, default=None,
-                       help="batch size (default: the spec's)")
-    p.add_argument("--input", dest="inputs", action="append", type=_input_shape, default=[],
-                   metavar="NAME=C,H,W", help="shape of a data blob the spec cannot know")
-
-
 def _shapes_parser(sub: Any) -> None:
     p = sub.add_parser("shapes", help="print every layer's shapes, parameters and MACs",
                        description="Per-layer output shapes (batch included), learnable "
                        "parameters, multiply-accumulates and activation bytes, then totals.")
-    _spec_args(p)
-    _net_args(p)
+    spec_args(p)
+    net_args(p)
     p.add_argument("--format", choices=["table", "json"], default="table")
     p.add_argument("--placement", action="store_true",
                    help="also show which shard of each layer runs where, and the transfers")
@@ -150,12 +103,12 @@ def _weights_parser(sub: Any) -> None:
     show.add_argument("--format", choices=["table", "json"], default="table")
     show.set_defaults(func=cmd_weights_show)
     save = wsub.add_parser("save", help="initialise a spec's weights from its fillers and save")
-    _spec_args(save)
+    spec_args(save)
     save.add_argument("-o", "--output", required=True)
     save.add_argument("--seed", type=int, default=None)
     save.set_defaults(func=cmd_weights_save)
     load = wsub.add_parser("load", help="check that a weights file fits a spec")
-    _spec_args(load)
+    spec_args(load)
     load.add_argument("file")
     load.set_defaults(func=cmd_weights_load)
 
@@ -217,7 +170,7 @@ def _expand_parser(sub: Any) -> None:
     p = sub.add_parser("expand", help="print the fully resolved spec (like cc -E)",
                        description="Imports, variables, groups, repeats and edits applied; "
                        "the result is plain .net text.")
-    _spec_args(p)
+    spec_args(p)
     p.set_defaults(func=cmd_expand)
 
 
@@ -239,7 +192,7 @@ def _convert_parser(sub: Any) -> None:
     p.add_argument("-o", "--output", default=None, help="write here instead of stdout")
     p.add_argument("--phase", choices=["train", "test"], default=None,
                    help="prototxt: write only this phase's layers (default: all, with rules)")
-    _plugin_arg(p)
+    plugin_arg(p)
     p.set_defaults(func=cmd_convert)
 
 
@@ -262,10 +215,10 @@ def _draw_parser(sub: Any) -> None:
     p = sub.add_parser("draw", help="draw the placed net with Graphviz",
                        description="Devices as clusters, shapes on edges, cross-device "
                        "transfers dashed with their bytes per image.")
-    _spec_args(p)
+    spec_args(p)
     p.add_argument("-o", "--output", required=True, help=".svg/.png/.pdf (needs Graphviz's "
                    "dot) or .dot/.gv (the source)")
-    _net_args(p)
+    net_args(p)
     p.set_defaults(func=cmd_draw)
 
 
@@ -284,11 +237,11 @@ def _export_parser(sub: Any) -> None:
                        description="Compiles the spec on the CPU and writes ONNX, checked with "
                        "onnx.checker. By default the graph ends where a deployed net would: "
                        "at the blobs the loss and accuracy layers score.")
-    _spec_args(p)
+    spec_args(p)
     p.add_argument("-o", "--output", required=True)
     p.add_argument("--phase", choices=["train", "test"], default="test")
     p.add_argument("--outputs", default=None, help="comma-separated blobs to return")
-    p.add_argument("--batch", type=_positive, default=1, help="batch of the example input")
+    p.add_argument("--batch", type=positive, default=1, help="batch of the example input")
     p.add_argument("--weights", default=None, help="safetensors weights to export with")
     p.add_argument("--opset", type=int, default=17)
     p.set_defaults(func=cmd_export)
@@ -310,8 +263,8 @@ def _lower_parser(sub: Any) -> None:
                        description="The graph netdsl compiles the spec to, printed as torch.fx "
                        "prints a GraphModule: one line per kernel call, and the transfers "
                        "between devices as .to(...), narrow and cat.")
-    _spec_args(p)
-    _net_args(p, batch=False)
+    spec_args(p)
+    net_args(p, batch=False)
     p.add_argument("--devices", default=None, metavar="LOGICAL=DEVICE,...",
                    help="map logical devices to torch devices (default: as train does)")
     p.add_argument("--unfused", action="store_true",
@@ -327,7 +280,7 @@ def cmd_lower(args: argparse.Namespace) -> int:
 
     spec = load_spec(args.spec, dict(args.overrides))
     net = build(spec, args.phase or default_phase(spec))
-    devices = _device_map(args.devices) if args.devices else None
+    devices = device_map(args.devices) if args.devices else None
     compiled = compile_net(net, devices=devices, inputs=dict(args.inputs), seed=0,
                            fuse=not args.unfused)
     outputs = [o.strip() for o in args.outputs.split(",")] if args.outputs else None
@@ -338,150 +291,9 @@ def cmd_lower(args: argparse.Namespace) -> int:
     return 0
 
 
-def _device_map(text: str) -> dict[str, str]:
-    from .compiler import parse_device_map
-
-    return parse_device_map(text)
-
-
-def _run_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--devices", default=None, metavar="LOGICAL=DEVICE,...",
-                   help="map logical devices to torch devices, e.g. gpu:0=cuda:0,gpu:1=cpu "
-                   "(default: the CUDA devices round-robin, else the CPU)")
-    p.add_argument("--data", dest="data_path", default=None, metavar="PATH",
-                   help="where the data is (replaces the spec's data path)")
-    p.add_argument("--format", choices=["rich", "json"], default="rich",
-                   help="rich progress, or one JSON object per line")
-
-
-def _speed_args(p: argparse.ArgumentParser, workers: bool = True) -> None:
-    """How a run uses the hardware (over the spec's ``runtime {}`` and ``data { workers }``)."""
-    if workers:
-        p.add_argument("--workers", type=int, default=None, metavar="N",
-                       help="processes decoding the data (default: the spec's, else one per "
-                       "core but one; 0: none)")
-    p.add_argument("--precision", choices=["fp32", "bf16", "fp16", "fp64"], default=None,
-                   help="autocast precision (fp16 with dynamic loss scaling); fp64: the whole "
-                   "net in double, as Caffe's Net<double>")
-    p.add_argument("--channels-last", action="store_true", default=None,
-                   help="activations and weights in channels-last memory format")
-    p.add_argument("--compile", action="store_true", default=None,
-                   help="run the net through torch.compile, as one graph")
-    p.add_argument("--cuda-graphs", action="store_true", default=None,
-                   help="replay the compiled net as CUDA graphs (CUDA only)")
-
-
-def _speed(args: argparse.Namespace) -> dict[str, Any]:
-    keys = ("precision", "channels_last", "compile", "cuda_graphs")
-    return {k: getattr(args, k) for k in keys}
-
-
-def _nonfinite_arg(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--allow-nonfinite", action="store_true",
-                   help="load weights with NaN or infinite values (refused by default)")
-
-
-def _train_parser(sub: Any) -> None:
-    p = sub.add_parser("train", help="train a spec from its solver and data sections",
-                       description="Caffe's `caffe train`: the solver section's update rule, "
-                       "lr policy, tests and snapshots. Ctrl-C finishes the iteration, "
-                       "snapshots and exits 130; --resume latest continues exactly there.")
-    _spec_args(p)
-    _run_args(p)
-    p.add_argument("--resume", default=None, metavar="latest|PATH",
-                   help="continue from the newest snapshot, or a given one")
-    p.add_argument("--weights", default=None, metavar="FILE",
-                   help="fine-tune from a .safetensors or .caffemodel file")
-    p.add_argument("--tensorboard", dest="tensorboard_dir", default=None, metavar="DIR",
-                   help="also write the scalars as TensorBoard events (needs tensorboard)")
-    p.add_argument("--test-data", dest="test_data_path", default=None, metavar="PATH",
-                   help="where the TEST data is (default: as --data)")
-    _speed_args(p)
-    _nonfinite_arg(p)
-    p.add_argument("--on-bad-image", choices=["skip", "fail"], default="skip",
-                   help="an image that cannot be read: replace it by the next readable one "
-                   "and report it at the end (default), or stop with its name")
-    p.add_argument("--sync-batchnorm", action="store_true", default=None,
-                   help="with several processes, BatchNorm statistics over the global batch")
-    g = p.add_argument_group("several processes (as torchrun takes them)")
-    g.add_argument("--nproc", type=_positive, default=None, metavar="N",
-                   help="data-parallel processes on this machine (one per GPU is usual)")
-    g.add_argument("--nnodes", type=_positive, default=1, metavar="M", help="machines")
-    g.add_argument("--node-rank", type=int, default=0, metavar="R",
-                   help="this machine's number, 0 to M-1")
-    g.add_argument("--rdzv-endpoint", default=None, metavar="HOST:PORT",
-                   help="where the machines meet (machine 0's address)")
-    p.set_defaults(func=cmd_train)
-
-
-def cmd_train(args: argparse.Namespace) -> int:
-    if (args.nproc or args.nnodes > 1) and "LOCAL_RANK" not in os.environ:
-        from netdsl.runtime.distributed import launch, without_launch_flags
-
-        return launch(without_launch_flags(args.argv), args.nproc or 1, args.nnodes,
-                      args.node_rank, args.rdzv_endpoint)
-    from netdsl.runtime.train import train
-
-    devices = _device_map(args.devices) if args.devices else None
-    result = train(args.spec, overrides=dict(args.overrides), devices=devices,
-                   data_path=args.data_path, resume=args.resume, weights=args.weights,
-                   fmt=args.format, tensorboard_dir=args.tensorboard_dir,
-                   test_data_path=args.test_data_path, workers=args.workers,
-                   sync_batchnorm=args.sync_batchnorm, on_bad_image=args.on_bad_image,
-                   allow_nonfinite=args.allow_nonfinite, **_speed(args))
-    return int(result.get("status", 0))
-
-
-def _test_parser(sub: Any) -> None:
-    p = sub.add_parser("test", help="top-1 and top-5 of trained weights on the test set",
-                       description="Caffe's `caffe test`, over the whole test set; --crops 10 "
-                       "averages the 4 corner, centre and mirrored crops (AlexNet's test).")
-    _spec_args(p)
-    _run_args(p)
-    p.add_argument("--weights", required=True, metavar="FILE")
-    p.add_argument("--crops", type=int, choices=[1, 10], default=None)
-    _nonfinite_arg(p)
-    _speed_args(p)
-    p.set_defaults(func=cmd_test)
-
-
-def cmd_test(args: argparse.Namespace) -> int:
-    from netdsl.runtime.evaluate import test
-
-    devices = _device_map(args.devices) if args.devices else None
-    test(args.spec, weights=args.weights, crops=args.crops, overrides=dict(args.overrides),
-         devices=devices, data_path=args.data_path, fmt=args.format, workers=args.workers,
-         allow_nonfinite=args.allow_nonfinite, **_speed(args))
-    return 0
-
-
-def _time_parser(sub: Any) -> None:
-    p = sub.add_parser("time", help="per-layer forward and backward time, as caffe time",
-                       description="Times each layer's forward and backward pass on synthetic "
-                       "inputs of the net's shapes.")
-    _spec_args(p)
-    p.add_argument("--iterations", type=_positive, default=50)
-    _net_args(p, phase="train")
-    p.add_argument("--devices", default=None, metavar="LOGICAL=DEVICE,...")
-    p.add_argument("--format", choices=["rich", "json"], default="rich")
-    _speed_args(p, workers=False)
-    p.set_defaults(func=cmd_time)
-
-
-def cmd_time(args: argparse.Namespace) -> int:
-    from netdsl.runtime.evaluate import time
-
-    devices = _device_map(args.devices) if args.devices else None
-    time(args.spec, iterations=args.iterations, batch=args.batch, devices=devices,
-         fmt=args.format, overrides=dict(args.overrides), phase=args.phase,
-         inputs=dict(args.inputs) or None, **_speed(args))
-    return 0
-
-
-PARSERS: list[Callable[[Any], None]] = [_train_parser, _test_parser, _time_parser,
-                                        _shapes_parser, _expand_parser, _convert_parser,
-                                        _lower_parser, _draw_parser, _export_parser,
-                                        _weights_parser, add_data_parser]
+PARSERS: list[Callable[[Any], None]] = [add_run_parsers, _shapes_parser, _expand_parser,
+                                        _convert_parser, _lower_parser, _draw_parser,
+                                        _export_parser, _weights_parser, add_data_parser]
 
 
 def make_parser() -> argparse.ArgumentParser:
