@@ -8,6 +8,7 @@ and reports every graph error with the span of the offending field.
 
 from __future__ import annotations
 
+import bisect
 import heapq
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -363,15 +364,20 @@ def _order(drafts: list[_Draft], elsewhere: dict[str, str] | None = None) -> lis
     also runs before a later in-place layer that overwrites the blob it read.
     """
     writers: dict[str, list[int]] = {}
+    inplace: dict[str, list[int]] = {}  # writers of a blob that also read it, by index
     for d in drafts:
         for t in d.tops:
             writers.setdefault(t, []).append(d.index)
+            if t in d.bottoms:
+                inplace.setdefault(t, []).append(d.index)
     deps: list[set[int]] = [set() for _ in drafts]
     errors: list[NetdslError] = []
     for d in drafts:
         kind = lookup(d.type, d.span)
         for i, b in enumerate(d.bottoms):
-            ws = [w for w in writers.get(b, []) if w != d.index]
+            wl = writers.get(b, [])
+            pos = bisect.bisect_left(wl, d.index)  # sorted: bisect keeps long chains linear
+            ws = wl[:1] if pos > 0 or not wl or wl[0] != d.index else wl[1:2]
             if not ws:
                 where = d.bottom_span(i)
                 other = (elsewhere or {}).get(b)
@@ -384,12 +390,11 @@ def _order(drafts: list[_Draft], elsewhere: dict[str, str] | None = None) -> lis
                     err.with_note(*note)
                 errors.append(err)
                 continue
-            earlier = [w for w in ws if w < d.index]
-            src = earlier[-1] if earlier else ws[0]
-            deps[d.index].add(src)
-            later_inplace = [w for w in ws if w > d.index and b in drafts[w].bottoms]
-            if earlier and later_inplace:
-                deps[later_inplace[0]].add(d.index)
+            deps[d.index].add(wl[pos - 1] if pos > 0 else ws[0])
+            rewriters = inplace.get(b, [])
+            later = bisect.bisect_right(rewriters, d.index)
+            if pos > 0 and later < len(rewriters):
+                deps[rewriters[later]].add(d.index)
         if not kind.bottoms.ok(len(d.bottoms)):
             errors.append(GraphError(
                 f"{d.type} layer '{d.name}' takes {kind.bottoms} bottom(s), got {len(d.bottoms)}",
