@@ -1,7 +1,9 @@
 """Time `netdsl shapes` work (parse through shape inference; imports excluded).
 
-Runs on the ResNet-50 prototxt from ../shared/caffe (when present) and on a generated
-2,000-layer net, and prints the median and best of several runs per stage, in ms.
+Runs on the ResNet-50 prototxt from ../shared/caffe (when present), on a generated
+2,000-layer net and on chains of 2,000 and 8,000 in-place ReLUs (whose time per layer
+must stay flat: binding a bottom to its latest writer was once quadratic), and prints the
+median and best of several runs per stage, in ms.
 
     python benchmarks/shapes.py [--repeat 15]
 """
@@ -36,6 +38,16 @@ def generated_net(n_layers: int) -> str:
         lines.append(f'layer {{ name: "sum{i}" type: Eltwise bottom: ["conv{i}", "{prev}"] }}')
         prev = f"sum{i}"
         i += 3
+    return "\n".join(lines) + "\n"
+
+
+def inplace_chain(n_layers: int) -> str:
+    """One convolution, then ``n_layers`` ReLUs all reading and writing the same blob."""
+    lines = ['input { name: "data" shape: [1, 3, 8, 8] }',
+             'layer { name: "c" type: Convolution bottom: "data" top: "x" num_output: 4 '
+             "kernel_size: 1 }"]
+    lines += [f'layer {{ name: "r{i}" type: ReLU bottom: "x" top: "x" }}'
+              for i in range(n_layers)]
     return "\n".join(lines) + "\n"
 
 
@@ -79,6 +91,15 @@ def main() -> int:
         gen = Path(tmp) / "gen.net"
         gen.write_text(generated_net(2000))
         report("generated 2,000-layer net", time_stages(gen, max(3, args.repeat // 3)))
+        per_layer = []
+        for n in (2000, 8000):
+            chain = Path(tmp) / f"chain{n}.net"
+            chain.write_text(inplace_chain(n))
+            times = time_stages(chain, 3)
+            report(f"{n:,} in-place ReLUs", times)
+            per_layer.append(statistics.median(times["total"]) / n)
+        print(f"in-place chain: 8,000 vs 2,000 layers, time per layer ratio "
+              f"{per_layer[1] / per_layer[0]:.2f} (1.0 is linear, 4.0 quadratic)")
     return 0
 
 
