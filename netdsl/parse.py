@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gc
 import os
+import re
 from collections.abc import Iterable
 from contextvars import ContextVar
 from functools import lru_cache
@@ -13,6 +14,7 @@ from typing import Any, cast
 from lark import Lark, Token, Transformer
 from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken
 
+from . import limits
 from . import syntax as s
 from .diagnostics import ParseError, Span, remember_source
 from .files import read_text
@@ -157,7 +159,13 @@ class _ToSyntax(Transformer[Token, s.File]):
     # values
     def number(self, children: _Tokens) -> s.Scalar:
         (t,) = children
-        v = number(str(t))
+        text = str(t)
+        cap = _INT_DIGITS.get()
+        if len(text) > cap and text.isdigit():  # before int(): its cost grows with the digits
+            raise limits.exceeded(
+                "INT_DIGITS", f"an integer literal of {len(text):,} digits", cap,
+                self.tok(t), "write a float (1e300)")
+        v = number(text)
         return s.Scalar(v, "float" if isinstance(v, float) else "int", self.tok(t))
 
     def string(self, children: _Tokens) -> s.Scalar:
@@ -226,6 +234,8 @@ def _fold(operands: list[s.Value], ops: list[str]) -> s.Value:
 #: The file being parsed, for the spans the shared transformer makes: a context variable,
 #: so parses in several threads (or one inside another) each see their own.
 _PATH: ContextVar[str] = ContextVar("netdsl_parse_path", default="<string>")
+#: The INT_DIGITS limit, read once per parse.
+_INT_DIGITS: ContextVar[int] = ContextVar("netdsl_int_digits", default=100)
 _TRANSFORMER = _ToSyntax()
 
 
@@ -255,10 +265,22 @@ def _expected_words(expected: Iterable[str]) -> str:
 
 
 def parse(text: str, path: str) -> s.File:
-    """Parse .net or prototxt text. Raises ParseError at the offending line and column."""
+    """Parse .net or prototxt text. Raises ParseError at the offending line and column.
+
+    The nesting depth is checked first (:func:`check_depth`), so that nothing that walks
+    the tree by recursion later (here or in any later stage) can run out of stack."""
     remember_source(path, text)
+    walk = check_depth(text, path)
+    file = _parse(text, path)
+    if walk:
+        _check_tree_depth(file)
+    return file
+
+
+def _parse(text: str, path: str) -> s.File:
     parser = _parser()
     token = _PATH.set(path)
+    digits = _INT_DIGITS.set(limits.value("INT_DIGITS"))
     # The parser allocates tens of thousands of small acyclic objects; the cyclic garbage
     # collector would scan them all several times over for nothing.
     was_enabled = gc.isenabled()
@@ -271,8 +293,86 @@ def parse(text: str, path: str) -> s.File:
         raise _syntax_error(e, path, text) from None
     finally:
         _PATH.reset(token)
+        _INT_DIGITS.reset(digits)
         if was_enabled:
             gc.enable()
+
+
+# --------------------------------------------------------------------------- depth
+
+#: What the depth scan looks at: strings and comments (skipped whole, so that a bracket
+#: in them does not count), brackets, and operator characters.
+_SCAN = re.compile(r"""\"(?:\\.|[^"\\\n])*"|'(?:\\.|[^'\\\n])*'|#[^\n]*|[][(){}]|[-+*/%]""")
+
+
+def _depth_error(span: Span, limit: int) -> limits.LimitError:
+    return limits.exceeded("DEPTH", "nesting too deep", limit, span,
+                           "split it with let",
+                           " levels")
+
+
+def check_depth(text: str, path: str) -> bool:
+    """Refuse text whose brackets nest deeper than the DEPTH limit, at the first bracket
+    past it, by one linear scan before parsing. True if the tree may still be too deep
+    (operators nest too: ``1+1+...+1`` is a chain of operations), so that
+    :func:`_check_tree_depth` must walk it."""
+    limit = limits.value("DEPTH")
+    depth = deepest = ops = 0
+    for m in _SCAN.finditer(text):
+        c = text[m.start()]
+        if c in "([{":
+            depth += 1
+            if depth > limit:
+                at = m.start()
+                line = text.count("\n", 0, at) + 1
+                col = at - text.rfind("\n", 0, at)
+                raise _depth_error(Span(path, line, col, line, col + 1), limit)
+            deepest = max(deepest, depth)
+        elif c in ")]}":
+            depth = max(depth - 1, 0)
+        elif c in "-+*/%":
+            ops += 1
+    return deepest + ops > limit
+
+
+def _children(node: object) -> tuple[object, ...]:
+    """The nodes directly inside a syntax node (none for a leaf)."""
+    if isinstance(node, s.Field | s.Let):
+        return (node.value,)
+    if isinstance(node, s.Block | s.File):
+        return node.items
+    if isinstance(node, s.ListValue):
+        return node.items
+    if isinstance(node, s.BinOp):
+        return (node.left, node.right)
+    if isinstance(node, s.Neg):
+        return (node.operand,)
+    if isinstance(node, s.Call):
+        return node.args
+    if isinstance(node, s.Repeat):
+        return (node.count, node.body)
+    if isinstance(node, s.GroupDef):
+        return (*(p.default for p in node.params if p.default is not None), node.body)
+    if isinstance(node, s.Replace | s.Update | s.Insert):
+        return (node.body,)
+    return ()
+
+
+_NESTING = (s.Block, s.ListValue, s.BinOp, s.Neg, s.Call)
+
+
+def _check_tree_depth(file: s.File) -> None:
+    """The exact depth of the tree, with an explicit stack (no recursion): every block,
+    list, call and operation is a level. Reports the first node past the limit."""
+    limit = limits.value("DEPTH")
+    todo: list[tuple[object, int]] = [(file, 0)]
+    while todo:
+        node, depth = todo.pop()
+        if isinstance(node, _NESTING):
+            depth += 1
+            if depth > limit:
+                raise _depth_error(node.span, limit)
+        todo.extend((c, depth) for c in _children(node))
 
 
 def _syntax_error(e: UnexpectedInput, path: str, text: str) -> ParseError:

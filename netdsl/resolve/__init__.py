@@ -69,7 +69,9 @@ called "inst"), and an explicit instance ``top:`` other than its name renames th
 The instance's ``devices``, ``phase``, ``include`` and ``exclude`` are copied onto every
 inner layer that does not set its own (phase, include and exclude count as one setting).
 Nesting deeper than 32 instances or making more than 100,000 layers is a "runaway
-expansion" error.
+expansion" error. These and the other front-end limits (nesting depth, integer digits and
+bits, string length, value size, imports) are in ``netdsl/limits.py``; each is checked
+before the work it bounds, and ``NETDSL_MAX_<NAME>`` raises it.
 
 **Repeat.** ``repeat N as i { ... }`` expands its items N times with ``$i`` = 0..N-1, at
 top level, in group bodies, in insert bodies and inside any block (to repeat fields).

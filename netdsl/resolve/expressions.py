@@ -12,14 +12,16 @@ import dataclasses
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from functools import lru_cache
 
+from .. import limits
 from .. import syntax as s
 from ..diagnostics import NetdslError, Span, SpecError, did_you_mean
 from ..parse import parse
 from .common import add_note, head_span, misplaced
 from .functions import FUNCTIONS, kind_of, number_of, scalar, text_of
 
-MAX_REPEAT = 100_000
-MAX_ITERATIONS = 1_000_000
+#: The defaults of the REPEAT and ITERATIONS limits (``limits.py``; NETDSL_MAX_... raise them).
+MAX_REPEAT = limits.LIMITS["REPEAT"].default
+MAX_ITERATIONS = limits.LIMITS["ITERATIONS"].default
 
 #: Called on each evaluated field of a block: (the field as written, its value) -> value.
 Hook = Callable[[s.Field, s.Value], s.Value]
@@ -111,6 +113,8 @@ def parse_expr(code: str, base: Span, col0: int, words_are_vars: bool) -> s.Valu
 
     try:
         f = parse("_: " + code, "<expression>")
+    except limits.LimitError as e:
+        raise limits.LimitError(e.message, move(e.span), e.hint) from None
     except NetdslError as e:
         raise SpecError(f"bad expression: {e.message}", move(e.span), e.hint) from None
     if len(f.items) != 1 or not isinstance(f.items[0], s.Field) \
@@ -156,6 +160,19 @@ class Evaluator:
         self.groups = groups
         self.evaluating: list[Binding] = []
         self.n_iterations = 0
+        #: How deep evaluation is now: operations, lists, blocks, calls and variables being
+        #: evaluated, nested. Bounded by the DEPTH limit, so Python's stack is too.
+        self.depth = 0
+        self.max_depth = limits.value("DEPTH")
+        self.max_bits = limits.value("INT_BITS")
+        self.max_chars = limits.value("STRING_LENGTH")
+        self.max_size = limits.value("VALUE_SIZE")
+        self.max_digits = limits.value("INT_DIGITS")
+        self.max_repeat = limits.value("REPEAT", MAX_REPEAT)
+        self.max_iterations = limits.value("ITERATIONS", MAX_ITERATIONS)
+        #: id(list or block value) -> (the value, its depth, its size as expanded): values
+        #: share parts (``[$x, $x]``), so each part is measured once.
+        self._measured: dict[int, tuple[s.Value, int, int]] = {}
 
     def define(self, lets: Mapping[str, s.Let]) -> None:
         """Bind the top-level lets (evaluated on first use)."""
@@ -187,13 +204,69 @@ class Evaluator:
                                 "a variable cannot be defined in terms of itself")
             b.busy = True
             self.evaluating.append(b)
+            self._enter(var.span)
             try:
                 assert b.expr is not None and b.scope is not None
-                b.value = self.eval(b.expr, b.scope)
+                value = self.eval(b.expr, b.scope)
+                self.check_size(value, b.span or var.span)
+                b.value = value
             finally:
                 b.busy = False
                 self.evaluating.pop()
+                self.depth -= 1
         return _respan(b.value, var.span)
+
+    def _enter(self, span: Span) -> None:
+        """One level deeper; refused past the DEPTH limit (a let chain counts too)."""
+        self.depth += 1
+        if self.depth > self.max_depth:
+            self.depth -= 1
+            chain = len(self.evaluating)
+            e = limits.exceeded(
+                "DEPTH", "nesting too deep" + (
+                    f" through {chain} variables" if chain > 1 else ""), self.max_depth, span,
+                "shorten the chain of lets", " levels")
+            if chain > 1:
+                first = self.evaluating[0]
+                e.with_note(f"while evaluating ${first.name}", first.span)
+            raise e
+
+    def check_size(self, v: s.Value, span: Span) -> None:
+        """Refuse a list or block value nested too deep or too large once expanded."""
+        if not isinstance(v, s.ListValue | s.Block):
+            return
+        depth, size = self._measure(v)
+        if depth > self.max_depth:
+            raise limits.exceeded("DEPTH", f"a value nested {depth} levels deep",
+                                  self.max_depth, span, "each list or block in another "
+                                  "counts", " levels")
+        if size > self.max_size:
+            raise limits.exceeded("VALUE_SIZE", f"a value of {size:,} items (as expanded)",
+                                  self.max_size, span)
+
+    def _measure(self, root: s.ListValue | s.Block) -> tuple[int, int]:
+        """(depth, size as expanded) of a list or block value, with an explicit stack."""
+        memo = self._measured
+        hit = memo.get(id(root))
+        if hit is not None:
+            return hit[1], hit[2]
+        todo: list[tuple[s.ListValue | s.Block, bool]] = [(root, False)]
+        while todo:
+            node, ready = todo.pop()
+            if id(node) in memo:
+                continue
+            kids = node.items if isinstance(node, s.ListValue) else tuple(
+                i.value for i in node.items if isinstance(i, s.Field))
+            inner = [k for k in kids if isinstance(k, s.ListValue | s.Block)]
+            if not ready:
+                todo.append((node, True))
+                todo.extend((k, False) for k in inner if id(k) not in memo)
+                continue
+            depth = 1 + max((memo[id(k)][1] for k in inner), default=0)
+            size = 1 + len(kids) - len(inner) + sum(memo[id(k)][2] for k in inner)
+            memo[id(node)] = (node, depth, size)
+        _, depth, size = memo[id(root)]
+        return depth, size
 
     def eval(self, v: s.Value, scope: Scope) -> s.Value:
         """An expression -> a literal (Scalar, ListValue or Block of literals)."""
@@ -203,20 +276,24 @@ class Evaluator:
             return v
         if isinstance(v, s.Var):
             return self.lookup(v, scope)
-        if isinstance(v, s.ListValue):
-            return s.ListValue(tuple(self.eval(i, scope) for i in v.items), v.span)
-        if isinstance(v, s.Block):
-            return self.eval_block(v, scope)
-        if isinstance(v, s.Neg):
-            x = self.eval(v.operand, scope)
-            num = number_of(x)
-            if num is None:
-                raise SpecError(f"cannot negate {kind_of(x)}", v.span)
-            return scalar(-num, v.span)
-        if isinstance(v, s.BinOp):
-            return self.binop(v, scope)
-        if isinstance(v, s.Call):
-            return self.call(v, scope)
+        self._enter(v.span)
+        try:  # one frame per level: the cases are inline, not in a helper
+            if isinstance(v, s.ListValue):
+                return s.ListValue(tuple(self.eval(i, scope) for i in v.items), v.span)
+            if isinstance(v, s.Block):
+                return self.eval_block(v, scope)
+            if isinstance(v, s.Neg):
+                x = self.eval(v.operand, scope)
+                num = number_of(x)
+                if num is None:
+                    raise SpecError(f"cannot negate {kind_of(x)}", v.span)
+                return scalar(-num, v.span)
+            if isinstance(v, s.BinOp):
+                return self.binop(v, scope)
+            if isinstance(v, s.Call):
+                return self.call(v, scope)
+        finally:
+            self.depth -= 1
         raise AssertionError(f"not a value: {v!r}")
 
     def binop(self, v: s.BinOp, scope: Scope) -> s.Value:
@@ -224,12 +301,18 @@ class Evaluator:
         if v.op == "+":
             if isinstance(a, s.Scalar) and isinstance(b, s.Scalar) \
                     and a.kind == b.kind == "string":
+                self.check_length(len(str(a.value)) + len(str(b.value)), v.span)
                 return s.Scalar(str(a.value) + str(b.value), "string", v.span)
             if isinstance(a, s.ListValue) and isinstance(b, s.ListValue):
+                size = self._measure(a)[1] + self._measure(b)[1] - 1
+                if size > self.max_size:
+                    raise limits.exceeded("VALUE_SIZE", f"a list of {size:,} items (as "
+                                          "expanded)", self.max_size, v.span)
                 return s.ListValue(a.items + b.items, v.span)
         verb, fn = _OPS[v.op]
         na, nb = number_of(a), number_of(b)
         if na is not None and nb is not None:
+            self.check_bits(v.op, na, nb, v.span)
             try:
                 return scalar(fn(na, nb), v.span)
             except ZeroDivisionError:
@@ -244,6 +327,23 @@ class Evaluator:
             hint = "a bare word is an enum value, not a variable; write $name for a variable"
         raise SpecError(f"cannot {verb} {kind_of(a)} and {kind_of(b)} with '{v.op}'", v.span, hint)
 
+    def check_length(self, n: int, span: Span) -> None:
+        """Refuse a string of n characters before it is made."""
+        if n > self.max_chars:
+            raise limits.exceeded("STRING_LENGTH", f"a string of {n:,} characters",
+                                  self.max_chars, span)
+
+    def check_bits(self, op: str, a: int | float, b: int | float, span: Span) -> None:
+        """Refuse an integer product or sum past the INT_BITS limit before computing it
+        (a product has at most the bits of both factors, a sum one more than the larger)."""
+        if not isinstance(a, int) or not isinstance(b, int) or op not in "+-*":
+            return
+        ba, bb = abs(a).bit_length(), abs(b).bit_length()
+        bits = ba + bb if op == "*" else max(ba, bb) + 1
+        if bits > self.max_bits and (op != "*" or (a and b)):
+            raise limits.exceeded("INT_BITS", f"an integer of up to {bits:,} bits",
+                                  self.max_bits, span, "use floats for huge numbers")
+
     def call(self, v: s.Call, scope: Scope) -> s.Value:
         fn = FUNCTIONS.get(v.func)
         if fn is None:
@@ -252,24 +352,41 @@ class Evaluator:
                 hint = f"'{v.func}' is a group: use it as a layer type, type: {v.func}(...)"
             raise SpecError(f"unknown function '{v.func}'", head_span(v.span, v.func),
                             hint or "functions: " + ", ".join(FUNCTIONS))
-        return fn([self.eval(a, scope) for a in v.args], v.span)
+        args = [self.eval(a, scope) for a in v.args]
+        try:
+            out = fn(args, v.span)
+        except OverflowError:
+            raise SpecError("the result is too large", v.span) from None
+        if isinstance(out, s.Scalar):
+            if isinstance(out.value, int) and out.value.bit_length() > self.max_bits:
+                raise limits.exceeded("INT_BITS", f"an integer of {out.value.bit_length():,} "
+                                      "bits", self.max_bits, v.span)
+            if isinstance(out.value, str):
+                self.check_length(len(out.value), v.span)
+        return out
 
     def interpolate(self, v: s.Scalar, scope: Scope) -> str:
         text = str(v.value)
         out: list[str] = []
-        i = 0
+        i = n = 0
         while True:
             j = text.find("${", i)
             if j < 0:
                 out.append(text[i:])
                 return "".join(out)
             out.append(text[i:j])
+            n += j - i
             k = text.find("}", j + 2)
             if k < 0:
                 raise SpecError("unterminated '${' in string", _sub(v.span, j, 2),
                                 "close the expression with '}'")
             expr = _interp_expr(text[j + 2:k], v.span, j)
-            out.append(text_of(self.eval(expr, scope), expr.span))
+            value = self.eval(expr, scope)
+            if isinstance(value, s.Scalar) and isinstance(value.value, str):
+                self.check_length(n + len(value.value) + len(text) - k - 1, v.span)
+            part = text_of(value, expr.span)
+            n += len(part)
+            out.append(part)
             i = k + 1
 
     def local_scope(self, items: Sequence[s.Item], parent: Scope) -> Scope:
@@ -295,14 +412,16 @@ class Evaluator:
                             "use int(...) to round a float"
                             if isinstance(n, s.Scalar) and n.kind == "float" else None)
         count = int(num)
-        if count > MAX_REPEAT:
+        if count > self.max_repeat:
             raise SpecError(f"runaway expansion: repeat count {count} is over the limit of "
-                            f"{MAX_REPEAT}", rep.count.span)
+                            f"{self.max_repeat}", rep.count.span,
+                            "raise it with NETDSL_MAX_REPEAT=N if the spec is right")
         for i in range(count):
             self.n_iterations += 1
-            if self.n_iterations > MAX_ITERATIONS:
-                raise SpecError(f"runaway expansion: more than {MAX_ITERATIONS} repeat "
-                                "iterations", rep.count.span)
+            if self.n_iterations > self.max_iterations:
+                raise SpecError(f"runaway expansion: more than {self.max_iterations} repeat "
+                                "iterations", rep.count.span, "raise it with "
+                                "NETDSL_MAX_ITERATIONS=N if the spec is right")
             sc = Scope(scope)
             if rep.var is not None:
                 sc.vars[rep.var] = Binding(rep.var, value=s.Scalar(i, "int", rep.span))
@@ -321,6 +440,7 @@ class Evaluator:
         for it in items:
             if isinstance(it, s.Field):
                 val = self.eval(it.value, scope)
+                self.check_size(val, it.span)
                 if hook is not None:
                     val = hook(it, val)
                 out.append(s.Field(it.key, val, it.span, it.key_span, it.notes))

@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 
+from .. import limits
 from .. import syntax as s
 from ..diagnostics import Span, SpecError
 
@@ -79,6 +80,11 @@ def _f_int(args: Sequence[s.Value], span: Span) -> s.Value:
     _check_args("int", args, span, 1, 1)
     (a,) = args
     if isinstance(a, s.Scalar) and a.kind in ("string", "word"):
+        digits = len(str(a.value).strip().lstrip("+-"))
+        cap = limits.value("INT_DIGITS")
+        if digits > cap:  # before int(): its cost grows with the digits
+            raise limits.exceeded("INT_DIGITS", f"int() of a string of {digits:,} "
+                                  "characters", cap, a.span)
         try:
             return scalar(int(str(a.value)), span)
         except ValueError:

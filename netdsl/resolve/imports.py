@@ -13,6 +13,7 @@ import os
 from collections.abc import Callable, Container, Mapping
 from dataclasses import dataclass
 
+from .. import limits
 from .. import syntax as s
 from ..caffe_compat import upgrade
 from ..diagnostics import NetdslError, Span, SpecError, hide_source
@@ -57,15 +58,34 @@ def show_path(path: str, root_dir: str) -> str:
 
 #: Imports nested deeper than this, or more of them in a tree (a diamond counts each
 #: path), are refused: ``import`` is for sharing definitions, not for building nets.
-MAX_IMPORT_DEPTH = 32
-MAX_IMPORTS = 1000
+#: The defaults of the IMPORT_DEPTH and IMPORTS limits (``limits.py``).
+MAX_IMPORT_DEPTH = limits.LIMITS["IMPORT_DEPTH"].default
+MAX_IMPORTS = limits.LIMITS["IMPORTS"].default
+
+
+@dataclass
+class _Loading:
+    """One import tree's loading: each file loaded once (a diamond's shared file too),
+    the import statements followed and the bytes of the files read, against the limits."""
+
+    load: Loader
+    show: Callable[[str], str]
+    files: dict[str, s.File]
+    count: int = 0
+    size: int = 0
+    max_depth: int = MAX_IMPORT_DEPTH
+    max_count: int = MAX_IMPORTS
+    max_size: int = 0
 
 
 def load_tree(file: s.File, load: Loader, root_dir: str) -> Node:
-    """`file` and everything it imports, loaded with `load(absolute path, span)`."""
-    count = [0]
-    return _load(file, load, lambda p: show_path(p, root_dir), [os.path.abspath(file.path)], [],
-                 count)
+    """`file` and everything it imports, loaded with `load(absolute path, span)`; a file
+    imported along several paths is loaded once."""
+    state = _Loading(load, lambda p: show_path(p, root_dir), {},
+                     max_depth=limits.value("IMPORT_DEPTH", MAX_IMPORT_DEPTH),
+                     max_count=limits.value("IMPORTS", MAX_IMPORTS),
+                     max_size=limits.value("IMPORT_BYTES"))
+    return _load(file, state, [os.path.abspath(file.path)], [])
 
 
 def inside(path: str, folder: str) -> bool:
@@ -89,20 +109,25 @@ def tree_outside(node: Node) -> list[str]:
     return out
 
 
-def _load(file: s.File, load: Loader, show: Callable[[str], str], stack: list[str],
-          via: list[s.Import], count: list[int]) -> Node:
+def _load(file: s.File, state: _Loading, stack: list[str], via: list[s.Import]) -> Node:
+    show = state.show
     node = Node(file, [])
     for item in file.items:
         if not isinstance(item, s.Import):
             continue
         path = os.path.abspath(os.path.join(os.path.dirname(file.path), item.path))
-        count[0] += 1
-        if len(stack) > MAX_IMPORT_DEPTH or count[0] > MAX_IMPORTS:
-            what = (f"imports nested more than {MAX_IMPORT_DEPTH} deep"
-                    if len(stack) > MAX_IMPORT_DEPTH
-                    else f"more than {MAX_IMPORTS} imports in one spec (each path counted)")
-            raise SpecError(f"too many imports: {what}", item.span,
-                            "import shared definitions from fewer, flatter files")
+        state.count += 1
+        if len(stack) > state.max_depth or state.count > state.max_count:
+            deep = len(stack) > state.max_depth
+            what = (f"imports nested more than {state.max_depth} deep" if deep
+                    else f"more than {state.max_count} imports in one spec (each path "
+                    "counted)")
+            env = "NETDSL_MAX_IMPORT_DEPTH" if deep else "NETDSL_MAX_IMPORTS"
+            # reported in the spec itself, at the import that leads there
+            notes = [(f"the limit is passed where '{show(item.span.path)}' imports "
+                      f"'{item.path}'", item.span)] if via else []
+            raise SpecError(f"too many imports: {what}", (via[0] if via else item).span,
+                            f"import from fewer, flatter files, or raise {env}=N", notes)
         if path in stack:
             start = stack.index(path)
             chain = " -> ".join(show(p) for p in stack[start:] + [path])
@@ -117,7 +142,7 @@ def _load(file: s.File, load: Loader, show: Callable[[str], str], stack: list[st
         if outside:
             hide_source(path)
         try:
-            child = load(path, item.span)
+            child = state.files.get(path) or _read(state, path, item)
         except NetdslError as e:
             if outside and e.span.path == path and e.span.line > 0:  # where, never what
                 raise SpecError(f"cannot import \"{item.path}\": it is outside this "
@@ -131,9 +156,23 @@ def _load(file: s.File, load: Loader, show: Callable[[str], str], stack: list[st
             raise SpecError(f"cannot import \"{item.path}\": {e.message}", item.span,
                             "import paths are relative to the importing file's folder"
                             ) from None
-        node.imports.append((item, _load(child, load, show, stack + [path], via + [item],
-                                         count)))
+        node.imports.append((item, _load(child, state, stack + [path], via + [item])))
     return node
+
+
+def _read(state: _Loading, path: str, item: s.Import) -> s.File:
+    """Load an imported file (the first time the tree names it), within IMPORT_BYTES."""
+    try:
+        size = os.stat(path).st_size
+    except OSError:
+        size = 0  # not a file on disk (a test's loader), or an error the loader reports
+    if state.size + size > state.max_size:
+        raise limits.exceeded("IMPORT_BYTES", f"imported files of {state.size + size:,} "
+                              "bytes in all", state.max_size, item.span)
+    child = state.load(path, item.span)
+    state.size += size
+    state.files[path] = child
+    return child
 
 
 def collect(node: Node) -> tuple[dict[str, s.Let], dict[str, s.GroupDef]]:

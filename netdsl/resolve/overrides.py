@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Mapping
 
+from .. import limits
 from .. import syntax as s
 from ..diagnostics import NetdslError, Span, SpecError, did_you_mean, remember_source
 from .common import layer_name, set_fields
@@ -46,6 +47,8 @@ def _value(key: str, text: str, path: str, as_literal: bool) -> s.Value:
     span = Span(path, 1, col0, 1, col0 + len(text))
     try:
         v = parse_expr(text, span, col0, False)
+    except limits.LimitError:
+        raise  # too deep or too large, whatever it means
     except NetdslError:
         return s.Scalar(text, "string", span)
     if (as_literal and not _is_literal_value(v)) or _words_in_arithmetic(v):
@@ -63,33 +66,53 @@ def apply_field_override(ev: Evaluator, items: list[s.Field], key: str,
     parts = key.split(".")
     if any(not p for p in parts):
         raise SpecError(f"--set {key}: empty name in dotted key", Span(path, 1, 1))
+    if len(parts) > ev.max_depth:
+        raise limits.exceeded("DEPTH", f"--set {key[:20]}...: a key of {len(parts)} names",
+                              ev.max_depth, Span(path, 1, 1, 1, len(key) + 1))
+    keys = _part_spans(path, parts)
+    whole = Span(path, 1, 1, 1, len(key) + len(text) + 2)
     head = parts[0]
     targets = [i for i, f in enumerate(items) if f.key == head and isinstance(f.value, s.Block)]
     if not targets:
         targets = [i for i, f in enumerate(items) if layer_name(f) == head]
     out = list(items)
     if not targets:
-        out.append(s.Field(head, s.Block((), value.span), value.span, value.span))
+        out.append(s.Field(head, s.Block((), whole), whole, keys[0]))
         targets = [len(out) - 1]
     for i in targets:
         f = out[i]
         assert isinstance(f.value, s.Block)
-        out[i] = dataclasses.replace(f, value=_set_path(f.value, parts[1:], value))
+        out[i] = dataclasses.replace(f, value=_set_path(f.value, parts[1:], keys[1:], value,
+                                                        whole))
     return out
 
 
-def _set_path(block: s.Block, parts: list[str], value: s.Value) -> s.Block:
+def _part_spans(path: str, parts: list[str]) -> list[Span]:
+    """Where each name of a dotted --set key is in the flag's text (``a.b.c=...``)."""
+    spans: list[Span] = []
+    col = 1
+    for p in parts:
+        spans.append(Span(path, 1, col, 1, col + len(p)))
+        col += len(p) + 1
+    return spans
+
+
+def _set_path(block: s.Block, parts: list[str], keys: list[Span], value: s.Value,
+              whole: Span) -> s.Block:
+    """Set the field ``parts`` names inside block; the keys of the fields made point at
+    their names in the flag (``keys``): an unknown field is shown at its name."""
     key = parts[0]
-    if len(parts) == 1:
-        return set_fields(block, [s.Field(key, value, value.span, value.span)])
+    if len(parts) == 1:  # an error about the value points at it, one about the key at it
+        return set_fields(block, [s.Field(key, value, value.span, keys[0])])
     inner = [f for f in block.fields(key) if isinstance(f.value, s.Block)]
     if not inner:
-        new = _set_path(s.Block((), value.span), parts[1:], value)
-        return set_fields(block, [s.Field(key, new, value.span, value.span)])
+        new = _set_path(s.Block((), whole), parts[1:], keys[1:], value, whole)
+        return set_fields(block, [s.Field(key, new, whole, keys[0])])
     items: list[s.Item] = []
     for f in block.items:
         if isinstance(f, s.Field) and f.key == key and isinstance(f.value, s.Block):
-            f = dataclasses.replace(f, value=_set_path(f.value, parts[1:], value))
+            f = dataclasses.replace(f, value=_set_path(f.value, parts[1:], keys[1:], value,
+                                                       whole))
         items.append(f)
     return s.Block(tuple(items), block.span)
 
