@@ -8,6 +8,7 @@ here; by default onto the CUDA devices there are, round-robin, else the CPU.
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -18,10 +19,10 @@ from . import fillers
 from .compiled import CompiledNet
 from .diagnostics import PlacementError, UsageError
 from .ir import Net, Phase
-from .layers.base import Shape
+from .layers.base import Shape, count
 from .lower import AUTOCAST_DTYPES, lower_program
 from .placement import Plan
-from .shapes import ShapeTable
+from .shapes import ShapeTable, human_bytes
 
 __all__ = [
     "CompiledNet",
@@ -107,11 +108,17 @@ def usable_device(value: DeviceLike) -> torch.device:
                          f"the devices here: {', '.join(here)}")
 
 
+_PLACED: set[str] = set()
+
+
 def _resolve_devices(net: Net, devices: Mapping[str, DeviceLike] | DeviceLike | None
                      ) -> dict[str, torch.device]:
     if devices is None:
         mapping = default_devices(net.devices)
-        log.info("netdsl: placing %s", ", ".join(f"{k} -> {v}" for k, v in mapping.items()))
+        message = "netdsl: placing " + ", ".join(f"{k} -> {v}" for k, v in mapping.items())
+        if message not in _PLACED:  # once per process: a run compiles TRAIN and TEST
+            _PLACED.add(message)
+            log.info("%s", message)
         return mapping
     if isinstance(devices, str | torch.device):
         return {d: usable_device(devices) for d in net.devices}
@@ -142,6 +149,66 @@ def _seed(net: Net, seed: int | None) -> int:
     return int(torch.randint(0, 2**62, (1,)).item())
 
 
+def device_memory(device: torch.device) -> int | None:
+    """The bytes there are for a net on ``device``: a CPU's physical memory, a CUDA
+    device's free memory; None where it cannot be known (then nothing is checked)."""
+    if device.type == "cpu":
+        try:
+            return int(os.sysconf("SC_PHYS_PAGES")) * int(os.sysconf("SC_PAGE_SIZE"))
+        except (ValueError, OSError, AttributeError):
+            return None
+    if device.type == "cuda":
+        free, _total = torch.cuda.mem_get_info(device)
+        return int(free)
+    return None
+
+
+def check_memory(net: Net, shapes: ShapeTable, plan: Plan,
+                 devices: Mapping[str, torch.device], dtype: torch.dtype | None) -> None:
+    """Refuse, before allocating anything, a net whose parameters and one forward's
+    activations (for the shapes' batch) do not fit the memory of the device they are
+    placed on. A layer split across devices counts a share on each; a parameter shared
+    by name counts once. Activations count each top once (an in-place top is its bottom)
+    and all together, as training keeps them for the backward pass."""
+    size = torch.empty((), dtype=dtype).element_size() if dtype in (
+        torch.float64, torch.float32) else 4
+    need: dict[torch.device, int] = {}
+    largest: tuple[int, str, Shape, str] = (0, "", (), "")
+    shared: set[str] = set()
+    for lay, ls, lp in zip(net.layers, shapes.layers, plan.layers, strict=True):
+        blobs = []
+        for i, (b, s) in enumerate(ls.blobs.items()):
+            share = lay.param_spec(i).name  # a blob shared by name is one tensor
+            if share and share in shared:
+                continue
+            shared.add(share)
+            blobs.append((f"{lay.name}.{b}", s))
+        blobs += [(t, s) for t, s in zip(lay.tops, ls.tops, strict=True)
+                  if t not in lay.bottoms]
+        total = 0
+        for name, shape in blobs:
+            nbytes = count(shape) * size
+            total += nbytes
+            if nbytes > largest[0]:
+                largest = (nbytes, name, shape, lay.name)
+        for shard in lp.shards:
+            dev = devices[shard.device] if plan.logical else torch.device(shard.device)
+            need[dev] = need.get(dev, 0) + total // max(len(lp.shards), 1)
+    for dev, nbytes in need.items():
+        there = device_memory(dev)
+        if there is None or nbytes <= there:
+            continue
+        big, name, shape, owner = largest
+        what = "free memory" if dev.type == "cuda" else "memory"
+        span = next((lay.span for lay in net.layers if lay.name == owner), None)
+        raise PlacementError(
+            f"the net needs {human_bytes(nbytes)} ({nbytes:,} bytes) on {dev}: parameters "
+            f"and batch {shapes.batch}'s activations; {dev} has {human_bytes(there)} of {what}",
+            span,
+            f"the largest blob is '{name}' {list(shape)}: {human_bytes(big)}; "
+            "a smaller batch or more devices")
+
+
 def lower(net: Net, shapes: ShapeTable, plan: Plan, devices: Mapping[str, torch.device], *,
           seed: int | None = None, channels_last: bool = False, dtype: torch.dtype | None = None,
           torch_compile: bool | Mapping[str, Any] = False) -> CompiledNet:
@@ -159,6 +226,7 @@ def lower(net: Net, shapes: ShapeTable, plan: Plan, devices: Mapping[str, torch.
         torch_devices = {d: torch.device(devices[d]) for d in plan.devices}
     else:
         torch_devices = {d: torch.device(d) for d in plan.devices}
+    check_memory(net, shapes, plan, torch_devices, dtype)
     gen = fillers.generator(_seed(net, seed))
     program = lower_program(net, shapes, plan, torch_devices, gen, dtype in AUTOCAST_DTYPES)
     return CompiledNet(net, shapes, plan, devices, torch_devices, program,

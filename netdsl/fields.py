@@ -160,7 +160,10 @@ def convert_value(tp: Any, v: s.Value, key: str) -> Any:
         raise bad(hint)
     if tp is float:
         if kind in ("int", "float"):
-            return float(val)
+            try:
+                return float(val)
+            except OverflowError:  # an int past float64's range
+                raise bad("it is too large for a floating-point number") from None
         if kind == "word" and str(val).lower() in ("inf", "-inf", "nan", "infinity"):
             return float(str(val).lower().replace("infinity", "inf"))
         raise bad()
@@ -275,13 +278,58 @@ def convert(
         obj = cls(**kwargs)
     except NetdslError:
         raise
+    except OverflowError:  # a __post_init__ computing with an int past int64
+        raise_all(_past_int64(hints, grouped))
+        raise
     except (TypeError, ValueError) as e:  # a __post_init__ check without a span
         spans = field_spans(items)
         span = spans.get(getattr(e, "field_name", None) or "")
         if span is None:
             span = next((i.span for i in items if isinstance(i, s.Field)), None)
         raise SpecError(f"invalid {what}: {e}", span, getattr(e, "hint", None)) from None
+    raise_all(_past_int64(hints, grouped))
     return obj
+
+
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+
+
+def _has_int(tp: Any) -> bool:
+    tp, _ = _unwrap_optional(tp)
+    if _is_tuple(tp):
+        return _has_int(get_args(tp)[0])
+    return tp is int
+
+
+def _int_literals(v: s.Value) -> Iterable[tuple[int, Span]]:
+    if isinstance(v, s.ListValue):
+        for item in v.items:
+            yield from _int_literals(item)
+    elif isinstance(v, s.Scalar) and v.kind in ("int", "float"):
+        f = v.value if v.kind == "int" else float(v.value)
+        if v.kind == "int" or (isinstance(f, float) and f.is_integer()):
+            yield int(f), v.span
+
+
+def _past_int64(hints: Mapping[str, Any], grouped: Mapping[str, list[s.Field]]
+                ) -> list[NetdslError]:
+    """Integer values outside int64, which torch takes every size, count and index as: an
+    error at the field (key and value), or at the list element that is too large.
+
+    Run after the dataclass is built, so that a ``__post_init__`` check (with its own
+    message) speaks first."""
+    errors: list[NetdslError] = []
+    for name, occurrences in grouped.items():
+        if not _has_int(hints[name]):
+            continue
+        for occ in occurrences:
+            for value, span in _int_literals(occ.value):
+                if not INT64_MIN <= value <= INT64_MAX:
+                    where = occ.span if isinstance(occ.value, s.Scalar) else span
+                    errors.append(SpecError(
+                        f"{name} must fit in 64 bits (int64, as torch takes it), got {value}",
+                        where, "int64 runs from -2**63 to 2**63 - 1"))
+    return errors
 
 
 def field_spans(items: Iterable[s.Item]) -> dict[str, Span]:

@@ -10,7 +10,15 @@ import torch
 
 import netdsl
 from netdsl.diagnostics import SpecError
-from netdsl.fillers import FillerError, fan_in_out, fill_, generator, msra_std, xavier_scale
+from netdsl.fillers import (
+    FillerError,
+    fan_in_out,
+    fill_,
+    generator,
+    msra_std,
+    problem,
+    xavier_scale,
+)
 from netdsl.layers.base import Filler, FillerType, VarianceNorm
 from tests.test_placement import build_text
 
@@ -171,3 +179,84 @@ def test_bad_filler_is_a_spec_error_at_the_layer(tmp_path: Path) -> None:
     with pytest.raises(SpecError, match="sparse") as e:
         netdsl.compile(net, devices="cpu")
     assert e.value.span.line == 5  # the weight_filler field
+
+
+# --- settings Caffe's fillers CHECK (include/caffe/filler.hpp, util/math_functions.cpp) --
+
+INF, NAN = math.inf, math.nan
+
+BAD_SETTINGS = [
+    # (filler, the Filler field the problem is about, message fragment)
+    (Filler(G.gaussian, std=-1.0), "std", "std must be positive"),
+    (Filler(G.gaussian, std=0.0), "std", "std must be positive"),  # CHECK_GT(sigma, 0)
+    (Filler(G.gaussian, std=NAN), "std", "std is NaN"),
+    (Filler(G.gaussian, std=INF), "std", "std is infinite"),
+    (Filler(G.gaussian, std=1e39), "std", "past float32's range"),
+    (Filler(G.gaussian, mean=NAN), "mean", "mean is NaN"),
+    (Filler(G.gaussian, mean=-INF), "mean", "mean is infinite"),
+    (Filler(G.gaussian, sparse=-2), "sparse", "sparse must be -1 or more"),
+    (Filler(G.uniform, min=-INF, max=INF), "min", "min is infinite"),
+    (Filler(G.uniform, min=0.0, max=NAN), "max", "max is NaN"),
+    (Filler(G.uniform, min=1.0, max=-1.0), "min", "min 1 is more than max -1"),  # CHECK_LE
+    (Filler(G.uniform, min=-3e38, max=3e38), "max", "wider than float32"),
+    (Filler(G.constant, value=NAN), "value", "value is NaN"),
+    (Filler(G.constant, value=INF), "value", "value is infinite"),
+    (Filler(G.constant, sparse=3), "sparse", "only supported by the gaussian"),
+    (Filler(G.uniform, sparse=0), "sparse", "only supported by the gaussian"),
+    (Filler(G.xavier, sparse=1), "sparse", "only supported by the gaussian"),
+    (Filler(G.msra, sparse=1), "sparse", "only supported by the gaussian"),
+    (Filler(G.positive_unitball, sparse=1), "sparse", "only supported by the gaussian"),
+    (Filler(G.bilinear, sparse=1), "sparse", "only supported by the gaussian"),
+]
+
+
+@pytest.mark.parametrize("f,field,message", BAD_SETTINGS,
+                         ids=[f"{f.type.value}-{m[:20]}" for f, _, m in BAD_SETTINGS])
+def test_settings_caffe_checks_are_problems(f: Filler, field: str, message: str) -> None:
+    bad = problem(f)
+    assert bad is not None and message in str(bad) and bad.field == field
+    with pytest.raises(FillerError, match="."):  # and fill_ refuses them the same way
+        filled((4, 3, 2, 2), f)
+
+
+@pytest.mark.parametrize("f", [
+    Filler(), Filler(G.gaussian, std=1e-30, mean=-5.0), Filler(G.uniform, min=2.0, max=2.0),
+    Filler(G.uniform, min=-1e38, max=1e38), Filler(G.constant, value=-3e38),
+    Filler(G.gaussian, sparse=0), Filler(G.xavier, std=-1.0, min=5.0, max=1.0),  # unread
+])
+def test_settings_caffe_takes_are_not(f: Filler) -> None:
+    assert problem(f) is None
+    assert problem(f, (4, 3, 2, 2)) is None
+    assert torch.isfinite(filled((4, 3, 2, 2), f)).all()
+
+
+@pytest.mark.parametrize("f,shape,message", [
+    (Filler(G.gaussian, sparse=5), (4, 3), "sparse 5 is more than the blob's 4 outputs"),
+    (Filler(G.bilinear), (4, 3), "needs a 4-D blob"),
+    (Filler(G.bilinear), (1, 1, 3, 4), "square kernels"),
+])
+def test_problems_with_the_blob_shape(f: Filler, shape: tuple[int, ...], message: str) -> None:
+    assert problem(f) is None
+    bad = problem(f, shape)
+    assert bad is not None and message in str(bad)
+    assert problem(f, (0, *shape[1:])) is None  # an empty blob is never filled
+
+
+def test_a_bad_setting_is_refused_by_shapes_at_the_filler(tmp_path: Path) -> None:
+    from netdsl.shapes import infer_shapes
+
+    net = build_text(SMALL.replace('type: "xavier"', 'type: "gaussian" std: -0.5'), tmp_path)
+    with pytest.raises(SpecError, match="std must be positive, got -0.5") as e:
+        infer_shapes(net)
+    assert e.value.span.line == 5  # the weight_filler field
+    assert e.value.hint is not None and "constant" in e.value.hint
+
+
+def test_fillers_import_no_torch() -> None:
+    import subprocess
+    import sys
+
+    code = ("import sys; from netdsl.fillers import problem; "
+            "assert 'torch' not in sys.modules, 'torch imported'")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr

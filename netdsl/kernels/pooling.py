@@ -1,5 +1,5 @@
-"""Caffe's pooling (``pooling_layer.cpp`` / ``.cu``): MAX, AVE and STOCHASTIC (test
-phase), Caffe's output size with the last-window clip, and MAX's argmax mask."""
+"""Caffe's pooling (``pooling_layer.cpp`` / ``.cu``): MAX, AVE and STOCHASTIC (both
+phases), Caffe's output size with the last-window clip, and MAX's argmax mask."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ from ..caffe_math import (
     torch_pool_matches,
 )
 
-__all__ = ["StochasticPool", "pool2d", "pool2d_with_mask"]
+__all__ = ["StochasticPool", "pool2d", "pool2d_with_mask", "stochastic_train"]
 
 _Pair = int | Sequence[int]
 
@@ -60,9 +60,6 @@ def _geometry(x: Tensor, kernel_hw: _Pair | None, stride_hw: _Pair, pad_hw: _Pai
             raise ValueError("Caffe implements padding only for AVE and MAX pooling")
         if pad[0] >= kernel[0] or pad[1] >= kernel[1]:
             raise ValueError(f"pad {pad} must be smaller than kernel {kernel}")
-    if method == "STOCHASTIC" and training:
-        raise ValueError(
-            "STOCHASTIC pooling is implemented for the test phase only (training=False)")
     ceil = round_mode.upper() == "CEIL"
     if not ceil and round_mode.upper() != "FLOOR":
         raise ValueError(f"unknown round_mode {round_mode!r}")
@@ -100,8 +97,9 @@ def pool2d(x: Tensor, kernel_hw: _Pair | None = None, stride_hw: _Pair = 1, pad_
     window clipped to the image (padding never wins); the gradient goes to the first
     maximum in row-major order, as in Caffe's mask. AVE sums the clipped window and
     divides by Caffe's ``pool_size`` (:func:`netdsl.caffe_math.pool_divisors`).
-    STOCHASTIC (test phase only) is Caffe's ``StoPoolForwardTest``: ``sum(x^2) / (FLT_MIN
-    + sum(x))`` over the clipped window; Caffe has no CPU and no padded version of it.
+    STOCHASTIC is, with ``training=False``, Caffe's ``StoPoolForwardTest``: ``sum(x^2) /
+    (FLT_MIN + sum(x))`` over the clipped window; with ``training=True`` it samples one
+    value per window (:func:`stochastic_train`). Caffe has no CPU and no padded version.
 
     Uses ``F.max_pool2d`` / ``F.avg_pool2d`` directly when their windows are Caffe's (the
     usual case), and otherwise pads explicitly and crops. A window lying entirely outside
@@ -115,6 +113,8 @@ def pool2d(x: Tensor, kernel_hw: _Pair | None = None, stride_hw: _Pair = 1, pad_
     method = method.upper()
     in_hw, kernel, stride, pad, out_hw = _geometry(
         x, kernel_hw, stride_hw, pad_hw, method, round_mode, global_pooling, training)
+    if method == "STOCHASTIC" and training:
+        return stochastic_train(x, kernel, stride, out_hw)
     if method == "STOCHASTIC":
         total = _window_sums(x, kernel, stride, pad, out_hw)
         squares = _window_sums(x.square(), kernel, stride, pad, out_hw)
@@ -139,6 +139,36 @@ def pool2d(x: Tensor, kernel_hw: _Pair | None = None, stride_hw: _Pair = 1, pad_
         empty = torch.tensor([[r or c for c in empty_cols] for r in empty_rows], device=x.device)
         out = torch.where(empty, out.new_tensor(-FLT_MAX), out)
     return out
+
+
+def stochastic_train(x: Tensor, kernel: tuple[int, int], stride: tuple[int, int],
+                     out_hw: tuple[int, int]) -> Tensor:
+    """Caffe's ``StoPoolForwardTrain`` (BVLC caffe ``src/caffe/layers/pooling_layer.cu``):
+    each window (clipped to the image, no padding) draws ``u`` uniform in [0, 1) and
+    outputs its first value, in row-major order, at which the running sum reaches ``u``
+    times the window's sum: a value picked with probability proportional to itself, for
+    the non-negative inputs (after a ReLU) the method is meant for. The gradient goes to
+    the picked position alone (``StoPoolBackward``), through ``gather`` and ``unfold``.
+
+    Draws from torch's global generator (``torch.manual_seed`` repeats a draw). A window
+    of zeros picks its first value; a window wholly outside the image (pad 0, kernel <
+    stride, CEIL) outputs 0 and gets no gradient, where Caffe leaves the output unset.
+    Static shapes, no data-dependent Python branches: runs under ``torch.compile``.
+    """
+    h, w = int(x.shape[-2]), int(x.shape[-1])
+    lead = tuple(int(d) for d in x.shape[:-2])
+    xp = _pad_windows(x.reshape(-1, 1, h, w), kernel, stride, (0, 0), out_hw, 0.0)
+    hp, wp = int(xp.shape[-2]), int(xp.shape[-1])
+    rows, cols = (hp - kernel[0]) // stride[0] + 1, (wp - kernel[1]) // stride[1] + 1
+    k = kernel[0] * kernel[1]
+    windows = F.unfold(xp, kernel, stride=stride).reshape(-1, k, rows, cols)
+    windows = windows[..., : out_hw[0], : out_hw[1]]
+    running = windows.cumsum(1)
+    total = running[:, -1:]
+    threshold = torch.rand_like(total) * total
+    first = (running >= threshold).to(torch.uint8).argmax(1, keepdim=True)
+    picked = windows.gather(1, first).squeeze(1)
+    return picked.reshape(*lead, out_hw[0], out_hw[1])
 
 
 def pool2d_with_mask(x: Tensor, kernel_hw: _Pair | None = None, stride_hw: _Pair = 1,
@@ -168,7 +198,7 @@ def pool2d_with_mask(x: Tensor, kernel_hw: _Pair | None = None, stride_hw: _Pair
 
 class StochasticPool(nn.Module):
     """STOCHASTIC pooling, whose kernel depends on the phase: Caffe's test-phase formula
-    in eval mode; in train mode Caffe samples a value per window, which netdsl refuses."""
+    in eval mode; in train mode one value sampled per window (:func:`stochastic_train`)."""
 
     def __init__(self, kernel_hw: _Pair | None, stride_hw: _Pair, pad_hw: _Pair,
                  round_mode: str, global_pooling: bool) -> None:

@@ -19,8 +19,8 @@ Level = tuple[tuple[int, int], tuple[int, int]]
 class SPP(nn.Module):
     """Pools ``x`` once per level with Caffe's pooling (the window is its own stride),
     flattens each result to (N, C * h * w) and concatenates them; a pyramid of one level
-    is that pooling alone, unflattened, as in Caffe. STOCHASTIC pools as Caffe's test
-    phase does and is refused while training, as for the Pooling layer."""
+    is that pooling alone, unflattened, as in Caffe. STOCHASTIC pools as Caffe's pooling
+    does: the weighted average in eval mode, one value sampled per window in train mode."""
 
     def __init__(self, levels: Sequence[Level], method: str) -> None:
         super().__init__()

@@ -109,6 +109,11 @@ def conv_geometry(p: ConvParams, bottom: Shape, ctx: ShapeContext) -> ConvGeomet
     return ConvGeometry(kernel, stride, pad, dilation)
 
 
+#: The spatial axes a convolution may have: torch has conv1d/2d/3d (and transposed ones);
+#: Caffe's N-D im2col goes further, but netdsl has no lowering past 3.
+MAX_SPATIAL_AXES = 3
+
+
 def conv_setup(p: ConvParams, bottoms: tuple[Shape, ...], ctx: ShapeContext
                ) -> tuple[Shape, ConvGeometry]:
     """Caffe's BaseConvolutionLayer::LayerSetUp, shared by Convolution and Deconvolution:
@@ -129,7 +134,14 @@ def conv_setup(p: ConvParams, bottoms: tuple[Shape, ...], ctx: ShapeContext
             f"needs one top per bottom: {len(bottoms)} bottoms, {len(ctx.tops)} tops", "top"
         )
     if len(first) < 3:
-        raise ctx.error(f"needs a blob with channels and spatial axes, got {list(first)}")
+        raise ctx.error(
+            f"its bottom has shape {list(first)}: needs channels and spatial axes "
+            "(N, C, spatial...), at least 3 axes", "bottom",
+            "Caffe's kernel_size needs a spatial axis to apply to; Reshape the blob first")
+    if len(first) > 2 + MAX_SPATIAL_AXES:
+        raise ctx.error(
+            f"its bottom has shape {list(first)}, {len(first) - 2} spatial axes: netdsl "
+            f"lowers 1 to {MAX_SPATIAL_AXES} (torch's conv1d, conv2d, conv3d)", "bottom")
     if p.num_output < 1:
         raise ctx.error("num_output must be positive", "num_output")
     if p.group < 1:

@@ -1,4 +1,7 @@
-"""Pooling (Caffe PoolingLayer): MAX/AVE/STOCHASTIC, ceil rounding with the last-window clip."""
+"""Pooling (Caffe PoolingLayer): MAX/AVE/STOCHASTIC, ceil rounding with the last-window clip.
+
+STOCHASTIC samples one value per window in TRAIN and takes Caffe's weighted average in
+TEST (BVLC caffe src/caffe/layers/pooling_layer.cu); see netdsl.kernels.pooling."""
 
 from __future__ import annotations
 
@@ -116,8 +119,15 @@ class Pooling(LayerType[PoolParams]):
     ) -> tuple[Shape, ...]:
         b = bottoms[0]
         if len(b) != 4:
-            raise ctx.error(f"needs a 4-D (N, C, H, W) input, got {list(b)}")
+            raise ctx.error(
+                f"its bottom has shape {list(b)}: needs 4 axes (N, C, H, W)", "bottom",
+                "Caffe's PoolingLayer CHECKs 4 axes; Reshape the blob first")
         g = pool_geometry(p, b, ctx)
+        if p.pool is PoolMethod.STOCHASTIC and any(g.pad):
+            raise ctx.error(
+                f"pad {list(g.pad)} with pool: STOCHASTIC; Caffe implements padding only "
+                "for MAX and AVE pooling", "pad_h" if "pad_h" in ctx.field_spans else "pad",
+                "drop pad, or use pool: MAX or AVE")
         ceil = round_mode(p, ctx) is RoundMode.CEIL
         out = []
         for size, k, st, pd in zip(b[2:], g.kernel, g.stride, g.pad, strict=True):

@@ -193,3 +193,125 @@ def test_ceil_mode_converts_both_ways(tmp_path: Path) -> None:
     assert "ceil_mode: false" in back
     table = infer_shapes(netdsl.load(tmp_path / "back.prototxt", "test"))
     assert table.of("pool").tops == ((1, 3, 4, 4),)  # floor(7 / 2) + 1
+
+
+# --- STOCHASTIC pooling (BVLC caffe src/caffe/layers/pooling_layer.cu) -------------------
+
+FLT_MIN = float(np.finfo(np.float32).tiny)
+
+
+def _windows(h: int, w: int, k: int, s: int, out: tuple[int, int]):
+    """Caffe's STOCHASTIC windows: start ``p * s``, end clipped to the image, no pad."""
+    for ph in range(out[0]):
+        for pw in range(out[1]):
+            hs, ws = ph * s, pw * s
+            yield ph, pw, hs, min(hs + k, h), ws, min(ws + k, w)
+
+
+def _caffe_stochastic_test(x: np.ndarray, k: int, s: int, out: tuple[int, int]) -> np.ndarray:
+    """StoPoolForwardTest, loop for loop: cumsum starts at FLT_MIN, cumvalues at 0."""
+    n, c, h, w = x.shape
+    top = np.zeros((n, c, *out))
+    for i in range(n):
+        for j in range(c):
+            for ph, pw, hs, he, ws, we in _windows(h, w, k, s, out):
+                cumsum, cumvalues = FLT_MIN, 0.0
+                for hh in range(hs, he):
+                    for ww in range(ws, we):
+                        cumsum += x[i, j, hh, ww]
+                        cumvalues += x[i, j, hh, ww] * x[i, j, hh, ww]
+                top[i, j, ph, pw] = cumvalues / cumsum
+    return top
+
+
+def _stochastic(train: bool, bottom: tuple[int, ...], **kw: Any) -> Any:
+    m, tops = lower("Pooling", (bottom,), pool=PoolMethod.STOCHASTIC, **kw)
+    m.kernel.train(train)
+    return m, tops
+
+
+def test_stochastic_test_phase_is_caffes_weighted_average() -> None:
+    x = rand(2, 3, 7, 7, seed=5).abs().double()
+    x[0, 0, :3, :3] = 0.0  # an all-zero window: 0 / FLT_MIN = 0
+    m, tops = _stochastic(False, (2, 3, 7, 7), kernel_size=3, stride=2)
+    (y,) = m(x)
+    assert tuple(y.shape) == tops[0] == (2, 3, 3, 3)
+    close(y, _caffe_stochastic_test(np_(x), 3, 2, (3, 3)), tol=1e-13)
+
+
+def test_stochastic_train_outputs_one_value_of_each_window() -> None:
+    x = rand(2, 3, 8, 7, seed=6).abs().double()
+    torch.manual_seed(0)
+    m, tops = _stochastic(True, (2, 3, 8, 7), kernel_size=3, stride=2)
+    (y,) = m(x)
+    assert tuple(y.shape) == tops[0] == (2, 3, 4, 3)  # ceil: last windows clipped
+    xs, ys = np_(x), np_(y)
+    for i in range(2):
+        for j in range(3):
+            for ph, pw, hs, he, ws, we in _windows(8, 7, 3, 2, (4, 3)):
+                assert ys[i, j, ph, pw] in xs[i, j, hs:he, ws:we]
+
+
+def test_stochastic_train_picks_in_proportion_to_the_values() -> None:
+    window = torch.tensor([[0.0, 1.0], [3.0, 4.0]], dtype=torch.float64)
+    n = 40000
+    x = window.expand(1, n, 2, 2).contiguous()
+    torch.manual_seed(1234)
+    m, _ = _stochastic(True, (1, n, 2, 2), kernel_size=2, stride=2)
+    (y,) = m(x)
+    picks = np_(y).reshape(-1)
+    for value, p in ((0.0, 0.0), (1.0, 1 / 8), (3.0, 3 / 8), (4.0, 4 / 8)):
+        freq = float(np.mean(picks == value))
+        sigma = math.sqrt(p * (1 - p) / n)
+        assert abs(freq - p) <= 5 * sigma + 1e-12, (value, freq, p)
+
+
+def test_stochastic_train_an_all_zero_window_gives_zero() -> None:
+    m, _ = _stochastic(True, (1, 1, 4, 4), kernel_size=2, stride=2)
+    (y,) = m(torch.zeros(1, 1, 4, 4))
+    assert torch.equal(y, torch.zeros(1, 1, 2, 2))
+
+
+def test_stochastic_train_gradient_goes_to_the_sampled_position_only() -> None:
+    shape = (2, 2, 7, 7)
+    x = rand(*shape, seed=7).abs().double().requires_grad_(True)
+    torch.manual_seed(3)
+    m, tops = _stochastic(True, shape, kernel_size=3, stride=2)  # overlapping windows
+    (y,) = m(x)
+    diff = rand(*tops[0], seed=8).double()
+    y.backward(diff)
+    xs, ys, ds = np_(x), np_(y), np_(diff)
+    want = np.zeros(shape)
+    for i in range(2):
+        for j in range(2):
+            for ph, pw, hs, he, ws, we in _windows(7, 7, 3, 2, tops[0][2:]):
+                win = xs[i, j, hs:he, ws:we]
+                hits = np.argwhere(win == ys[i, j, ph, pw])
+                assert len(hits) == 1  # random values: the pick is one position
+                r, c = hits[0]
+                want[i, j, hs + r, ws + c] += ds[i, j, ph, pw]  # StoPoolBackward
+    assert x.grad is not None
+    close(x.grad, want, tol=1e-13)
+
+
+def test_stochastic_train_runs_as_one_graph() -> None:
+    from netdsl.kernels.pooling import StochasticPool
+
+    pool = StochasticPool(3, 2, 0, "CEIL", False).train()
+    compiled = torch.compile(pool, fullgraph=True, backend="aot_eager")
+    x = rand(1, 2, 9, 9).abs()
+    torch.manual_seed(0)
+    y = compiled(x)
+    torch.manual_seed(0)
+    assert torch.equal(y, pool(x))
+
+
+def test_stochastic_with_pad_is_refused_as_caffe_does() -> None:
+    err = shape_error("Pooling", ((1, 1, 8, 8),), match="padding only for MAX and AVE",
+                      field="pad", pool=PoolMethod.STOCHASTIC, kernel_size=3, pad=1)
+    assert err.hint == "drop pad, or use pool: MAX or AVE"
+
+
+def test_a_bottom_of_too_few_axes_names_its_shape() -> None:
+    shape_error("Pooling", ((2, 8),), match=r"its bottom has shape \[2, 8\]: needs 4 axes",
+                field="bottom", kernel_size=3)
