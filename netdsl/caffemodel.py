@@ -1,5 +1,7 @@
 """Reading Caffe's binary ``.caffemodel`` files: the trained blobs of each layer, checked.
 
+Writing one (:func:`encode_caffemodel`) is the reverse, for ``netdsl weights export``.
+
 A caffemodel is a ``NetParameter`` protobuf (V2 ``layer``, V1 ``layers`` or V0) whose
 layers carry ``BlobProto`` blobs. Nothing in the file is trusted: a file of another kind
 (a pickle, a zip, safetensors, text) is refused for what it is, before protobuf sees it,
@@ -12,6 +14,7 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,9 +23,10 @@ import numpy as np
 from google.protobuf.message import DecodeError
 
 from netdsl import caffe_pb
-from netdsl.diagnostics import DataError, Span
+from netdsl.diagnostics import DataError, Span, did_you_mean
 
-__all__ = ["CaffeLayerBlobs", "blob_names", "read_caffemodel", "caffemodel_to_tensors"]
+__all__ = ["CaffeLayerBlobs", "blob_names", "read_caffemodel", "caffemodel_to_tensors",
+           "encode_caffemodel", "to_caffe_layers"]
 
 
 _CAFFE_HINT = (
@@ -249,3 +253,102 @@ def caffemodel_to_tensors(path: str | os.PathLike[str]) -> dict[str, np.ndarray]
                 )
             tensors[key] = arr
     return tensors
+
+
+# --------------------------------------------------------------------------- writing
+#
+# Encoded by hand (protobuf's wire format is simple), because a blob's values go in as
+# one ``bytes`` copy of the array instead of a Python float per value: AlexNet's 61M
+# values take a fraction of a second, where ``RepeatedScalarField.extend`` takes tens.
+# The field numbers are caffe.proto's, as :mod:`netdsl.caffe_pb` declares them; the tests
+# parse the result with those classes and with a decoder of their own.
+
+_LEN = 2  # wire type of strings, messages and packed repeated fields
+
+
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        low, n = n & 0x7F, n >> 7
+        if n:
+            out.append(low | 0x80)
+        else:
+            out.append(low)
+            return bytes(out)
+
+
+def _len_field(number: int, payload: bytes) -> bytes:
+    """A length-delimited field: a string, a message or a packed repeated field."""
+    return _varint(number << 3 | _LEN) + _varint(len(payload)) + payload
+
+
+def _encode_blob(arr: np.ndarray) -> bytes:
+    """``BlobProto { shape { dim... } data... }`` (fields 7 and 5, both as Caffe 1.0's
+    Blob::ToProto writes them: the shape, then the float32 values, packed)."""
+    dims = b"".join(_varint(int(d)) for d in arr.shape)  # BlobShape.dim: packed int64
+    shape = _len_field(1, dims) if dims else b""
+    values = np.ascontiguousarray(arr, dtype="<f4").tobytes()
+    return _len_field(7, shape) + _len_field(5, values)
+
+
+def encode_caffemodel(name: str, layers: list[CaffeLayerBlobs]) -> bytes:
+    """A binary ``NetParameter`` (V2: ``name`` 1, ``layer`` 100, each ``LayerParameter``
+    with ``name`` 1, ``type`` 2 and ``blobs`` 7) holding ``layers``' blobs as float32.
+
+    Caffe's ``Net::CopyTrainedLayersFrom`` matches these layers to its net by name and
+    checks each blob's shape; it reads nothing else of a layer, so bottoms, tops and the
+    layer parameters (which the net's prototxt holds) are not written.
+    """
+    parts = [_len_field(1, name.encode())] if name else []
+    for layer in layers:
+        body = _len_field(1, layer.name.encode())
+        if layer.type:
+            body += _len_field(2, layer.type.encode())
+        body += b"".join(_len_field(7, _encode_blob(a)) for a in layer.blobs)
+        parts.append(_len_field(100, body))
+    return b"".join(parts)
+
+
+def to_caffe_layers(arrays: Mapping[str, np.ndarray], layers: Sequence[tuple[str, str]] | None,
+                    path: str | os.PathLike[str]) -> list[CaffeLayerBlobs]:
+    """netdsl's ``<layer>.<blob>`` arrays as a caffemodel's layers, for
+    :func:`encode_caffemodel`; ``path`` is the weights file the errors point at.
+
+    ``layers``: the net's (name, type) in its order; each layer then gets its type and its
+    blobs in Caffe's order (``LayerType.blobs``), and a layer the net lacks, or a blob its
+    type does not have, is an error. Without it the layers and blobs keep ``arrays``'
+    order (netdsl writes Caffe's) and no type: Caffe does not need one to copy weights,
+    but ``netdsl weights import`` then names the blobs ``blob0``, ``blob1``...
+    """
+    groups: dict[str, dict[str, np.ndarray]] = {}
+    for key, arr in arrays.items():
+        if arr.dtype.kind != "f":
+            raise DataError(f"'{key}' holds {arr.dtype} values; a caffemodel holds float blobs",
+                            _span(path), hint="give the weights of a net, not a solver state")
+        layer, _, blob = key.rpartition(".")
+        if not layer:
+            raise DataError(f"'{key}' is not named <layer>.<blob>", _span(path),
+                            hint="netdsl's weight files name each blob after its layer")
+        groups.setdefault(layer, {})[blob] = arr
+    if layers is None:
+        return [CaffeLayerBlobs(name, "", list(g.values())) for name, g in groups.items()]
+    types = dict(layers)
+    strangers = [name for name in groups if name not in types]
+    if strangers:
+        near = did_you_mean(strangers[0], list(types))
+        raise DataError(
+            f"the weights hold layers that the net does not have: {', '.join(strangers)}",
+            _span(path), hint=near or "were these weights trained for this net?")
+    out: list[CaffeLayerBlobs] = []
+    for name, ltype in layers:
+        g = groups.pop(name, None)
+        if g is None:
+            continue
+        want = blob_names(ltype, len(g))
+        if set(g) != set(want):
+            raise DataError(
+                f"layer '{name}' has the blobs {', '.join(g)}, but a {ltype} layer has "
+                f"{', '.join(want)} in a caffemodel", _span(path),
+                hint="were these weights trained for this net?")
+        out.append(CaffeLayerBlobs(name, ltype, [g[b] for b in want]))
+    return out

@@ -16,12 +16,16 @@ files, the kinds of the tensors and, unless asked otherwise, that every value is
 from __future__ import annotations
 
 import hashlib
+import io
 import json
+import logging
 import os
 import re
 import sys
+import textwrap
 import uuid
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +39,8 @@ from netdsl.caffemodel import (  # re-exported: the runtime reads weights throug
     caffemodel_to_tensors,
     read_caffemodel,
 )
-from netdsl.diagnostics import DataError, Span, did_you_mean
+from netdsl.diagnostics import DataError, Span
+from netdsl.weight_checks import check_weight_values, check_weights_fit, fmt_shape
 
 __all__ = [
     "CaffeLayerBlobs",
@@ -45,9 +50,14 @@ __all__ = [
     "save_weights",
     "load_weights",
     "load_weights_with_metadata",
+    "stored_order",
     "check_weights_fit",
     "check_weight_values",
     "load_net_weights",
+    "finetune",
+    "FinetuneReport",
+    "CopiedLayer",
+    "weight_paths",
     "as_cpu_tensors",
     "fsync_dir",
     "file_sha256",
@@ -55,6 +65,9 @@ __all__ = [
     "CHECKSUM_KEY",
     "TEMP_NAME",
 ]
+
+
+_LOG = logging.getLogger("netdsl")
 
 
 def _span(path: str | os.PathLike[str]) -> Span:
@@ -316,146 +329,56 @@ def load_weights_with_metadata(
     return tensors, metadata
 
 
+def stored_order(path: str | os.PathLike[str]) -> list[str]:
+    """The tensors of a safetensors file in the order their bytes are stored, which is
+    the order they were written in (``safe_open`` lists them sorted by name): netdsl
+    writes a net's blobs in its layers' order and each layer's in Caffe's."""
+    with open(path, "rb") as f:
+        n = int.from_bytes(f.read(8), "little")
+        header = json.loads(f.read(n))
+    entries = [(v["data_offsets"][0], k) for k, v in header.items() if k != "__metadata__"]
+    return [k for _, k in sorted(entries)]
+
+
 def load_weights(path: str | os.PathLike[str], *, verify: bool = True) -> dict[str, torch.Tensor]:
     """Read a safetensors weights file into CPU tensors (never unpickles anything); see
     :func:`load_weights_with_metadata` for ``verify``."""
     return load_weights_with_metadata(path, verify=verify)[0]
 
 
-def check_weights_fit(
-    expected: Mapping[str, tuple[int, ...]],
-    got: Mapping[str, tuple[int, ...]],
-    *,
-    path: str | os.PathLike[str] | None = None,
-) -> None:
-    """Raise a DataError listing every blob whose shape differs, is missing or is extra.
-
-    ``path`` (the weights file) is where the error points, when given.
-    """
-    problems: list[str] = []
-    missing = [k for k in expected if k not in got]
-    unexpected = [k for k in got if k not in expected]
-    for key, want in expected.items():
-        if key in got and tuple(got[key]) != tuple(want):
-            problems.append(f"'{key}' has shape {_fmt(got[key])} but the net expects {_fmt(want)}")
-    for key in missing:
-        near = did_you_mean(key, unexpected)
-        problems.append(f"missing '{key}' {_fmt(expected[key])}" + (f" ({near})" if near else ""))
-    for key in unexpected:
-        near = did_you_mean(key, missing)
-        problems.append(
-            f"unexpected '{key}' {_fmt(got[key])}, not a parameter of the net"
-            + (f" ({near})" if near else "")
-        )
-    if not problems:
-        return
-    counts = []
-    n_shape = len(problems) - len(missing) - len(unexpected)
-    if n_shape:
-        counts.append(f"{n_shape} with the wrong shape")
-    if missing:
-        counts.append(f"{len(missing)} missing")
-    if unexpected:
-        counts.append(f"{len(unexpected)} unexpected")
-    limit = 20
-    notes: list[tuple[str, Span | None]] = [(p, None) for p in problems[:limit]]
-    if len(problems) > limit:
-        notes.append((f"... and {len(problems) - limit} more", None))
-    first = problems[0] if len(problems) == 1 else ", ".join(counts)
-    raise DataError(
-        f"weights do not fit the net: {first}",
-        _span(path) if path is not None else None,
-        hint="were these weights trained for this net? layer names and shapes must match",
-        notes=notes,
-    )
-
-
-def _fmt(shape: tuple[int, ...]) -> str:
-    return str(tuple(int(d) for d in shape))
-
-
-def _kind(dtype: torch.dtype) -> str:
-    if dtype == torch.bool:
-        return "bool"
-    if dtype.is_complex:
-        return "complex"
-    return "floating-point" if dtype.is_floating_point else "integer"
-
-
-def _dtype(dtype: torch.dtype) -> str:
-    """``floating-point (float32)``, ``integer (int64)``, ``bool``."""
-    kind, name = _kind(dtype), str(dtype).removeprefix("torch.")
-    return kind if kind == name else f"{kind} ({name})"
-
-
-def _nonfinite(t: torch.Tensor) -> tuple[int, int]:
-    """(NaN count, infinite count) of a tensor; (0, 0) for integer and bool tensors."""
-    if not (t.is_floating_point() or t.is_complex()) or bool(torch.isfinite(t).all()):
-        return 0, 0
-    return int(torch.isnan(t).sum()), int(torch.isinf(t).sum())
-
-
-def _refuse(problems: list[str], what: str, path: str | os.PathLike[str] | None,
-            hint: str) -> DataError:
-    limit = 20
-    notes: list[tuple[str, Span | None]] = [(q, None) for q in problems[:limit]]
-    if len(problems) > limit:
-        notes.append((f"... and {len(problems) - limit} more", None))
-    first = problems[0] if len(problems) == 1 else f"{len(problems)} tensors, listed below"
-    return DataError(f"{what}: {first}", _span(path) if path is not None else None,
-                     hint=hint, notes=notes if len(problems) > 1 else ())
-
-
-def check_weight_values(
-    tensors: Mapping[str, torch.Tensor],
-    expected: Mapping[str, torch.dtype],
-    *,
-    path: str | os.PathLike[str] | None = None,
-    allow_nonfinite: bool = False,
-    what: str = "the weights",
-) -> None:
-    """Refuse, naming every tensor at fault in one DataError at ``path``: a tensor whose
-    kind differs from what ``expected`` says the net holds (an integer or bool tensor
-    where the net has floating point, or the reverse; float64 for float32 is converted,
-    not refused), and, unless ``allow_nonfinite``, NaN or infinite values. Only the keys
-    of ``expected`` are looked at."""
-    wrong: list[str] = []
-    nonfinite: list[str] = []
-    for key, want in expected.items():
-        t = tensors[key]
-        if _kind(t.dtype) != _kind(want):
-            wrong.append(f"'{key}' is {_dtype(t.dtype)} where the net has {_dtype(want)}")
-            continue
-        if not allow_nonfinite:
-            nan, inf = _nonfinite(t)
-            if nan or inf:
-                counts = " and ".join(part for part in (f"{nan:,} NaN" if nan else "",
-                                                         f"{inf:,} infinite" if inf else "")
-                                      if part)
-                nonfinite.append(f"'{key}' has {counts} among its {t.numel():,} values")
-    if wrong:
-        raise _refuse(wrong, f"tensors of the wrong type in {what}", path,
-                      "the file holds integer or quantised tensors, or was written for another "
-                      "net; netdsl loads floating-point values only where the net has them")
-    if nonfinite:
-        raise _refuse(nonfinite, f"non-finite values in {what}", path,
-                      "the run that wrote them probably diverged (try a lower base_lr, or "
-                      "clip_gradients); --allow-nonfinite loads them anyway")
-
-
 def load_net_weights(net: Any, path: str | os.PathLike[str], *, strict: bool,
                      allow_nonfinite: bool = False) -> list[str]:
     """Load a ``.safetensors`` or ``.caffemodel`` file into a compiled net.
 
-    Blobs are matched by ``<layer>.<blob>``; a matched blob of another shape is an error
-    naming it (:func:`check_weights_fit`). ``strict``: every blob of the net must be in the
-    file (evaluating); otherwise blobs the file lacks keep their fillers and blobs the net
-    lacks are ignored (Caffe's ``CopyTrainedLayersFrom``, for fine-tuning). The file is
-    checked in full first (its checksum, the kinds of its tensors and, unless
+    Blobs are matched by ``<layer>.<blob>``. ``strict`` (evaluating): every blob of the
+    net must be in the file, with its shape (:func:`check_weights_fit`). Otherwise this is
+    fine-tuning (:func:`finetune`, Caffe's ``CopyTrainedLayersFrom``): ``path`` may be a
+    comma-separated list of files, copied in order; layers the net lacks are ignored,
+    blobs the files lack keep their fillers, and what was copied is logged as a table.
+    A file is checked in full first (its checksum, the kinds of its tensors and, unless
     ``allow_nonfinite``, that every value is finite: :func:`check_weight_values`), so a
-    refused file changes nothing. Returns the keys loaded.
+    refused file changes nothing. Returns the keys loaded, in the net's order.
     """
+    if not strict:
+        report = finetune(net, path, allow_nonfinite=allow_nonfinite)
+        if os.environ.get("RANK", "0") == "0":  # once, not once per process of a launch
+            _LOG.info("%s", report.table())
+        return report.keys
     p = os.fspath(path)
+    tensors = _read_any(p)
+    state = net.state_dict()
+    expected = {k: tuple(v.shape) for k, v in state.items()}
+    got = {k: tuple(v.shape) for k, v in tensors.items()}
+    check_weights_fit(expected, {k: v for k, v in got.items() if k in expected}, path=p)
+    loaded = {k: tensors[k] for k in state if k in tensors}  # in the net's order
+    check_weight_values(loaded, {k: state[k].dtype for k in loaded}, path=p,
+                        allow_nonfinite=allow_nonfinite)
+    net.load_state_dict(loaded, strict=False)
+    return list(loaded)
+
+
+def _read_any(p: str) -> dict[str, torch.Tensor]:
+    """A weights file's tensors, whichever of the two formats it is."""
     if p.endswith(".solverstate.safetensors"):
         raise DataError(
             "this is a snapshot's solver state, not weights",
@@ -463,23 +386,182 @@ def load_net_weights(net: Any, path: str | os.PathLike[str], *, strict: bool,
             hint="give the snapshot's weights file (the .safetensors without .solverstate), "
             "or use --resume to continue training",
         )
-    tensors: dict[str, torch.Tensor]
     if p.endswith(".caffemodel"):
-        tensors = {k: torch.from_numpy(v) for k, v in caffemodel_to_tensors(p).items()}
-    else:
-        tensors = load_weights(p)
+        return {k: torch.from_numpy(v) for k, v in caffemodel_to_tensors(p).items()}
+    return load_weights(p)
+
+
+# --------------------------------------------------------------------------- fine-tuning
+
+
+def weight_paths(path: str | os.PathLike[str]) -> list[str]:
+    """``a.safetensors,b.caffemodel`` -> both paths (Caffe's ``--weights`` takes a comma
+    list too); a path that exists as it is, commas and all, is one file."""
+    p = os.fspath(path)
+    if "," not in p or os.path.exists(p):
+        return [p]
+    parts = [q.strip() for q in p.split(",") if q.strip()]
+    if not parts:
+        raise DataError("no weights file given", Span(p), hint="give a file, or a comma list")
+    return parts
+
+
+def _layer_of(key: str) -> str:
+    """``conv1/7x7.weight`` -> ``conv1/7x7``: blob names have no dots, layer names may."""
+    return key.rsplit(".", 1)[0]
+
+
+@dataclass(frozen=True)
+class CopiedLayer:
+    """A net layer and what fine-tuning gave it."""
+
+    layer: str
+    #: its blobs (name, shape) in the net's order, and the file each was copied from
+    #: (None: not in any file, left at its filler)
+    blobs: tuple[tuple[str, tuple[int, ...], str | None], ...]
+
+
+@dataclass
+class FinetuneReport:
+    """What :func:`finetune` did, layer by layer, as Caffe logs it (and a bit more)."""
+
+    files: list[str]
+    layers: list[CopiedLayer] = field(default_factory=list)  # every net layer with blobs
+    #: source layers that are not in the net, with the file they are in
+    ignored: list[tuple[str, str]] = field(default_factory=list)
+    keys: list[str] = field(default_factory=list)  # the blobs loaded, in the net's order
+
+    @property
+    def copied(self) -> list[str]:
+        return [c.layer for c in self.layers if any(f for *_, f in c.blobs)]
+
+    @property
+    def fresh(self) -> list[str]:
+        """Net layers that no file has: left at their fillers."""
+        return [c.layer for c in self.layers if not any(f for *_, f in c.blobs)]
+
+    def table(self, width: int = 80) -> str:
+        """The report as a table of ``width`` columns (rich, no colour)."""
+        from rich import box
+        from rich.console import Console
+        from rich.table import Table
+
+        names = {f: os.path.basename(f) for f in self.files}
+        if len(set(names.values())) < len(names):
+            names = {f: f for f in self.files}
+        def n(count: int, what: str) -> str:
+            return f"{count} {what}{'' if count == 1 else 's'}"
+
+        head = textwrap.wrap(f"fine-tuning from {', '.join(names.values())}", width) + [
+            f"{n(len(self.copied), 'layer')} copied, {n(len(self.ignored), 'source layer')} "
+            f"ignored, {n(len(self.fresh), 'layer')} left at fillers"]
+        t = Table(box=box.SIMPLE_HEAD, padding=(0, 1))
+        t.add_column("layer", overflow="fold")
+        t.add_column("blobs", overflow="fold")
+        t.add_column("what happened", overflow="fold")
+        for c in self.layers:
+            shapes = ", ".join(f"{b} {_dims(s)}" for b, s, _ in c.blobs)
+            froms = {f for *_, f in c.blobs}
+            if froms == {None}:
+                what = "left at its fillers (not in the files)"
+            else:
+                what = "copied from " + ", ".join(names[f] for f in self.files if f in froms)
+                kept = [b for b, _, f in c.blobs if f is None]
+                if kept:
+                    what += f"; {', '.join(kept)} left at its filler"
+            t.add_row(c.layer, shapes, what)
+        for layer, f in self.ignored:
+            t.add_row(layer, "", f"ignored: not in the net ({names[f]})")
+        console = Console(file=io.StringIO(), width=width, color_system=None,
+                          highlight=False, emoji=False)
+        console.print(t)
+        out = console.file.getvalue()  # type: ignore[attr-defined]  # our StringIO
+        lines = [line.rstrip() for line in str(out).splitlines()]
+        return "\n".join(head + [line for line in lines if line]).strip("\n")
+
+
+def _dims(shape: tuple[int, ...]) -> str:
+    return "×".join(map(str, shape)) if shape else "scalar"
+
+
+def finetune(net: Any, path: str | os.PathLike[str], *,
+             allow_nonfinite: bool = False) -> FinetuneReport:
+    """Fine-tune: copy the blobs of one file or a comma list of files into ``net``, as
+    Caffe's ``Net::CopyTrainedLayersFrom`` does for each ``--weights`` file in turn (a
+    later file overrides an earlier one).
+
+    Layers are matched by name. A source layer the net lacks is ignored (Caffe logs
+    "Ignoring source layer"); a matched blob of another shape is an error (Caffe's CHECK:
+    "Cannot copy param N weights from layer X; shape mismatch ... rename the layer"), and
+    so is a matched layer with a blob the net's layer does not have (Caffe's
+    "Incompatible number of blobs"). Unlike Caffe, a matched layer may lack some of the
+    net's blobs (they keep their fillers, and the report says so). A file none of whose
+    blobs fits the net is refused, listing everything: it is probably the wrong file.
+    Every file is read and checked before the net changes.
+    """
+    files = weight_paths(path)
     state = net.state_dict()
     expected = {k: tuple(v.shape) for k, v in state.items()}
-    got = {k: tuple(v.shape) for k, v in tensors.items()}
-    if strict:
-        check_weights_fit(expected, {k: v for k, v in got.items() if k in expected}, path=p)
-    else:
+    net_layers = {_layer_of(k) for k in expected}
+    merged: dict[str, tuple[torch.Tensor, str]] = {}
+    report = FinetuneReport(files)
+    for p in files:
+        tensors = _read_any(p)
+        got = {k: tuple(v.shape) for k, v in tensors.items()}
         common = [k for k in got if k in expected]
         if not common:
             check_weights_fit(expected, got, path=p)  # nothing matches: list everything
-        check_weights_fit({k: expected[k] for k in common}, {k: got[k] for k in common}, path=p)
-    loaded = {k: tensors[k] for k in state if k in tensors}  # in the net's order
-    check_weight_values(loaded, {k: state[k].dtype for k in loaded}, path=p,
-                        allow_nonfinite=allow_nonfinite)
-    net.load_state_dict(loaded, strict=False)
-    return list(loaded)
+        _check_copy(expected, got, net_layers, p)
+        loaded = {k: tensors[k] for k in common}
+        check_weight_values(loaded, {k: state[k].dtype for k in loaded}, path=p,
+                            allow_nonfinite=allow_nonfinite)
+        for k in common:
+            merged[k] = (tensors[k], p)
+        ignored = dict.fromkeys(_layer_of(k) for k in got if _layer_of(k) not in net_layers)
+        report.ignored += [(layer, p) for layer in ignored]
+    by_layer: dict[str, list[tuple[str, tuple[int, ...], str | None]]] = {}
+    for k, shape in expected.items():
+        layer = _layer_of(k)
+        by_layer.setdefault(layer, []).append(
+            (k[len(layer) + 1:], shape, merged[k][1] if k in merged else None))
+    report.layers = [CopiedLayer(layer, tuple(b)) for layer, b in by_layer.items()]
+    report.keys = [k for k in state if k in merged]
+    net.load_state_dict({k: merged[k][0] for k in report.keys}, strict=False)
+    return report
+
+
+_RENAME_HINT = "rename the layer to learn its parameters from scratch (as Caffe says)"
+
+
+def _check_copy(expected: Mapping[str, tuple[int, ...]], got: Mapping[str, tuple[int, ...]],
+                net_layers: set[str], path: str) -> None:
+    """Caffe's two CHECKs in CopyTrainedLayersFrom, on every matched layer at once."""
+    problems: list[tuple[str, str, str]] = []  # (message, detail, one line of a list)
+    index: dict[str, int] = {}  # the blob's place in its layer: Caffe's "param N"
+    count: dict[str, int] = {}
+    for k in expected:
+        layer = _layer_of(k)
+        index[k] = count.get(layer, 0)
+        count[layer] = index[k] + 1
+    for k, shape in got.items():
+        layer = _layer_of(k)
+        if layer not in net_layers:
+            continue
+        if k not in expected:
+            theirs = ", ".join(j[len(layer) + 1:] for j in expected if _layer_of(j) == layer)
+            problems.append((f"incompatible number of blobs for layer '{layer}'",
+                             f"the file's '{k}' is not a blob of the net's layer ({theirs})",
+                             f"'{k}': the net's layer has no such blob ({theirs})"))
+        elif tuple(shape) != tuple(expected[k]):
+            mine, theirs = fmt_shape(shape), fmt_shape(expected[k])
+            problems.append((f"cannot copy param {index[k]} of layer '{layer}' ('{k}'): "
+                             "shape mismatch",
+                             f"the file's shape is {mine}, the net's {theirs}",
+                             f"'{k}' (param {index[k]}): {mine} in the file, {theirs} in the net"))
+    if not problems:
+        return
+    if len(problems) == 1:
+        message, detail, _ = problems[0]
+        raise DataError(message, Span(path), hint=_RENAME_HINT, notes=[(detail, None)])
+    raise DataError(f"{len(problems)} blobs of the file cannot be copied into the net",
+                    Span(path), hint=_RENAME_HINT, notes=[(q, None) for *_, q in problems])

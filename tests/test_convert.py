@@ -343,3 +343,150 @@ def test_caffe_input_shapes_stay_as_written(tmp_path: Path) -> None:
     # --batch still sets the batch of the inputs that carry the net's batch
     assert infer_shapes(netdsl.load(proto), 6).blobs["x"] == (6, 2, 5)
     assert infer_shapes(netdsl.load(proto), 6).blobs["h0"] == (1, 2, 4)
+
+
+# --------------------------------------------------------------------- solver.prototxt
+
+
+SOLVER_SPEC = """
+name: "s"
+input { name: "data" shape: [1, 4, 4] }
+layer { name: "fc" type: InnerProduct bottom: "data" num_output: 2 }
+solver { type: Adam base_lr: 0.001 momentum: 0.9 lr_policy: "multistep" gamma: 0.1
+         stepvalue: [10, 20] max_iter: 30 warmup_iter: 5 solver_mode: CPU
+         snapshot_prefix: "snaps/s" test_initialization: false weight_decay: 5e-4
+         net: "old.prototxt" }
+"""
+
+
+def test_convert_writes_the_solver_beside_the_net(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    from netdsl.cli import main
+    from netdsl.fields import field_spans
+    from netdsl.sections import solver_section
+
+    monkeypatch.chdir(tmp_path)
+    write(tmp_path, "s.net", SOLVER_SPEC)
+    assert main(["convert", "s.net", "-o", "train_val.prototxt"]) == 0
+    err = capsys.readouterr().err
+    assert "wrote the spec's solver section to solver.prototxt" in err
+    assert "left out (netdsl only): warmup_iter" in err
+    text = (tmp_path / "solver.prototxt").read_text()
+    assert 'net: "train_val.prototxt"' in text and "old.prototxt" not in text
+    assert 'type: "Adam"' in text and "solver_mode: CPU" in text
+    assert "stepvalue: 10\nstepvalue: 20" in text and "# warmup_iter: 5" in text
+    # netdsl reads it back as a Caffe solver file: the same settings, Caffe's fields only
+    spec = netdsl.load_spec(tmp_path / "solver.prototxt")
+    (block,) = [f.value for f in spec.items if f.key == "solver"]
+    assert isinstance(block, s.Block)
+    back = solver_section(block)
+    want = solver_section(next(f.value for f in netdsl.load_spec(tmp_path / "s.net").items
+                               if f.key == "solver"))  # type: ignore[arg-type]
+    written = set(field_spans(block.items)) - {"net"}
+    assert written == {"type", "base_lr", "momentum", "lr_policy", "gamma", "stepvalue",
+                       "max_iter", "solver_mode", "snapshot_prefix", "test_initialization",
+                       "weight_decay"}
+    assert dataclasses.replace(back, net="") == dataclasses.replace(want, net="", warmup_iter=0)
+
+
+def test_convert_says_when_it_writes_no_solver(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                              capsys: pytest.CaptureFixture[str]) -> None:
+    from netdsl.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    write(tmp_path, "s.net", SOLVER_SPEC)
+    assert main(["convert", "s.net"]) == 0
+    err = capsys.readouterr().err
+    assert "without -o the solver section is not written" in err
+    assert max(len(line) for line in err.splitlines()) <= 80
+    assert main(["convert", "s.net", "-o", "t.prototxt", "--phase", "train"]) == 0
+    assert "solver.prototxt not written: with --phase" in capsys.readouterr().err
+    write(tmp_path, "solver.prototxt", "base_lr: 1\n")  # the user's own: left alone
+    assert main(["convert", "s.net", "-o", "t.prototxt"]) == 0
+    assert "it exists and netdsl did not write it" in capsys.readouterr().err
+    assert (tmp_path / "solver.prototxt").read_text() == "base_lr: 1\n"
+    write(tmp_path, "n.net", SOLVER_SPEC.split("solver {")[0])
+    assert main(["convert", "n.net", "-o", "n.prototxt"]) == 0
+    assert "not written: the spec has no solver section" in capsys.readouterr().err
+
+
+def test_plateau_and_epochs_have_no_caffe_field(tmp_path: Path) -> None:
+    from netdsl.convert_solver import solver_prototxt
+
+    spec = write(tmp_path, "p.net", SOLVER_SPEC.split("solver {")[0]
+                 + 'solver { lr_policy: "plateau" gamma: 0.5 max_epochs: 3 patience: 2 '
+                 'test_interval: 10 test_iter: 1 }\n')
+    text, notes = solver_prototxt(spec, "p.prototxt")
+    assert text is not None
+    assert 'lr_policy: "fixed"' in text and '# lr_policy: "plateau"' in text
+    assert "# max_epochs: 3.0" in text and "# patience: 2" in text
+    assert notes[0] == "left out (netdsl only): lr_policy, max_epochs, patience"
+    assert any("set max_iter" in n for n in notes)
+
+
+def _caffe_solver_parameter() -> Any:
+    """caffe.proto's SolverParameter (BVLC/caffe src/caffe/proto/caffe.proto), its
+    scalar fields with their numbers and types, as a message class built here, so that
+    protobuf's own text parser checks what convert writes (quoting, enums, int64s)."""
+    from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
+
+    F = descriptor_pb2.FieldDescriptorProto
+    fdp = descriptor_pb2.FileDescriptorProto(name="solver_check.proto", package="check",
+                                             syntax="proto2")
+    m = fdp.message_type.add(name="SolverParameter")
+    for name, values in (("SnapshotFormat", ["HDF5", "BINARYPROTO"]),
+                         ("SolverMode", ["CPU", "GPU"]),
+                         ("SolverType", ["SGD", "NESTEROV", "ADAGRAD", "RMSPROP", "ADADELTA",
+                                         "ADAM"])):
+        e = m.enum_type.add(name=name)
+        for i, v in enumerate(values):
+            e.value.add(name=v, number=i)
+    S, I, R, B, E = F.TYPE_STRING, F.TYPE_INT64, F.TYPE_FLOAT, F.TYPE_BOOL, F.TYPE_ENUM
+    rep = {"test_net", "test_iter", "stepvalue"}
+    enums = {"snapshot_format": "SnapshotFormat", "solver_mode": "SolverMode",
+             "solver_type": "SolverType"}
+    for name, number, ftype in [
+            ("net", 24, S), ("train_net", 1, S), ("test_net", 2, S), ("test_iter", 3, I),
+            ("test_interval", 4, I), ("test_compute_loss", 19, B),
+            ("test_initialization", 32, B), ("base_lr", 5, R), ("display", 6, I),
+            ("average_loss", 33, I), ("max_iter", 7, I), ("iter_size", 36, I),
+            ("lr_policy", 8, S), ("gamma", 9, R), ("power", 10, R), ("momentum", 11, R),
+            ("weight_decay", 12, R), ("regularization_type", 29, S), ("stepsize", 13, I),
+            ("stepvalue", 34, I), ("clip_gradients", 35, R), ("snapshot", 14, I),
+            ("snapshot_prefix", 15, S), ("snapshot_diff", 16, B), ("snapshot_format", 37, E),
+            ("solver_mode", 17, E), ("device_id", 18, I), ("random_seed", 20, I),
+            ("type", 40, S), ("delta", 31, R), ("momentum2", 39, R), ("rms_decay", 38, R),
+            ("debug_info", 23, B), ("snapshot_after_train", 28, B), ("solver_type", 30, E),
+            ("layer_wise_reduce", 43, B)]:
+        f = m.field.add(name=name, number=number, type=ftype,
+                        label=F.LABEL_REPEATED if name in rep else F.LABEL_OPTIONAL)
+        if name in enums:
+            f.type_name = f".check.SolverParameter.{enums[name]}"
+    pool = descriptor_pool.DescriptorPool()
+    pool.Add(fdp)
+    return message_factory.GetMessageClass(pool.FindMessageTypeByName("check.SolverParameter"))
+
+
+def test_solver_prototxt_parses_as_caffes_solver_parameter(tmp_path: Path) -> None:
+    from google.protobuf import text_format
+
+    from netdsl.convert_solver import solver_prototxt
+
+    spec = write(tmp_path, "all.net", SOLVER_SPEC.split("solver {")[0] + """
+solver { type: RMSProp base_lr: 0.01 momentum: 0.0 momentum2: 0.99 delta: 1e-6
+         rms_decay: 0.9 weight_decay: 1e-4 regularization_type: "L1" iter_size: 2
+         clip_gradients: 10 lr_policy: "step" gamma: 0.5 stepsize: 100 power: 1
+         max_iter: 300 test_interval: 50 test_iter: 3 test_initialization: false
+         display: 10 average_loss: 5 snapshot: 100 snapshot_prefix: "x/y" random_seed: 7
+         solver_mode: GPU device_id: 1 snapshot_after_train: false
+         snapshot_format: BINARYPROTO snapshot_diff: false debug_info: false
+         test_compute_loss: true layer_wise_reduce: false }
+""")
+    text, notes = solver_prototxt(spec, "all.prototxt")
+    assert text is not None and notes == []
+    msg = text_format.Parse(text, _caffe_solver_parameter()())
+    assert msg.net == "all.prototxt" and msg.type == "RMSProp"
+    assert msg.max_iter == 300 and list(msg.test_iter) == [3] and msg.random_seed == 7
+    assert msg.clip_gradients == 10 and msg.regularization_type == "L1"
+    assert msg.solver_mode == 1 and not msg.snapshot_after_train
+    assert abs(msg.delta - 1e-6) < 1e-12 and msg.layer_wise_reduce is False
