@@ -223,6 +223,17 @@ class CompiledNet(nn.Module):
                 f"(needed to compute {', '.join(graph.outputs)})", None,
                 "pass the input blobs as keyword arguments, e.g. net(data=x, label=y)")
 
+    def layer_modules(self) -> dict[str, nn.Module]:
+        """Layer name -> the module the program calls for it, for the layers lowered to a
+        module (one shard's module, or a ``ModuleList`` of its shards'); layers lowered to
+        a stateless call or an alias are not here. For running the net layer by layer
+        (:class:`netdsl.api.Net`)."""
+        out: dict[str, nn.Module] = {}
+        for st in self._program.steps:
+            if st.target is not None and st.layer not in out:
+                out[st.layer] = self.layers[st.target.split(".")[0]]
+        return out
+
     def required_inputs(self, outputs: Sequence[str] | None = None) -> frozenset[str]:
         """The input blobs a forward asking for ``outputs`` (default: the net's) needs."""
         return self._graph(outputs).required
