@@ -1,9 +1,10 @@
 """``netdsl test`` and ``netdsl time``: Caffe's ``caffe test`` and ``caffe time``.
 
-:func:`test` scores trained weights on the whole test set, once per image: top-1 and top-5
-from the class scores (with 10-crop testing, the softmax averaged over the 4 corner and
-centre crops and their mirrors, as the AlexNet paper tests), plus the TEST net's own scalar
-outputs (loss, accuracy...) averaged over the images when testing one crop.
+:func:`test` scores trained weights on the test set, once per image: top-1, top-5 and the
+cross-entropy from the class scores (with 10-crop testing, the softmax averaged over the 4
+corner and centre crops and their mirrors, as the AlexNet paper tests; the mirrors only
+where the net was trained on mirrored images), plus the TEST net's own scalar outputs
+(loss, accuracy...) averaged over the images.
 
 :func:`time` measures each layer's forward and backward time on synthetic input of the net's
 input shapes, as ``caffe time`` prints it: module hooks around every layer's module, the
@@ -12,6 +13,8 @@ device synchronised at each hook on GPUs so that the time lands on the right lay
 
 from __future__ import annotations
 
+import logging
+import math
 import os
 import sys
 import time as _time
@@ -22,13 +25,17 @@ from typing import IO, Any
 import torch
 from torch.autograd.graph import Node
 
-from netdsl import Net, Role
-from netdsl.diagnostics import DataError, Span, UsageError
+from netdsl import ir
+from netdsl.diagnostics import DataError, UsageError
 from netdsl.runtime.data import average_crops, build_loader
 from netdsl.runtime.loading import data_config, feeds_of, layer_input_shapes
 from netdsl.runtime.precision import DTYPES, effective_runtime
-from netdsl.runtime.progress import FORMATS, json_line
+from netdsl.runtime.progress import FORMATS, Bar, json_line
+from netdsl.runtime.scoring import metric_blobs, poison_metrics, prediction_blob
+from netdsl.sections import phase_data
 from netdsl.weights import load_net_weights
+
+log = logging.getLogger("netdsl")
 
 __all__ = ["prediction_blob", "test", "time"]
 
@@ -38,32 +45,10 @@ def _check_fmt(fmt: str) -> None:
         raise UsageError(f"unknown output format '{fmt}'", None, f"one of {', '.join(FORMATS)}")
 
 
-def prediction_blob(net: Net) -> tuple[str, bool]:
-    """The blob holding the class scores, and whether it is already probabilities.
-
-    The first bottom of the first metric (Accuracy) that reads class scores, else of the
-    first loss that does (SoftmaxWithLoss); else the top of the last layer that makes
-    probabilities (a deploy net's Softmax ``prob``).
-    """
-    for role in (Role.METRIC, Role.LOSS):
-        for lay in net.layers:
-            if lay.kind.role is role and lay.kind.reads_class_scores:
-                return lay.bottoms[0], False
-    for lay in reversed(net.layers):
-        if lay.kind.role is Role.PROBABILITIES:
-            return lay.tops[0], True
-    raise DataError(
-        f"cannot tell which blob of net '{net.name}' holds the class scores",
-        Span(net.path),
-        hint="netdsl test reads the first bottom of an Accuracy or SoftmaxWithLoss layer, "
-        "or the top of a Softmax layer; add one",
-    )
-
-
 def test(
     spec_path: str | os.PathLike[str],
     *,
-    weights: str | None,
+    weights: str | None = None,
     crops: int | None = None,
     overrides: Mapping[str, str] | None = None,
     devices: Mapping[str, str] | str | None = None,
@@ -76,28 +61,46 @@ def test(
     compile: bool | None = None,
     cuda_graphs: bool | None = None,
     allow_nonfinite: bool = False,
+    iterations: int | None = None,
+    mirror: bool | None = None,
+    inputs: Mapping[str, tuple[int, ...]] | None = None,
 ) -> dict[str, Any]:
-    """Score ``weights`` on every image of the spec's test data, each image once.
+    """Score ``weights`` on the spec's test data, each image of a pass once.
 
     Args:
       weights: a ``.safetensors`` (a snapshot's weights file too) or ``.caffemodel``; every
-        blob of the TEST net must be in it. ``None`` tests the fillers' initial weights.
-      crops: 1 (centre crop) or 10 (corners, centre and mirrors, softmax averaged); default
-        the data's ``test_crops``.
+        blob of the TEST net must be in it. ``None`` tests the fillers' initial weights
+        (seeded by ``solver { random_seed }`` where it is set, as ``train`` starts).
+      crops: 1 (centre crop) or 10 (4 corners and centre, and their mirrors; the softmax
+        averaged over them); default the data's ``test_crops``.
+      iterations: batches to run (Caffe's ``-iterations``); default one pass over the test
+        set. Past the end the data starts again, each pass counting each image once.
+      mirror: with 10 crops, whether the mirrored views are in (10 views) or not (5);
+        default: whether the TRAIN data is mirrored (a net never trained on mirrored images
+        is not tested on them).
+      inputs: ``--input``: the ``(C, H, W)`` of a data layer's top the spec cannot know.
       overrides, devices, data_path, workers: as for :func:`netdsl.runtime.train.train`.
       precision, channels_last, compile, cuda_graphs: over the spec's ``runtime {}``.
       allow_nonfinite: load NaN or infinite weights (refused by default, by name).
       fmt: ``"rich"`` (progress bar and table), ``"json"`` (one JSON line) or ``"none"``.
 
     Returns:
-      ``top1``, ``top5`` (fractions), ``images``, ``crops``, ``seconds`` and, with one crop,
-      the TEST net's scalar outputs averaged over the images (``accuracy``, ``loss``...).
+      The same keys for 1 and 10 crops, every number a fraction or a plain value:
+      ``top1``, ``top5`` and ``loss`` (the cross-entropy of the scored prediction: the
+      softmax, averaged over the views with 10 crops), ``images``, ``batches``, ``crops``,
+      ``mirror`` (mirrored views in), ``seconds``, and ``outputs``: the TEST net's scalar
+      outputs (``accuracy``, its own ``loss``...) averaged over the images (with 10 crops
+      over every view, each with its image's label; ``{}`` for a net without a label
+      input). Scores that are not finite make every metric NaN.
     """
     import netdsl
 
     _check_fmt(fmt)
+    if iterations is not None and iterations < 1:
+        raise UsageError(f"--iterations must be at least 1, got {iterations}")
     stream = out if out is not None else sys.stdout
-    ir = netdsl.load_training(spec_path, overrides).test_net
+    setup = netdsl.load_training(spec_path, overrides)
+    ir = setup.test_net
     cfg, data_span = data_config(ir, "test", data_path)
     n_crops = cfg.test_crops if crops is None else crops
     if n_crops not in (1, 10):
@@ -108,107 +111,117 @@ def test(
             data_span,
             hint="set crop in the data's test { } block (and resize larger than the crop)",
         )
+    if mirror is None:
+        mirror = _trained_mirrored(setup.train_net, cfg.mirror)
+    mirror = bool(mirror) and n_crops == 10
     cfg = replace(cfg, test_crops=n_crops)
-    seed = 0
+    seed = max(0, int(setup.solver.random_seed))
     rt = effective_runtime(ir.runtime, precision=precision, channels_last=channels_last,
                            compile=compile, cuda_graphs=cuda_graphs)
     net = netdsl.compile(ir, "test", devices, batch=cfg.batch_size,
-                         inputs=layer_input_shapes(ir, cfg), seed=seed,
+                         inputs=layer_input_shapes(ir, cfg, inputs), seed=seed,
                          dtype=DTYPES[rt.precision], channels_last=rt.channels_last,
                          torch_compile=rt.compile, cuda_graphs=rt.cuda_graphs)
     if weights is not None:
         load_net_weights(net, weights, strict=True, allow_nonfinite=allow_nonfinite)
+    else:
+        log.warning("netdsl: no --weights: testing the fillers' initial weights")
     feeds = feeds_of(net)
     loader = build_loader(cfg, "test", feeds.shape, seed, span=data_span, workers=workers,
-                          device=net.input_device(feeds.data))
+                          device=net.input_device(feeds.data), ten_crop_mirror=mirror)
     pred, is_prob = prediction_blob(ir)
-    scalar_outputs = [o for o in net.outputs if o != pred]
-
+    metrics = metric_blobs(ir)
+    views = loader.crops
     n = loader.num_samples
-    batches = loader.epoch_size
+    per_pass = loader.epoch_size
+    batches = per_pass if iterations is None else iterations
     bs = cfg.batch_size
-    correct1 = correct5 = 0
-    sums: dict[str, float] = {}
-    bar = _Bar(stream, fmt, "test", batches)
+    # One sum per quantity, kept on the device: no host sync per batch.
+    total = {"top1": torch.zeros((), dtype=torch.float64),
+             "top5": torch.zeros((), dtype=torch.float64),
+             "loss": torch.zeros((), dtype=torch.float64)}
+    sums: dict[str, torch.Tensor] = {}
+    images = 0
+    wanted = [pred, *(o for o in net.outputs if o != pred)] if feeds.label else [pred]
+    bar = Bar(stream, fmt, "test", batches)
     t0 = _time.perf_counter()
     try:
         with torch.no_grad():
             for b in range(batches):
                 x, y = loader.next_batch()
-                k = min(bs, n - b * bs)  # the last batch wraps around: keep each image once
-                x, y = x[: k * n_crops], y[:k]
-                # One crop: also the net's own outputs (they need the labels as input).
-                with_outputs = n_crops == 1 and feeds.label is not None
-                wanted = [pred, *scalar_outputs] if with_outputs else [pred]
-                res = net(outputs=wanted, **feeds.inputs(x, y))
-                scores = res[pred].float().reshape(k * n_crops, -1)
+                k = min(bs, n - (b % per_pass) * bs)  # a pass's last batch wraps: count once
+                x, y = x[: k * views], y[:k]
+                y_views = y.repeat_interleave(views) if views > 1 else y
+                res = dict(net(outputs=wanted, **feeds.inputs(x, y_views)))
+                scores = res[pred].float().reshape(k * views, -1)
+                poison_metrics(res, metrics, scores)
                 probs = scores if is_prob else torch.softmax(scores, dim=1)
-                probs = average_crops(probs, n_crops)
-                labels = y.to(probs.device)
-                top = probs.topk(min(5, probs.shape[1]), dim=1).indices
-                hits = top == labels[:, None]
-                correct1 += int(hits[:, 0].sum())
-                correct5 += int(hits.any(dim=1).sum())
+                probs = average_crops(probs, views)
+                for key, v in _scores_sums(probs, y.to(probs.device)).items():
+                    total[key] = total[key].to(v.device) + v
                 for o in wanted[1:]:
                     v = res[o]
                     if v.numel() == 1:
-                        sums[o] = sums.get(o, 0.0) + float(v.float().item()) * k
+                        v = v.detach().reshape(()).double() * k
+                        sums[o] = v if o not in sums else sums[o] + v.to(sums[o].device)
+                images += k
                 bar.advance()
     finally:
         bar.close()
     seconds = _time.perf_counter() - t0
-    result: dict[str, Any] = {o: v / n for o, v in sums.items()}
-    result.update(top1=correct1 / n, top5=correct5 / n, images=n, crops=n_crops,
-                  seconds=seconds)
-    if fmt == "json":
-        stream.write(json_line(result) + "\n")
+    result: dict[str, Any] = {key: float(v.item()) / images for key, v in total.items()}
+    result.update(images=images, batches=batches, crops=n_crops, mirror=mirror,
+                  seconds=seconds,
+                  outputs={o: float(v.item()) / images for o, v in sums.items()})
+    if fmt == "json":  # json_line makes NaN null at the top level only
+        outputs = {k: v if math.isfinite(v) else None for k, v in result["outputs"].items()}
+        stream.write(json_line({**result, "outputs": outputs}) + "\n")
         stream.flush()
     elif fmt == "rich":
         _print_test(stream, ir.name, result)
     return result
 
 
+def _trained_mirrored(train_net: ir.Net, default: bool) -> bool:
+    """Whether the TRAIN phase's data is mirrored (``default`` where it has none)."""
+    found = phase_data(train_net)
+    return found.config.mirror if found is not None else default
+
+
+def _scores_sums(probs: torch.Tensor, labels: torch.Tensor) -> dict[str, torch.Tensor]:
+    """One batch's top-1 and top-5 hits and cross-entropy (``-log p[label]``, with Caffe's
+    ``max(p, FLT_MIN)``), summed over its images; all NaN where a score is NaN."""
+    classes = probs.shape[1]
+    top = probs.topk(min(5, classes), dim=1).indices
+    hits = top == labels[:, None]
+    picked = probs.gather(1, labels.clamp(0, classes - 1)[:, None])[:, 0]
+    loss = -torch.log(picked.double().clamp_min(torch.finfo(torch.float32).tiny))
+    bad = ~torch.isfinite(probs).all()
+    nan = torch.tensor(math.nan, dtype=torch.float64, device=probs.device)
+    out = {"top1": hits[:, 0].double().sum(), "top5": hits.any(dim=1).double().sum(),
+           "loss": loss.sum()}
+    return {k: torch.where(bad, nan, v) for k, v in out.items()}
+
+
 def _print_test(stream: IO[str], name: str, result: Mapping[str, Any]) -> None:
+    from rich.box import SIMPLE_HEAD
     from rich.console import Console
     from rich.table import Table
 
     console = Console(file=stream, highlight=False)
-    console.print(f"{name}: {result['images']} images, {result['crops']} crop(s)", markup=False)
-    table = Table()
+    views = "1 crop" if result["crops"] == 1 else (
+        f"10 crops ({'with' if result['mirror'] else 'no'} mirrors)")
+    console.print(f"{name}: {result['images']} images in {result['batches']} batches, "
+                  f"{views}", markup=False)
+    table = Table(box=SIMPLE_HEAD, show_edge=False, pad_edge=False)
     table.add_column("metric")
     table.add_column("value", justify="right")
-    for k, v in result.items():
-        if k in ("images", "crops"):
-            continue
-        if k == "seconds":
-            table.add_row("seconds", f"{v:.2f}")
-        elif k in ("top1", "top5"):
-            table.add_row(k, f"{100 * v:.2f}%")
-        else:
-            table.add_row(k, f"{v:.4f}")
+    for k in ("top1", "top5", "loss"):
+        table.add_row(k, f"{result[k]:.4f}")
+    for k, v in result["outputs"].items():
+        table.add_row(f"{k} (net)", f"{v:.4f}")
+    table.add_row("seconds", f"{result['seconds']:.2f}")
     console.print(table)
-
-
-class _Bar:
-    """A transient rich progress bar, or nothing for the other formats."""
-
-    def __init__(self, stream: IO[str], fmt: str, what: str, total: int) -> None:
-        self.progress: Any = None
-        if fmt == "rich":
-            from rich.console import Console
-            from rich.progress import Progress
-
-            self.progress = Progress(console=Console(file=stream), transient=True)
-            self.progress.start()
-            self.task = self.progress.add_task(what, total=total)
-
-    def advance(self) -> None:
-        if self.progress is not None:
-            self.progress.advance(self.task)
-
-    def close(self) -> None:
-        if self.progress is not None:
-            self.progress.stop()
 
 
 # ------------------------------------------------------------------------------- time
@@ -362,7 +375,7 @@ def time(
             t.grad = None
         return t1 - t0, t2 - t1
 
-    bar = _Bar(stream, fmt, "time", iterations)
+    bar = Bar(stream, fmt, "time", iterations)
     try:
         one()  # warm-up, untimed
         clock.on = True
@@ -400,7 +413,7 @@ def time(
     return result
 
 
-def _spec_batch(net: Net) -> int:
+def _spec_batch(net: ir.Net) -> int:
     """The batch the spec implies: a data layer's, else the phase's data section's."""
     if net.batch:
         return net.batch
@@ -408,13 +421,14 @@ def _spec_batch(net: Net) -> int:
 
 
 def _print_time(stream: IO[str], r: Mapping[str, Any]) -> None:
+    from rich.box import SIMPLE_HEAD
     from rich.console import Console
     from rich.table import Table
 
     console = Console(file=stream, highlight=False)
     console.print(f"{r['net']} ({r['phase']}): batch {r['batch']}, {r['iterations']} "
                   f"iterations on {r['device']}", markup=False)
-    table = Table()
+    table = Table(box=SIMPLE_HEAD, show_edge=False, pad_edge=False)
     table.add_column("layer")
     table.add_column("type")
     table.add_column("forward ms", justify="right")

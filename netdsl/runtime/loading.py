@@ -13,13 +13,14 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from collections.abc import Mapping
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
-from netdsl import Net
+from netdsl import ir
 from netdsl.diagnostics import DataError, Span
 from netdsl.sections import SOURCE_KINDS, DataConfig, missing_data, phase_data
 
@@ -35,7 +36,7 @@ DATA_HINT = "point netdsl at it with --data PATH, or --set data.path=PATH"
 _PHASE_FOLDERS = {"train": ("train",), "test": ("val", "test", "validation")}
 
 
-def data_config(net: Net, phase: str, data_path: str | None = None
+def data_config(net: ir.Net, phase: str, data_path: str | None = None
                 ) -> tuple[DataConfig, Span | None]:
     """The phase's data config, found where it says (``data_path``: ``--data``), and where
     it was written (for errors about it). A net without data is a DataError."""
@@ -101,7 +102,8 @@ def _locate(
         if origin == "layer":
             hint = (
                 "point netdsl at it with --data PATH (a folder holding "
-                f"'{os.path.basename(os.path.normpath(path))}', or the data itself)"
+                f"'{os.path.basename(os.path.normpath(path))}', or the data itself), or try "
+                "the net on random data: --set data.source=synthetic --input NAME=C,H,W"
             )
         else:
             hint = DATA_HINT if from_flag else "download it, or " + DATA_HINT
@@ -170,14 +172,22 @@ def label_range(net: Any, label: str | None) -> LabelRange | None:
     return None
 
 
-def layer_input_shapes(net: Net, cfg: DataConfig) -> dict[str, tuple[int, ...]]:
+def layer_input_shapes(net: ir.Net, cfg: DataConfig,
+                       given: Mapping[str, tuple[int, ...]] | None = None
+                       ) -> dict[str, tuple[int, ...]]:
     """Input shapes of a Caffe Data/ImageData layer that the spec cannot know (they are in
-    the database or the images), read from the data."""
+    the database or the images), read from the data ``cfg`` (the layer's own, or a data
+    section that replaces it: ``--set data.source=...``), after the shapes ``given``
+    (``--input NAME=C,H,W``), which win. Synthetic and digits data take any shape: their
+    data layer needs ``--input``."""
+    shapes = dict(given or {})
     layer = next((lay for lay in net.layers if lay.kind.has_data_source), None)
-    if layer is None or net.data is not None:
-        return {}
+    if layer is None or layer.tops[0] in shapes:
+        return shapes
     from netdsl.runtime.data import LmdbSource, make_source
 
+    if cfg.source in ("synthetic", "digits"):
+        return shapes  # they take any input shape: the compiler asks for --input
     if cfg.source == "lmdb":
         native = tuple(int(d) for d in LmdbSource(cfg.path).shape)
     elif cfg.resize and not cfg.crop:
@@ -186,9 +196,12 @@ def layer_input_shapes(net: Net, cfg: DataConfig) -> dict[str, tuple[int, ...]]:
     elif cfg.crop:
         native = (cfg.channels or 3, cfg.crop, cfg.crop)
     else:
-        src = make_source("list", path=cfg.path, root=cfg.root, channels=cfg.channels or 3,
-                          bgr=cfg.bgr)
+        kind = "folder" if cfg.source == "folder" else "list"
+        opts: dict[str, Any] = ({"root": cfg.path} if kind == "folder"
+                                else {"path": cfg.path, "root": cfg.root})
+        src = make_source(kind, channels=cfg.channels or 3, bgr=cfg.bgr, **opts)
         native = tuple(int(d) for d in np.asarray(src.get(0)[0]).shape)
     c = native[0] if not cfg.channels else cfg.channels
     h, w = (cfg.crop, cfg.crop) if cfg.crop else native[1:]
-    return {layer.tops[0]: (c, h, w)}
+    shapes[layer.tops[0]] = (c, h, w)
+    return shapes

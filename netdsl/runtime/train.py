@@ -28,7 +28,10 @@ where the data asks for 10-crop testing; ``netdsl test`` does the 10 crops.
 
 SIGINT and SIGTERM (Ctrl-C) set a flag: the current iteration finishes, a snapshot is
 written and :func:`train` returns with ``status`` :data:`INTERRUPTED` (130), which the CLI
-should exit with. A second signal stops at once (``KeyboardInterrupt``).
+should exit with. A second signal stops at once (``KeyboardInterrupt``). SIGHUP writes a
+snapshot after the current iteration and goes on (Caffe's ``--sighup_effect`` and
+``--sigint_effect`` choose: ``runtime.signals``). A NaN or infinite loss stops the run at
+the next display, the last good snapshot kept (``runtime.guard``).
 
 A snapshot holds the weights and everything the loop needs to continue exactly: iteration,
 solver history, plateau state, the RNG states of python, numpy and torch, both data
@@ -66,11 +69,13 @@ from netdsl.runtime.checkpoint import (
     write_snapshot_of,
 )
 from netdsl.runtime.data import Feeder, Loader, build_loader
+from netdsl.runtime.guard import LossGuard, check_loss
 from netdsl.runtime.loading import data_config, feeds_of, label_range, layer_input_shapes
 from netdsl.runtime.lr_policy import PlateauState, learning_rate, plateau_update
 from netdsl.runtime.precision import DTYPES, LossScaler, effective_runtime
 from netdsl.runtime.progress import Rate, Reporter, Window, make_reporter
-from netdsl.runtime.signals import stop_on_signals
+from netdsl.runtime.scoring import metric_blobs, scores_blob, solver_test
+from netdsl.runtime.signals import signal_effects, stop_on_signals
 from netdsl.runtime.snapshot import remove_stale_temporaries
 from netdsl.runtime.solver import CaffeOptimizer
 from netdsl.sections import SolverConfig, phase_data, resolve_max_iter
@@ -105,6 +110,10 @@ def train(
     sync_batchnorm: bool | None = None,
     on_bad_image: str = "skip",
     allow_nonfinite: bool = False,
+    inputs: Mapping[str, tuple[int, ...]] | None = None,
+    allow_nan: bool = False,
+    sigint_effect: str = "stop",
+    sighup_effect: str = "snapshot",
 ) -> dict[str, Any]:
     """Train the net of ``spec_path`` as its ``solver {}`` and ``data {}`` sections say.
 
@@ -129,6 +138,11 @@ def train(
         ``runtime {}``.
       on_bad_image: ``"skip"`` unreadable images (reported at the end) or ``"fail"``.
       allow_nonfinite: load NaN or infinite weights from ``weights`` or ``resume``.
+      inputs: ``--input``: the ``(C, H, W)`` of a data layer's top the spec cannot know.
+      allow_nan: carry on after a NaN or infinite loss (default: stop at the next display,
+        :class:`~netdsl.runtime.guard.NonFiniteLoss`, the last good snapshot kept).
+      sigint_effect, sighup_effect: what SIGINT and SIGHUP do (Caffe's flags): ``"stop"``
+        (snapshot and stop), ``"snapshot"`` (snapshot and go on) or ``"none"``.
 
     Returns:
       The final test outputs by blob name (and ``loss``), plus ``iter`` (iterations
@@ -141,6 +155,7 @@ def train(
             None,
             "a snapshot already holds the weights",
         )
+    effects = signal_effects(sigint_effect, sighup_effect)
     world = distributed.current(_uses_cuda(devices))
     main = world is None or world.main  # only the first process reports
     reporter = (make_reporter(fmt, out if out is not None else sys.stdout, tensorboard_dir)
@@ -149,7 +164,10 @@ def train(
         trainer = Trainer(spec_path, overrides=overrides, devices=devices, data_path=data_path,
                           test_data_path=test_data_path, workers=workers, precision=precision,
                           channels_last=channels_last, compile=compile, cuda_graphs=cuda_graphs,
-                          sync_batchnorm=sync_batchnorm, on_bad_image=on_bad_image)
+                          sync_batchnorm=sync_batchnorm, on_bad_image=on_bad_image,
+                          inputs=inputs)
+        trainer.guard.allow = allow_nan
+        trainer.signal_effects = effects
         if weights is not None:
             trainer.load_weights(weights, allow_nonfinite=allow_nonfinite)
         if resume is not None:
@@ -202,6 +220,7 @@ class Trainer:
         cuda_graphs: bool | None = None,
         sync_batchnorm: bool | None = None,
         on_bad_image: str = "skip",
+        inputs: Mapping[str, tuple[int, ...]] | None = None,
     ) -> None:
         self.spec_path = os.fspath(spec_path)
         setup = netdsl.load_training(spec_path, overrides)
@@ -247,7 +266,7 @@ class Trainer:
 
         self.net = netdsl.compile(
             self.train_ir, "train", devices, batch=self.train_data.batch_size,
-            inputs=layer_input_shapes(self.train_ir, self.train_data), seed=self.seed,
+            inputs=layer_input_shapes(self.train_ir, self.train_data, inputs), seed=self.seed,
             **compile_args)
         if not self.net.loss_weights:
             raise SpecError(
@@ -283,7 +302,8 @@ class Trainer:
             self.test_data = dataclasses.replace(test_data, test_crops=1)
             self.test_net = netdsl.compile(
                 self.test_ir, "test", devices, batch=self.test_data.batch_size,
-                inputs=layer_input_shapes(self.test_ir, self.test_data), seed=self.seed,
+                inputs=layer_input_shapes(self.test_ir, self.test_data, inputs),
+                seed=self.seed,
                 **compile_args)
             shared = set(self.test_net.share_weights_from(self.net))
             train_keys = set(self.net.blob_keys())
@@ -305,6 +325,11 @@ class Trainer:
         self.window: deque[torch.Tensor] = deque(maxlen=self.cfg.average_loss)
         self.iteration = 0
         self.stop_signal: int | None = None
+        self.snapshot_requested = False  # SIGHUP: snapshot after this iteration, go on
+        self.signal_effects = signal_effects()
+        self.guard = LossGuard()
+        self.test_metrics = metric_blobs(self.test_ir)
+        self.test_scores = scores_blob(self.test_ir) if self.testing else None
         self.last_snapshot: Path | None = None
         self._snapshot_iter = -1
         self.last_test: dict[str, float] = {}
@@ -364,6 +389,10 @@ class Trainer:
         """Stop after the current iteration, with a snapshot (what Ctrl-C does)."""
         self.stop_signal = signum
 
+    def request_snapshot(self, signum: int = signal.SIGHUP) -> None:
+        """Snapshot after the current iteration and go on (what SIGHUP does)."""
+        self.snapshot_requested = True
+
     def epoch(self) -> float:
         """Training epochs done so far, from the loader's position."""
         epoch, index = self.feeder.position
@@ -390,6 +419,7 @@ class Trainer:
                 (loss * self.scaler.scale if self.scaler is not None else loss).backward()
             total = loss.detach() if total is None else total + loss.detach()
         assert total is not None
+        self.guard.add(total)
         self.window.append(total / cfg.iter_size if cfg.iter_size > 1 else total)
         if self.scaler is None or self.scaler.unscale(self.net.parameters()):
             self.opt.step(lr)
@@ -409,33 +439,7 @@ class Trainer:
     def test(self, batches: int, reporter: Reporter | None = None) -> dict[str, float]:
         """Run ``batches`` test batches; each scalar output blob averaged over them, and
         ``loss``: the loss-weighted sum of the loss blobs (``Solver::Test``)."""
-        assert self.test_net is not None and self.test_loader is not None
-        if self._copied:
-            src = self.net.state_dict()
-            self.test_net.load_state_dict({k: src[k] for k in self._copied}, strict=False)
-        sums: dict[str, torch.Tensor] = {}
-        if reporter is not None:
-            reporter.test_begin(self.iteration, batches)
-        with torch.no_grad():
-            for _ in range(batches):
-                x, y = self.test_loader.next_batch()
-                out = self.test_net(**self.test_feeds.inputs(x, y))
-                for k, v in out.items():
-                    if v.numel() == 1:
-                        v = v.detach().reshape(()).double()
-                        sums[k] = v if k not in sums else sums[k] + v.to(sums[k].device)
-                if reporter is not None:
-                    reporter.test_advance()
-        keys = sorted(sums)
-        totals = [float(sums[k].item()) for k in keys]
-        if self.world is not None:  # each process tested its share of every batch
-            totals = [t / self.world.size for t in self.world.all_sum(totals).tolist()]
-        means = {k: t / batches for k, t in zip(keys, totals, strict=True)}
-        means = {k: means[k] for k in sums}  # the net's order
-        weights = self.test_net.loss_weights
-        if any(k in means for k in weights):
-            means["loss"] = sum(w * means[k] for k, w in weights.items() if k in means)
-        return means
+        return solver_test(self, batches, reporter)
 
     def _record(self, it: int, phase: str, lr: float, loss: float | None,
                 blobs: Mapping[str, float]) -> dict[str, Any]:
@@ -495,7 +499,8 @@ class Trainer:
         last_test_at = -1
         t0 = time.perf_counter()
         with stop_on_signals(self.request_stop, lambda: self.stop_signal is not None,
-                             repeat_aborts=self.world is None):
+                             repeat_aborts=self.world is None, effects=self.signal_effects,
+                             request_snapshot=self.request_snapshot):
             while self.iteration < cfg.max_iter:
                 it = self.iteration
                 if (
@@ -512,19 +517,27 @@ class Trainer:
                         for k, v in out.items() if v.numel() == 1
                     }
                     # Caffe prints the iteration before counting it.
-                    record = self._record(it, "train", lr, self.smoothed_loss(), blobs)
+                    shown = self.smoothed_loss()
+                    record = self._record(it, "train", lr, shown, blobs)
                     reporter.train({**record, **window.read()})
+                    check_loss(self, it, lr, shown, reporter)
                 reporter.advance(self.iteration, rate.add(images),
                                  window.data_wait)
-                if self.world is not None and self.world.any(self.stop_signal is not None):
-                    self.stop_signal = self.stop_signal or signal.SIGINT  # all stop together
-                if cfg.snapshot > 0 and self.iteration % cfg.snapshot == 0:
-                    self._snapshot(reporter)
+                if self.world is not None:  # a signal to any process: all act together
+                    stop, snap = self.world.all_sum(
+                        [float(self.stop_signal is not None), float(self.snapshot_requested)])
+                    if stop > 0:
+                        self.stop_signal = self.stop_signal or signal.SIGINT
+                    self.snapshot_requested = bool(snap > 0)
+                if ((cfg.snapshot > 0 and self.iteration % cfg.snapshot == 0)
+                        or self.snapshot_requested):
+                    self.snapshot_requested = False
+                    self._snapshot(reporter, lr)
                 if self.stop_signal is not None:
                     break
         seconds = time.perf_counter() - t0
         if self._snapshot_iter != self.iteration:
-            self._snapshot(reporter)
+            self._snapshot(reporter, learning_rate(cfg, self.iteration, self.plateau))
         result: dict[str, Any]
         if self.stop_signal is not None:
             self._report_skipped()
@@ -558,6 +571,7 @@ class Trainer:
                         f"one's place): {', '.join(shown)}{more}")
         return len(names)
 
-    def _snapshot(self, reporter: Reporter) -> None:
+    def _snapshot(self, reporter: Reporter, lr: float) -> None:
+        check_loss(self, self.iteration, lr, None, reporter, weights=True)  # no NaN snapshot
         path = self.snapshot()
         reporter.event({"event": "snapshot", "iter": self.iteration, "path": str(path)})

@@ -16,7 +16,7 @@ Whether the data is where the config says is the runtime's question (it reads it
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from .. import syntax as s
@@ -165,22 +165,43 @@ class PhaseData:
     span: Span | None
     path_span: Span | None
     origin: str
+    #: a section made by ``--set data.*`` alone: the fields it sets (over a data layer's)
+    flags: frozenset[str] | None = None
 
 
 def data_section(block: s.Block | None, phase: str) -> PhaseData | None:
     """The phase's :class:`PhaseData` from a ``data {}`` section (``None``: no section)."""
     if block is None:
         return None
-    cfg, path_span = _from_section(block, phase)
-    return PhaseData(cfg, block.span, path_span, "section")
+    cfg, path_span, given = _from_section(block, phase)
+    flags = given if block.span.path.startswith("<--set") else None
+    return PhaseData(cfg, block.span, path_span, "section", flags)
 
 
 def phase_data(net: Net) -> PhaseData | None:
     """The net's data: its section's, else its first data layer's that the runtime can
-    read (``None`` if neither). A layer whose data cannot be read so is a DataError."""
-    if net.data is not None:
-        return net.data
+    read (``None`` if neither). A layer whose data cannot be read so is a DataError.
+
+    A section made by ``--set data.*`` alone, on a net with a data layer, changes that
+    layer's data: ``--set data.source=synthetic`` keeps the layer's ``batch_size``,
+    ``scale``... (where the layer's data can be read as a config)."""
     layer = next((lay for lay in net.layers if lay.kind.has_data_source), None)
+    if net.data is not None:
+        if net.data.flags is None or layer is None:
+            return net.data
+        try:
+            base = _from_layer(layer)
+        except DataError:
+            return net.data
+        given = {k: getattr(net.data.config, k) for k in net.data.flags}
+        try:
+            cfg = replace(base, **given)
+        except FieldError as e:
+            raise DataError(f"--set data.{e.field_name}: {e}", net.data.span, e.hint) from None
+        where = net.data.path_span if "path" in net.data.flags else layer.field_spans.get(
+            "source", layer.span)
+        return PhaseData(cfg, net.data.span, where, "layer" if "path" not in given
+                         else "section", net.data.flags)
     if layer is None:
         return None
     cfg = _from_layer(layer)
@@ -207,7 +228,8 @@ def missing_data(net: Net, phase: str) -> DataError:
     )
 
 
-def _from_section(block: s.Block, phase: str) -> tuple[DataConfig, Span | None]:
+def _from_section(block: s.Block, phase: str
+                  ) -> tuple[DataConfig, Span | None, frozenset[str]]:
     """Common fields overridden by the phase's sub-block (lists are replaced, not joined)."""
     phase_items: tuple[s.Item, ...] = ()
     for f in block.items:
@@ -223,7 +245,8 @@ def _from_section(block: s.Block, phase: str) -> tuple[DataConfig, Span | None]:
     merged = tuple(i for i in common if not (isinstance(i, s.Field) and i.key in given))
     merged += phase_items
     cfg = convert(DataConfig, merged, "data", extra_names=("train", "test"))
-    return cfg, field_spans(merged).get("path")
+    given_names = frozenset(i.key for i in merged if isinstance(i, s.Field))
+    return cfg, field_spans(merged).get("path"), given_names
 
 
 def _from_layer(layer: Layer) -> DataConfig:

@@ -248,7 +248,10 @@ def test_allow_nonfinite_on_the_command_line(tiny: Path, tmp_path: Path,
              "--set", "solver.max_iter=1"]
     assert main(train) == 1
     assert "--allow-nonfinite" in capsys.readouterr().err
-    assert main([*train, "--allow-nonfinite"]) == 0
+    # loaded, the NaN makes the loss NaN: the run stops there, unless --allow-nan too
+    assert main([*train, "--allow-nonfinite"]) == 1
+    assert "the loss is NaN or infinite at iteration 0" in capsys.readouterr().err
+    assert main([*train, "--allow-nonfinite", "--allow-nan"]) == 0
 
 
 def test_many_bad_tensors_are_listed(tiny: Path, tmp_path: Path) -> None:

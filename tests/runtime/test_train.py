@@ -44,7 +44,7 @@ def same_tensors(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool
 # ------------------------------------------------------------------------------ config
 
 
-def _data_config(net: netdsl.Net, phase: str, data_path: str | None = None):
+def _data_config(net: netdsl.ir.Net, phase: str, data_path: str | None = None):
     return data_config(net, phase, data_path)[0]
 
 

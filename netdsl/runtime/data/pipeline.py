@@ -104,6 +104,7 @@ def build_loader(
     world: int = 1,
     labels: LabelRange | None = None,
     on_bad_image: str = "skip",
+    ten_crop_mirror: bool = True,
 ) -> Loader:
     """The loader for ``phase`` ("train" or "test") of a net whose input is ``(C, H, W)``.
 
@@ -113,7 +114,8 @@ def build_loader(
     ``cache_bytes`` bounds the inline fetch's cache of decoded images; ``rank`` of
     ``world`` processes takes its share of every global batch; ``labels``: the range the
     net takes (see :mod:`.labels`); ``on_bad_image``: ``"skip"`` an unreadable image (the
-    next readable one takes its place) or ``"fail"``.
+    next readable one takes its place) or ``"fail"``; ``ten_crop_mirror``: 10-crop testing
+    (``test_crops: 10``) adds the mirrors of the 5 crops (10 views), else 5 views.
     """
     phase = phase.lower()
     if phase not in ("train", "test"):
@@ -153,7 +155,7 @@ def build_loader(
         if train:
             crop_t = RandomCrop((k, k))
         elif cfg.test_crops == 10:
-            crop_t = TenCrop((k, k))
+            crop_t = TenCrop((k, k), mirror=ten_crop_mirror)
         else:
             crop_t = CenterCrop((k, k))
     else:

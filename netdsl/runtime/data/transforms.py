@@ -361,16 +361,23 @@ def ten_crop_offsets(hw: tuple[int, int], crop: tuple[int, int]) -> list[tuple[i
 
 @dataclass(frozen=True)
 class TenCrop(Transform):
-    """10-crop testing: the 4 corner and centre crops, then the mirror of each of those 5.
+    """10-crop testing: the 4 corner and centre crops, then the mirror of each of those 5
+    (``mirror``; without, the 5 crops only: a net trained without mirroring never saw a
+    mirrored image).
 
     ``batch`` maps ``(N, C, H, W)`` (or a list of differently sized images) to
     ``(N * 10, C, h, w)``, the 10 crops of image ``n`` at rows ``10n .. 10n + 9``: run the
     net on all of them and average each image's 10 outputs (``average_crops``). Calling it
-    on one image gives its ``(10, C, h, w)`` crops.
+    on one image gives its ``(10, C, h, w)`` crops. (5 for 10 without ``mirror``.)
     """
 
     size: tuple[int, int]
-    crops: ClassVar[int] = 10
+    mirror: bool = True
+
+    @property
+    def crops(self) -> int:
+        """The views of each image: 10, or 5 without the mirrors."""
+        return 10 if self.mirror else 5
 
     def batch(self, x: torch.Tensor | Sequence[torch.Tensor], rng: Rng = None) -> torch.Tensor:
         h, w = self.size
@@ -382,7 +389,7 @@ class TenCrop(Transform):
                 for a, b in ten_crop_offsets((xi.shape[-2], xi.shape[-1]), self.size)
             ]
             five_t = torch.stack(five)
-            out.append(torch.cat([five_t, five_t.flip(-1)]))
+            out.append(torch.cat([five_t, five_t.flip(-1)]) if self.mirror else five_t)
         return torch.cat(out) if out else torch.empty(0)
 
     def __call__(self, x: np.ndarray, rng: Rng = None) -> np.ndarray:
@@ -410,8 +417,8 @@ class Pipeline:
 
     @property
     def crops(self) -> int:
-        """How many outputs each image gives: 10 with TenCrop, else 1."""
-        return 10 if isinstance(self.crop, TenCrop) else 1
+        """How many outputs each image gives: 10 (or 5 unmirrored) with TenCrop, else 1."""
+        return self.crop.crops if isinstance(self.crop, TenCrop) else 1
 
     @property
     def crop_size(self) -> tuple[int, int] | None:
@@ -482,4 +489,4 @@ class Pipeline:
     def __call__(self, x: np.ndarray, rng: Rng = None) -> np.ndarray:
         """The whole pipeline on one ``(C, H, W)`` image: ``(C, h, w)``, or ``(10, C, h, w)``."""
         out = self.finish(self.prefix(to_tensor(x)[None]), rng)
-        return out.numpy() if self.crops == 10 else out[0].numpy()
+        return out.numpy() if self.crops > 1 else out[0].numpy()
