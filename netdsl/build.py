@@ -37,8 +37,8 @@ COMMON_FIELDS = {
     "bottom": "input blob(s); default: the previous layer's first top",
     "top": "output blob(s); default: the layer's name",
     "param": "per-blob { lr_mult decay_mult name } (name shares the blob)",
-    "include": "keep the layer only in { phase: TRAIN|TEST }",
-    "exclude": "drop the layer in { phase: TRAIN|TEST }",
+    "include": "keep the layer only in { phase level stage not_stage } (Caffe's rules)",
+    "exclude": "drop the layer in { phase level stage not_stage } (Caffe's rules)",
     "phase": "shorthand for include { phase: ... }",
     "loss_weight": "weight of each top in the objective (loss layers: 1)",
     "propagate_down": "per bottom: whether to backpropagate into it",
@@ -56,7 +56,7 @@ TOP_FIELDS = {
     "runtime": "how a run uses the hardware: precision, channels_last, compile",
     "force_backward": "Caffe: backpropagate to all layers (no effect)",
     "debug_info": "Caffe: print debug information (no effect)",
-    "state": "Caffe: the net state { phase level stage }",
+    "state": "the net state { phase level stage } that include/exclude rules test",
     "plugins": "modules registering more layer types: plugins: [\"mypkg.layers\"]",
 }
 
@@ -94,8 +94,39 @@ def _rule(f: s.Field) -> _Rule:
     return rule
 
 
-def in_phase(layer: s.Block, phase: Phase) -> bool:
-    """Caffe's Net::FilterNet for one layer, plus netdsl's `phase:` shorthand."""
+@dataclass(frozen=True)
+class NetState:
+    """Caffe's NetState without the phase: the level and the stages that ``include`` and
+    ``exclude`` rules test (``state { level: 1 stage: "deploy" }``, ``--level``,
+    ``--stage``)."""
+
+    level: int = 0
+    stages: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class _State:
+    phase: str | None = field(default=None, metadata=doc("TRAIN or TEST (--phase wins)"))
+    level: int = field(default=0, metadata=doc("the net's level, for min_level/max_level"))
+    stage: tuple[str, ...] = field(default=(), metadata=doc("the net's stages"))
+
+
+def net_state(spec: s.Spec) -> NetState:
+    """The spec's ``state { level stage }`` (Caffe's NetParameter.state), else the default."""
+    fields = [f for f in spec.items if f.key == "state"]
+    if not fields:
+        return NetState()
+    f = fields[-1]
+    if not isinstance(f.value, s.Block):
+        raise SpecError("'state' must be a block { level: 0 stage: \"deploy\" }", f.value.span)
+    st = convert(_State, f.value.items, "'state'")
+    return NetState(int(st.level), tuple(str(x) for x in st.stage))
+
+
+def in_phase(layer: s.Block, phase: Phase, state: NetState | None = None) -> bool:
+    """Caffe's Net::FilterNet for one layer, plus netdsl's `phase:` shorthand: kept if any
+    include rule is met (none: kept), dropped if any exclude rule is met."""
+    level, stages = (state.level, state.stages) if state is not None else (0, ())
     includes = [_rule(f) for f in layer.fields("include")]
     exclude_fields = layer.fields("exclude")
     excludes = [_rule(f) for f in exclude_fields]
@@ -110,8 +141,8 @@ def in_phase(layer: s.Block, phase: Phase) -> bool:
             "a layer can have include or exclude rules, not both", exclude_fields[0].span
         )
     if includes:
-        return any(_meets(r, phase) for r in includes)
-    return not any(_meets(r, phase) for r in excludes)
+        return any(_meets(r, phase, level, stages) for r in includes)
+    return not any(_meets(r, phase, level, stages) for r in excludes)
 
 
 def _strings(f: s.Field, what: str) -> list[str]:
@@ -199,8 +230,13 @@ def _devices(spec: s.Spec) -> tuple[str, ...]:
     return tuple(devs)
 
 
-def build(spec: s.Spec, phase: Phase | str = Phase.TRAIN) -> Net:
-    """Type-check, phase-filter and order the layers of a resolved spec."""
+def build(spec: s.Spec, phase: Phase | str = Phase.TRAIN, level: int | None = None,
+          stages: Sequence[str] | None = None) -> Net:
+    """Type-check, phase-filter and order the layers of a resolved spec.
+
+    ``level`` and ``stages`` are Caffe's NetState (``--level``, ``--stage``); each that is
+    None comes from the spec's ``state {}`` (Caffe: level 0, no stages).
+    """
     if isinstance(phase, str):
         phase = Phase.parse(phase)
     errors: list[NetdslError] = []
@@ -209,6 +245,9 @@ def build(spec: s.Spec, phase: Phase | str = Phase.TRAIN) -> Net:
             hint = did_you_mean(f.key, TOP_FIELDS)
             errors.append(SpecError(f"unknown top-level field '{f.key}'", f.key_span, hint))
     raise_all(errors)
+    written = net_state(spec)
+    state = NetState(written.level if level is None else int(level),
+                     written.stages if stages is None else tuple(stages))
     load_spec_plugins(spec.items)  # before any layer is typed
     net_devices = _devices(spec)
     name_f = next((f for f in spec.items if f.key == "name"), None)
@@ -228,8 +267,8 @@ def build(spec: s.Spec, phase: Phase | str = Phase.TRAIN) -> Net:
         try:
             body = f.value
             assert isinstance(body, s.Block)
-            if not in_phase(body, phase):
-                _other_phase_tops(body, phase, elsewhere)
+            if not in_phase(body, phase, state):
+                _other_phase_tops(body, phase, state, elsewhere)
                 continue
             drafts.append(_draft(f, body, len(drafts), net_devices))
         except NetdslError as e:
@@ -250,7 +289,7 @@ def build(spec: s.Spec, phase: Phase | str = Phase.TRAIN) -> Net:
     return Net(net_name, phase, layers, net_devices, inputs, outputs, spec.path,
                _batch(layers), solver_section(solver),
                field_spans(solver.items) if solver is not None else {}, data,
-               runtime_section(sections.get("runtime")))
+               runtime_section(sections.get("runtime")), state.level, state.stages)
 
 
 def _draft(f: s.Field, body: s.Block, index: int, net_devices: tuple[str, ...]) -> _Draft:
@@ -325,29 +364,54 @@ def _check_names(drafts: list[_Draft]) -> None:
             first = seen[d.name]
             errors.append(GraphError(
                 f"duplicate layer name '{d.name}'", d.spans.get("name", d.span),
-                "layer names must be unique within a phase",
+                _duplicate_hint(first, d),
                 notes=[(f"first defined at {first.spans.get('name', first.span)}", None)],
             ))
         seen[d.name] = d
     raise_all(errors)
 
 
+def _instance(d: _Draft) -> str | None:
+    """The group instance a layer was expanded from (its innermost), from its notes."""
+    for text, _ in d.notes:
+        if text.startswith("expanded from instance '"):
+            return text.split("'")[1]
+    return None
+
+
+def _duplicate_hint(first: _Draft, d: _Draft) -> str:
+    a, b = _instance(first), _instance(d)
+    if a is not None and b is not None and a != b:
+        return (f"instances '{a}' and '{b}' both make '{d.name}': a name written with ${{...}} "
+                "(or taken from an argument) inside a group is kept as written; put "
+                "${name} in it (\"${name}_relu\") to make it unique per instance")
+    return "layer names must be unique within a phase"
+
+
 def _default_bottoms(drafts: list[_Draft]) -> None:
-    """A layer that needs a bottom and names none reads the previous layer's first top."""
+    """A layer that needs a bottom and names none reads the previous layer's first top;
+    after a run of inputs (``input { data } input { label }``), the first input's."""
     prev: _Draft | None = None
+    first_input: _Draft | None = None  # the first of the inputs just before
     for d in drafts:
         kind = lookup(d.type, d.span)
-        if not d.bottoms and kind.bottoms.min >= 1 and prev is not None and prev.tops:
-            d.bottoms = [prev.tops[0]]
+        src = first_input if first_input is not None else prev
+        if not d.bottoms and kind.bottoms.min >= 1 and src is not None and src.tops:
+            d.bottoms = [src.tops[0]]
+        if kind.is_input:
+            first_input = first_input or d
+        else:
+            first_input = None
         prev = d
 
 
-def _other_phase_tops(body: s.Block, phase: Phase, out: dict[str, str]) -> None:
+def _other_phase_tops(body: s.Block, phase: Phase, state: NetState,
+                      out: dict[str, str]) -> None:
     """Record the tops of a layer left out of ``phase`` that the other phase keeps (for
     the hint when a layer of this phase reads one: Caffe test nets read TEST-only data)."""
     other = Phase.TEST if phase is Phase.TRAIN else Phase.TRAIN
     try:
-        if not in_phase(body, other):
+        if not in_phase(body, other, state):
             return
         tops = _string_list(body, "top", "top") or _string_list(body, "name", "name")[:1]
     except NetdslError:

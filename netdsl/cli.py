@@ -24,6 +24,7 @@ from .cli_args import (
 )
 from .cli_data import add_data_parser
 from .cli_run import add_run_parsers
+from .cli_weights import add_weights_parser
 from .diagnostics import NetdslError, UsageError, render
 
 Command = Callable[[argparse.Namespace], int]
@@ -62,14 +63,54 @@ def default_phase(spec: Any) -> str:
 
 
 def _net_and_shapes(args: argparse.Namespace) -> tuple[Any, Any]:
-    """The spec's net for --phase (default: the file's) and its shapes for --batch/--input."""
-    from . import load_spec
-    from .build import build
-    from .shapes import infer_shapes
+    """The spec's net for --phase (default: the file's) and its shapes for --batch/--input.
 
-    spec = load_spec(args.spec, dict(args.overrides))
-    net = build(spec, args.phase or default_phase(spec))
-    return net, infer_shapes(net, args.batch, dict(args.inputs))
+    A Caffe solver file stands for its net (``net:``, or ``train_net:``/``test_net:`` for
+    the phase), with the solver's ``train_state``/``test_state`` merged into the net's
+    state as Caffe's Solver does. ``args.batch_from`` says where the batch came from.
+    """
+    from . import load_spec
+    from .build import build, net_state
+    from .plugins import read_spec_file
+    from .shapes import infer_shapes
+    from .training import _net_file, _solver_file_block, solver_state
+
+    solver = _solver_file_block(read_spec_file(args.spec))
+    level: int | None = None
+    stages: list[str] | None = None
+    if solver is None:
+        spec = load_spec(args.spec, dict(args.overrides))
+        phase = args.phase or default_phase(spec)
+    else:
+        import logging
+        from pathlib import Path
+
+        phase = args.phase or "train"
+        keys = ("net", "train_net") if phase == "train" else ("net", "test_net")
+        key = next((k for k in keys if solver.scalar(k)), "train_net")
+        path = _net_file(solver, key, Path(args.spec).parent)
+        logging.getLogger("netdsl").info("netdsl: %s names its net with %s: %s",
+                                         args.spec, key, path)
+        spec = load_spec(path, {k: v for k, v in args.overrides
+                                if not k.startswith("solver.")})
+        level, stages = solver_state(solver, phase, net_state(spec))
+    net = build(spec, phase, level, stages)
+    batch, args.batch_from = _batch_and_source(net, args.batch)
+    return net, infer_shapes(net, batch, dict(args.inputs))
+
+
+def _batch_and_source(net: Any, batch: int | None) -> tuple[int, str]:
+    """``--batch``, else the spec's (a data layer's or input's first dim, else the data
+    section's batch_size), else 1; and where it came from, for the table's title."""
+    if batch:
+        return batch, "--batch"
+    if net.batch:
+        lay = next((x for x in net.layers if x.kind.is_data and x.kind.batch_size(x.params)),
+                   None)
+        return net.batch, (f"{lay.type} '{lay.name}'" if lay is not None else "the spec")
+    if net.data is not None and net.data.config.batch_size:
+        return int(net.data.config.batch_size), "data section"
+    return 1, "default: the spec gives none"
 
 
 def cmd_shapes(args: argparse.Namespace) -> int:
@@ -82,87 +123,9 @@ def cmd_shapes(args: argparse.Namespace) -> int:
 
         plan = make_plan(net, table)
     if args.format == "json":
-        print(json.dumps(shapes_json(table, plan), indent=1))
+        print(json.dumps(shapes_json(table, plan, args.batch_from), indent=1))
     else:
-        shapes_table(table, plan)
-    return 0
-
-
-def _weights_parser(sub: Any) -> None:
-    p = sub.add_parser("weights", help="save, load, show and import weights (safetensors)",
-                       description="Weights are safetensors files keyed <layer>.<blob> in "
-                       "Caffe's layout (conv2.weight is [256, 48, 5, 5]), whatever the placement.")
-    wsub = p.add_subparsers(dest="weights_command", metavar="ACTION")
-    wsub.required = True
-    imp = wsub.add_parser("import", help="convert a Caffe .caffemodel (V1 or V2) to safetensors")
-    imp.add_argument("caffemodel")
-    imp.add_argument("-o", "--output", required=True)
-    imp.set_defaults(func=cmd_weights_import)
-    show = wsub.add_parser("show", help="list the blobs of a weights file")
-    show.add_argument("file")
-    show.add_argument("--format", choices=["table", "json"], default="table")
-    show.set_defaults(func=cmd_weights_show)
-    save = wsub.add_parser("save", help="initialise a spec's weights from its fillers and save")
-    spec_args(save)
-    save.add_argument("-o", "--output", required=True)
-    save.add_argument("--seed", type=int, default=None)
-    save.set_defaults(func=cmd_weights_save)
-    load = wsub.add_parser("load", help="check that a weights file fits a spec")
-    spec_args(load)
-    load.add_argument("file")
-    load.set_defaults(func=cmd_weights_load)
-
-
-def cmd_weights_import(args: argparse.Namespace) -> int:
-    from .weights import caffemodel_to_tensors, save_weights
-
-    tensors = caffemodel_to_tensors(args.caffemodel)
-    path = save_weights(args.output, tensors, {"source": str(args.caffemodel)})
-    print(f"wrote {len(tensors)} blobs to {path}")
-    return 0
-
-
-def cmd_weights_show(args: argparse.Namespace) -> int:
-    from .weights import load_weights
-
-    tensors = load_weights(args.file)
-    rows = [(k, list(v.shape), v.numel()) for k, v in tensors.items()]
-    if args.format == "json":
-        print(json.dumps({"file": args.file, "blobs": {k: s for k, s, _ in rows},
-                          "total": sum(n for *_, n in rows)}, indent=1))
-        return 0
-    from rich.console import Console
-    from rich.table import Table
-
-    t = Table(title=args.file, show_footer=True)
-    t.add_column("blob", footer="total")
-    t.add_column("shape")
-    t.add_column("values", justify="right", footer=f"{sum(n for *_, n in rows):,}")
-    for k, shape, n in rows:
-        t.add_row(k, "×".join(map(str, shape)), f"{n:,}")
-    Console().print(t)
-    return 0
-
-
-def cmd_weights_save(args: argparse.Namespace) -> int:
-    from . import compile as compile_net
-    from . import load
-    from .weights import save_weights
-
-    net = compile_net(load(args.spec, "train", dict(args.overrides)), "train", seed=args.seed)
-    path = save_weights(args.output, net.state_dict(), {"spec": str(args.spec)})
-    print(f"wrote {len(net.state_dict())} blobs to {path}")
-    return 0
-
-
-def cmd_weights_load(args: argparse.Namespace) -> int:
-    from . import compile as compile_net
-    from . import load
-    from .weights import load_net_weights
-
-    net = compile_net(load(args.spec, "train", dict(args.overrides)), "train")
-    loaded = load_net_weights(net, args.file, strict=True)
-    print(f"{args.file} fits {args.spec}: {len(loaded)} blobs")
+        shapes_table(table, plan, args.batch_from)
     return 0
 
 
@@ -178,7 +141,7 @@ def cmd_expand(args: argparse.Namespace) -> int:
     from . import load_spec
     from .printer import print_spec
 
-    sys.stdout.write(print_spec(load_spec(args.spec, dict(args.overrides))))
+    sys.stdout.write(print_spec(load_spec(args.spec, dict(args.overrides)), tidy=True))
     return 0
 
 
@@ -204,10 +167,22 @@ def cmd_convert(args: argparse.Namespace) -> int:
 
         checked_output(args.output, "the converted spec")
     text = convert(args.spec, args.to, args.phase)
+    to_prototxt = (args.to or ("net" if args.spec.endswith(".prototxt") else "prototxt")
+                   ) == "prototxt"
     if args.output:
         write_output(args.output, text, "the converted spec")
+        if to_prototxt:
+            from .convert_solver import write_solver_beside
+
+            for line in write_solver_beside(args.spec, args.output, args.phase):
+                print(line, file=sys.stderr)
     else:
         sys.stdout.write(text)
+        from .convert_solver import solver_prototxt
+
+        if to_prototxt and solver_prototxt(args.spec, "")[0] is not None:
+            print("note: without -o the solver section is not written\n"
+                  "(with -o it goes to solver.prototxt beside the net)", file=sys.stderr)
     return 0
 
 
@@ -293,7 +268,7 @@ def cmd_lower(args: argparse.Namespace) -> int:
 
 PARSERS: list[Callable[[Any], None]] = [add_run_parsers, _shapes_parser, _expand_parser,
                                         _convert_parser, _lower_parser, _draw_parser,
-                                        _export_parser, _weights_parser, add_data_parser]
+                                        _export_parser, add_weights_parser, add_data_parser]
 
 
 def make_parser() -> argparse.ArgumentParser:
@@ -304,6 +279,9 @@ def make_parser() -> argparse.ArgumentParser:
     sub.required = True
     for add in PARSERS:
         add(sub)
+    from .cli_predict import add_predict_parsers
+
+    add_predict_parsers(sub)
     return parser
 
 

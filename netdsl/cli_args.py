@@ -7,8 +7,8 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-__all__ = ["device_map", "input_shape", "kv", "net_args", "nonfinite_arg", "positive",
-           "run_args", "spec_args", "speed", "speed_args"]
+__all__ = ["device_map", "input_arg", "input_shape", "kv", "net_args", "nonfinite_arg",
+           "positive", "run_args", "spec_args", "speed", "speed_args"]
 
 
 def kv(text: str) -> tuple[str, str]:
@@ -45,7 +45,36 @@ def spec_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--set", dest="overrides", action="append", type=kv, default=[],
                    metavar="NAME=VALUE",
                    help="override a variable (width=0.5) or a section field (solver.base_lr=0.1)")
+    p.add_argument("--stage", action=_StageAction, metavar="NAME", default=[],
+                   help="a stage of Caffe's net state (repeatable; replaces the spec's "
+                   "state { stage }): include/exclude { stage: NAME } rules test it")
+    p.add_argument("--level", action=_LevelAction, type=int, metavar="N", default=None,
+                   help="the level of Caffe's net state (min_level/max_level rules)")
     plugin_arg(p)
+
+
+class _StageAction(argparse.Action):
+    """``--stage NAME``: collects the stages and sets them as ``--set state.stage=[...]``
+    does, so that every command's spec is filtered with them."""
+
+    def __call__(self, parser: argparse.ArgumentParser, ns: argparse.Namespace,
+                 values: Any, option_string: str | None = None) -> None:
+        import json
+
+        stages = [*getattr(ns, self.dest, []), str(values)]
+        setattr(ns, self.dest, stages)
+        rest = [kv for kv in getattr(ns, "overrides", []) if kv[0] != "state.stage"]
+        ns.overrides = [*rest, ("state.stage", json.dumps(stages))]
+
+
+class _LevelAction(argparse.Action):
+    """``--level N``: ``--set state.level=N``."""
+
+    def __call__(self, parser: argparse.ArgumentParser, ns: argparse.Namespace,
+                 values: Any, option_string: str | None = None) -> None:
+        setattr(ns, self.dest, int(values))
+        rest = [kv for kv in getattr(ns, "overrides", []) if kv[0] != "state.level"]
+        ns.overrides = [*rest, ("state.level", str(int(values)))]
 
 
 def plugin_arg(p: argparse.ArgumentParser) -> None:
@@ -61,6 +90,11 @@ def net_args(p: argparse.ArgumentParser, phase: str | None = None, batch: bool =
     if batch:
         p.add_argument("--batch", type=positive, default=None,
                        help="batch size (default: the spec's)")
+    input_arg(p)
+
+
+def input_arg(p: argparse.ArgumentParser) -> None:
+    """--input NAME=C,H,W (repeatable): the shape of a data blob the spec cannot know."""
     p.add_argument("--input", dest="inputs", action="append", type=input_shape, default=[],
                    metavar="NAME=C,H,W", help="shape of a data blob the spec cannot know")
 

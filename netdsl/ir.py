@@ -79,6 +79,9 @@ class Net:
     data: PhaseData | None = field(default=None, compare=False)
     #: the ``runtime {}`` section: precision, memory format, torch.compile
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig, compare=False)
+    #: Caffe's NetState the layers were filtered with (besides the phase)
+    level: int = field(default=0, compare=False)
+    stages: tuple[str, ...] = field(default=(), compare=False)
 
     def layer(self, name: str) -> Layer:
         for lay in self.layers:

@@ -235,11 +235,14 @@ class Plan:
 
     def print(self, console: Any) -> None:
         """A rich table: layer, shard -> device, channels, transfers in, bytes per image."""
+        from rich import box
         from rich.table import Table
         from rich.text import Text
 
+        narrow = getattr(console, "width", 200) < 120  # as the shapes table: no frame
         t = Table(title=Text(f"placement on {', '.join(self.devices)}"), header_style="bold",
-                  show_footer=True)
+                  show_footer=True, box=box.SIMPLE_HEAD if narrow else box.HEAVY_HEAD,
+                  show_edge=not narrow, padding=(0, 0, 0, 1) if narrow else (0, 1))
         t.add_column("layer", footer="total")
         t.add_column("shard → device")
         t.add_column("channels")

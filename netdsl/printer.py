@@ -25,12 +25,43 @@ _ESCAPES = {"\\": "\\\\", '"': '\\"', "\n": "\\n", "\r": "\\r", "\t": "\\t"}
 _PREC = {"+": 1, "-": 1, "*": 2, "/": 2, "//": 2, "%": 2}
 
 
-def print_spec(spec: s.Spec) -> str:
+def print_spec(spec: s.Spec, tidy: bool = False) -> str:
     """A resolved spec as .net text; imports from outside the spec's folder tree are
-    named in a comment above it."""
+    named in a comment above it. ``tidy`` (``netdsl expand``) writes computed numbers as
+    a person would: a whole float as an integer (``24``, not ``24.0``) and the others
+    without binary noise (``28.8``, not ``28.799999999999997``)."""
     head = "".join(f"# imported from outside {os.path.dirname(os.path.abspath(spec.path))}: "
                    f"{p}\n" for p in spec.outside_imports)
-    return head + _top(spec.items)
+    items = tuple(_tidy_item(i) for i in spec.items) if tidy else spec.items
+    return head + _top(items)
+
+
+def tidy_number(v: float) -> int | float:
+    """``24.0`` -> ``24``; ``28.799999999999997`` -> ``28.8`` (15 significant digits, the
+    most a double always keeps; a number that needs all 17 keeps them)."""
+    if v.is_integer() and abs(v) < 2**53:
+        return int(v)
+    if not (v == v and abs(v) != float("inf")):
+        return v
+    short = float(f"{v:.15g}")
+    return int(short) if short.is_integer() and abs(short) < 2**53 else short
+
+
+def _tidy(v: s.Value) -> s.Value:
+    if isinstance(v, s.Scalar) and v.kind == "float" and isinstance(v.value, float):
+        n = tidy_number(v.value)
+        return s.Scalar(n, "int" if isinstance(n, int) else "float", v.span)
+    if isinstance(v, s.ListValue):
+        return s.ListValue(tuple(_tidy(i) for i in v.items), v.span)
+    if isinstance(v, s.Block):
+        return s.Block(tuple(_tidy_item(i) for i in v.items), v.span)
+    return v
+
+
+def _tidy_item(it: s.Item) -> s.Item:
+    if isinstance(it, s.Field):
+        return s.Field(it.key, _tidy(it.value), it.span, it.key_span, it.notes)
+    return it
 
 
 def print_file(file: s.File) -> str:

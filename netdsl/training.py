@@ -18,15 +18,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import syntax as s
-from .build import build
+from .build import NetState, _State, build, net_state
 from .diagnostics import DataError, Span
-from .fields import field_spans
+from .fields import convert, field_spans
 from .ir import Net
 from .plugins import load_plugins, read_spec_file, with_plugins
 from .resolve import default_loader, resolve
 from .sections import SolverConfig, solver_section
 
-__all__ = ["Training", "load_training"]
+__all__ = ["Training", "load_training", "solver_state"]
 
 
 @dataclass(frozen=True)
@@ -63,7 +63,9 @@ def load_training(spec: str | os.PathLike[str],
     solver_value = next(f.value for f in solver_spec.items if f.key == "solver")
     assert isinstance(solver_value, s.Block)
     block = solver_value
-    solver = solver_section(block)
+    states = ("train_state", "test_state")  # the nets' NetState: solver_state reads them
+    solver = solver_section(dataclasses.replace(block, items=tuple(
+        i for i in block.items if not (isinstance(i, s.Field) and i.key in states))))
     spans = field_spans(block.items)
     net_overrides = {k: v for k, v in overrides.items() if not k.startswith("solver.")}
     nets = []
@@ -75,9 +77,24 @@ def load_training(spec: str | os.PathLike[str],
         path = _net_file(block, key, Path(os.fspath(spec)).parent)
         if path not in specs:
             specs[path] = resolve(read_spec_file(path), loader, net_overrides)
-        net = build(specs[path], phase)
+        level, stages = solver_state(block, phase, net_state(specs[path]))
+        net = build(specs[path], phase, level, stages)
         nets.append(dataclasses.replace(net, solver=solver, solver_spans=spans))
     return Training(nets[0], nets[1], solver, os.fspath(spec))
+
+
+def solver_state(solver: s.Block, phase: str, written: NetState
+                 ) -> tuple[int | None, list[str] | None]:
+    """Caffe's Solver: the net's own state, then the solver's ``train_state`` (or its first
+    ``test_state``) merged over it: its stages added, its level set if it gives one.
+    ``(None, None)`` where the solver says nothing for ``phase``."""
+    f = solver.first("train_state" if phase == "train" else "test_state")
+    if f is None or not isinstance(f.value, s.Block):
+        return None, None
+    st = convert(_State, f.value.items, f"'{f.key}'")
+    given = {x.key for x in f.value.items if isinstance(x, s.Field)}
+    level = int(st.level) if "level" in given else None
+    return level, [*written.stages, *(str(x) for x in st.stage)]
 
 
 def _net_file(block: s.Block, key: str, here: Path) -> Path:

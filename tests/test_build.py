@@ -10,7 +10,7 @@ import netdsl
 from netdsl.diagnostics import GraphError, SpecError
 
 
-def load_text(tmp_path: Path, text: str, phase: str = "train") -> netdsl.Net:
+def load_text(tmp_path: Path, text: str, phase: str = "train") -> netdsl.ir.Net:
     p = tmp_path / "n.net"
     p.write_text(text)
     net = netdsl.load(p, phase)

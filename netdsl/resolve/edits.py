@@ -92,9 +92,10 @@ def _replace(ex: Expander, e: s.Replace, items: list[s.Field], idxs: list[int]) 
         assert isinstance(x, s.Block)
         note = (f"replacing layer '{name_of(x)}'", f.span)
         if raw_type is None:
-            out.append(dataclasses.replace(f, value=set_fields(x, fields_of(body))))
+            out.append(dataclasses.replace(f, value=set_fields(x, fields_of(_keep_top(x, body)))))
             continue
-        new = _rewire_fields(x, body, keep_type=group is None)
+        new = _rewire_fields(x, _keep_top(x, body) if group is None else body,
+                             keep_type=group is None)
         if group is None:
             out.append(s.Field("layer", new, e.span, e.span, (note,)))
             continue
@@ -207,6 +208,22 @@ def _target_span(span: Span, target: str) -> Span:
             return Span(span.path, span.line, i + 1, span.line, i + 3 + len(target))
     return span
 
+
+
+def _keep_top(x: s.Block, body: s.Block) -> s.Block:
+    """A replacement that renames a layer whose top was its name keeps that blob's name
+    (``replace "fc8" { name: "fc8_new" }``: the readers of ``fc8`` still read it), unless
+    it gives its own ``top``."""
+    old, new = name_of(x), name_of(body)
+    if old is None or new is None or old == new or body.fields("top") or x.fields("top"):
+        return body
+    from ..layers import REGISTRY
+
+    tv = body.scalar("type") or x.scalar("type")
+    kind = REGISTRY.get(str(tv)) if tv is not None else None
+    if kind is not None and kind.tops.min == 0:
+        return body
+    return add_field(body, "top", s.Scalar(old, "string", body.span))
 
 
 def _rewire_fields(x: s.Block, body: s.Block, keep_type: bool) -> s.Block:

@@ -13,6 +13,7 @@ import dataclasses
 from collections.abc import Callable, Mapping, Sequence
 from typing import TypeGuard
 
+from .. import limits
 from .. import syntax as s
 from ..diagnostics import NetdslError, Span, SpecError, did_you_mean
 from .common import (
@@ -29,8 +30,9 @@ from .common import (
 )
 from .expressions import Binding, Evaluator, Hook, Scope
 
-MAX_DEPTH = 32
-MAX_LAYERS = 100_000
+#: The defaults of the GROUP_DEPTH and LAYERS limits (``limits.py``; NETDSL_MAX_... raise them).
+MAX_DEPTH = limits.LIMITS["GROUP_DEPTH"].default
+MAX_LAYERS = limits.LIMITS["LAYERS"].default
 
 COMMON = ("devices", "phase", "include", "exclude")
 PHASE_KEYS = ("phase", "include", "exclude")
@@ -38,13 +40,17 @@ RESERVED = ("name", "type", "bottom", "bottoms", "top", "tops")
 
 
 class Chain:
-    """The blob an omitted bottom reads (the previous layer's first top)."""
+    """The blob an omitted bottom reads (the previous layer's first top; after a run of
+    ``input {}`` blocks, the first of them, as ``build`` reads it)."""
 
-    __slots__ = ("cur", "fill")
+    __slots__ = ("cur", "fill", "lead", "after_input")
 
-    def __init__(self, cur: str | None, fill: bool = False) -> None:
+    def __init__(self, cur: str | None, fill: bool = False, lead: str | None = None) -> None:
         self.cur = cur
         self.fill = fill  # insert bodies: write the defaults into the layers
+        #: a group body: the instance's bottom, written into its first layer if it omits one
+        self.lead = lead
+        self.after_input = False  # the last item was an input {} block
 
 
 class Inst:
@@ -93,6 +99,8 @@ class Expander:
         self.aliases: dict[str, str] = {}  # group instance name -> its output blob
         self.instances: list[str] = []  # group names, outermost first
         self.layers = 0
+        self.max_layers = limits.value("LAYERS", MAX_LAYERS)
+        self.max_depth = limits.value("GROUP_DEPTH", MAX_DEPTH)
         self._locals_cache: dict[int, frozenset[str]] = {}
         # id(layer field) -> (field, top-level instance that made it), for imports.merge
         self.units: dict[int, tuple[s.Field, str]] = {}
@@ -111,11 +119,14 @@ class Expander:
                     raise SpecError(f"{what} holds only layers; '{it.key}' is not a layer",
                                     it.key_span, "write layer { ... } here")
                 else:
-                    f = s.Field(it.key, self.ev.eval(it.value, scope), it.span, it.key_span,
-                                it.notes + ctx.notes)
+                    val = self.ev.eval(it.value, scope)
+                    self.ev.check_size(val, it.span)
+                    f = s.Field(it.key, val, it.span, it.key_span, it.notes + ctx.notes)
                     out.append(f)
                     if f.key == "input" and isinstance(f.value, s.Block) and name_of(f.value):
-                        ctx.chain.cur = name_of(f.value)
+                        if not ctx.chain.after_input:  # a layer after inputs reads the first
+                            ctx.chain.cur = name_of(f.value)
+                        ctx.chain.after_input = True
             elif isinstance(it, s.Repeat):
                 for sc, note in self.ev.iterations(it, scope):
                     sub = Ctx(ctx.inst, (note,) + ctx.notes, ctx.chain, ctx.where)
@@ -143,17 +154,21 @@ class Expander:
         block = self.ev.eval_block(body, scope, hook)
         if ctx.chain.fill:
             block = _fill_defaults(block, ctx.chain.cur)
+        elif ctx.chain.lead is not None:
+            block = _lead_bottom(block, ctx.chain.lead)
         self.emit(s.Field("layer", block, f.span, f.key_span, f.notes + ctx.notes), ctx, out)
 
     def emit(self, f: s.Field, ctx: Ctx, out: list[s.Field]) -> None:
         self.layers += 1
-        if self.layers > MAX_LAYERS:
-            raise SpecError(f"runaway expansion: more than {MAX_LAYERS} layers", f.span,
-                            "check repeat counts and groups that instantiate each other")
+        if self.layers > self.max_layers:
+            raise SpecError(f"runaway expansion: more than {self.max_layers} layers", f.span,
+                            "check repeat counts and groups that instantiate each other, "
+                            "or raise NETDSL_MAX_LAYERS=N")
         assert isinstance(f.value, s.Block)
         tops = tops_of(f.value)
         if tops:
             ctx.chain.cur = tops[0]
+        ctx.chain.lead, ctx.chain.after_input = None, False
         out.append(f)
 
     def group_for(self, tf: s.Field,
@@ -225,10 +240,13 @@ class Expander:
             if it.key == "type":
                 continue
             val = self.ev.eval(it.value, scope)
+            self.ev.check_size(val, it.span)
             if hook is not None:
                 val = hook(it, val)
             fields.append(s.Field(it.key, val, it.span, it.key_span))
         args = [self.ev.eval(a, scope) for a in pos]
+        for a in args:
+            self.ev.check_size(a, a.span)
         self.instantiate(f, group, fields, args, ctx, out)
 
     def instantiate(self, f: s.Field, group: s.GroupDef, fields: list[s.Field],
@@ -272,11 +290,12 @@ class Expander:
             listed = ", ".join(f"'{m}'" for m in missing)
             raise SpecError(f"instance '{name}' of group '{g}' is missing argument(s) {listed}",
                             f.span, f"add {missing[0]}: ... to the instance")
-        if len(self.instances) >= MAX_DEPTH:
+        if len(self.instances) >= self.max_depth:
             chain = " -> ".join(self.instances[-4:] + [g])
-            raise SpecError(f"runaway expansion: groups nested more than {MAX_DEPTH} deep "
-                            f"(... -> {chain})", f.span,
-                            "a group probably instantiates itself")
+            raise SpecError(f"runaway expansion: groups nested more than {self.max_depth} "
+                            f"deep (... -> {chain})", f.span,
+                            "a group probably instantiates itself, or raise "
+                            "NETDSL_MAX_GROUP_DEPTH=N")
 
         sc = Scope(self.ev.globals)
         for p in group.params:
@@ -303,8 +322,10 @@ class Expander:
             tuple(s.Scalar(t, "string", f.span) for t in top_list), f.span))
 
         note = (f"expanded from instance '{name}' of group '{g}'", f.span)
+        # the body's first layer reads the instance's bottom (not the previous layer's
+        # output, which build would give it) unless it names its own
         inner = Ctx(Inst(name, g, self.locals_of(group)), (note,) + ctx.notes,
-                     Chain(first), "group")
+                    Chain(first, lead=first if bottoms else None), "group")
         produced: list[s.Field] = []
         self.instances.append(g)
         try:
@@ -337,6 +358,7 @@ class Expander:
                 self.units[id(x)] = (x, name)
         out.extend(produced)
         ctx.chain.cur = output
+        ctx.chain.lead, ctx.chain.after_input = None, False
 
     # ------------------------------------------------------------------ aliases
 
@@ -390,6 +412,20 @@ def _fill_defaults(block: s.Block, cur: str | None) -> s.Block:
     if not block.fields("top") and name is not None:
         block = add_field(block, "top", s.Scalar(name, "string", block.span))
     return block
+
+
+def _lead_bottom(block: s.Block, bottom: str) -> s.Block:
+    """A group's first layer without a bottom reads the instance's (unless its type takes
+    no bottom, as a data layer)."""
+    if block.fields("bottom"):
+        return block
+    from ..layers import REGISTRY
+
+    tv = block.scalar("type")
+    kind = REGISTRY.get(str(tv)) if tv is not None else None
+    if kind is not None and kind.bottoms.min == 0:
+        return block
+    return add_field(block, "bottom", s.Scalar(bottom, "string", block.span))
 
 
 def _rename_blob(f: s.Field, old: str, new: str) -> s.Field:
