@@ -236,6 +236,13 @@ def did_you_mean(word: str, candidates: Iterable[str]) -> str | None:
     return "did you mean " + ", ".join(f"'{h}'" for h in hits[:-1]) + f" or '{hits[-1]}'?"
 
 
+#: The most characters of a source line quoted under a message (a longer one is cut around
+#: the caret, so that a message stays one paragraph).
+QUOTE_WIDTH = 120
+#: The most errors of one list rendered in full.
+MAX_RENDERED = 20
+
+
 def _quote(span: Span) -> list[str]:
     if span.line <= 0:
         return []
@@ -250,6 +257,13 @@ def _quote(span: Span) -> list[str]:
     else:
         width = max(len(text) - start + 1, 1)
     width = max(1, min(width, max(len(text) - start + 1, 1)))
+    if len(text) > QUOTE_WIDTH:  # a window around the caret keeps the message one paragraph
+        first = max(0, min(start - 1 - QUOTE_WIDTH // 4, len(text) - QUOTE_WIDTH))
+        window = text[first:first + QUOTE_WIDTH]
+        lead = "…" if first > 0 else ""
+        text = lead + window + ("…" if first + QUOTE_WIDTH < len(text) else "")
+        start = start - first + len(lead)
+        width = max(1, min(width, QUOTE_WIDTH - (start - 1 - len(lead))))
     marker = "^" + "~" * (width - 1)
     return [f"{gutter} | {text}", f"{' ' * len(gutter)} | {' ' * (start - 1)}{marker}"]
 
@@ -268,6 +282,8 @@ def render(err: NetdslError | NetdslWarning) -> str:
     """The full text shown to the user: location, message, quoted line, caret, hint."""
     errors = err.errors if isinstance(err, ErrorList) else (err,)
     lines: list[str] = []
-    for e in errors:
+    for e in errors[:MAX_RENDERED]:
         lines += _render_one(e)
+    if len(errors) > MAX_RENDERED:
+        lines.append(f"... and {len(errors) - MAX_RENDERED} more errors like these")
     return "\n".join(lines)

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from netdsl.cli import main
-from netdsl.diagnostics import Span, SpecError, collect_warnings, render, suggest, warn
+from netdsl.diagnostics import QUOTE_WIDTH, Span, SpecError, collect_warnings, render, suggest, warn
 
 FIXTURES = Path(__file__).parent / "fixtures" / "errors"
 
@@ -49,11 +49,17 @@ def test_error_fixture(path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert message in first, err
     # the offending line is quoted with a caret under the column
     line_no, col = map(int, where.split(":"))
-    quoted = path.read_text().splitlines()[line_no - 1]
-    assert f"{line_no:>5} | {quoted}" in err
-    caret_line = next(ln for ln in err.splitlines() if ln.strip().startswith("|")
-                      and "^" in ln)
-    assert caret_line.index("^") == caret_line.index("|") + 1 + col
+    source = path.read_text().splitlines()[line_no - 1]
+    lines = err.splitlines()
+    quote = next(i for i, ln in enumerate(lines) if ln.startswith(f"{line_no:>5} | "))
+    shown = lines[quote][len(f"{line_no:>5} | "):]
+    caret = lines[quote + 1].index("^") - lines[quote + 1].index("|") - 2
+    if len(source) <= QUOTE_WIDTH:
+        assert shown == source and caret == col - 1
+    else:  # a window around the caret, cut with ellipses, pointing at the same character
+        assert shown.strip("…") in source and len(shown) <= QUOTE_WIDTH + 2
+        first = source.index(shown.strip("…")) - (1 if shown.startswith("…") else 0)
+        assert first + caret == col - 1
 
 
 def test_render_exact_text(tmp_path: Path) -> None:
