@@ -45,7 +45,8 @@ class Limit:
 LIMITS: dict[str, Limit] = {lim.name: lim for lim in (
     Limit("DEPTH", 100, "nesting of blocks, lists, parentheses, calls, operators and let "
           "chains, counted together", ceiling=200),
-    Limit("INT_DIGITS", 100, "digits of an integer literal (or of a string read by int())",
+    Limit("INT_DIGITS", 400, "digits of an integer literal (or of a string read by int()); "
+          "above INT_BITS' 309, so that a computed integer written out reads back",
           ceiling=4300),
     Limit("INT_BITS", 1024, "bits of an integer computed by an expression", ceiling=14_000),
     Limit("STRING_LENGTH", 1_000_000, "characters of a string built by '+' or '${}'"),

@@ -235,7 +235,7 @@ def _fold(operands: list[s.Value], ops: list[str]) -> s.Value:
 #: so parses in several threads (or one inside another) each see their own.
 _PATH: ContextVar[str] = ContextVar("netdsl_parse_path", default="<string>")
 #: The INT_DIGITS limit, read once per parse.
-_INT_DIGITS: ContextVar[int] = ContextVar("netdsl_int_digits", default=100)
+_INT_DIGITS: ContextVar[int] = ContextVar("netdsl_int_digits", default=400)
 _TRANSFORMER = _ToSyntax()
 
 

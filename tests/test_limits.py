@@ -63,7 +63,7 @@ HOSTILE = [
     ("minus_chain", "let y = 2\nx: " + "-" * 150 + "$y\n", "2:104", "nesting too deep"),
     ("let_chain", _let_chain(300), "252:12", "through 51 variables"),
     ("int_digits", "x: " + "7" * 5000 + "\n", "1:4",
-     "an integer literal of 5,000 digits, over the limit of 100"),
+     "an integer literal of 5,000 digits, over the limit of 400"),
     ("int_digits_in_int", 'x: int("' + "7" * 5000 + '")\n', "1:8", "int() of a string"),
     ("int_bits", _squaring(40), "10:10", "an integer of up to 1,702 bits"),
     ("string_plus", _doubling(40, "+"), "20:11", "a string of 1,048,576 characters"),
@@ -115,7 +115,7 @@ def test_no_recursion_depends_on_depth(tmp_path: Path) -> None:
 #: text over the default, a raised value under which it passes)
 OVERRIDES = [
     ("DEPTH", "x: " + "[" * 30 + "]" * 30, 20, "x: " + "[" * 150 + "]" * 150, 200),
-    ("INT_DIGITS", "x: " + "9" * 30, 20, "x: " + "9" * 150, 200),
+    ("INT_DIGITS", "x: " + "9" * 30, 20, "x: " + "9" * 450, 500),
     ("INT_BITS", _squaring(5), 64, _squaring(9), 4000),
     ("STRING_LENGTH", _doubling(12, "+"), 5000, _doubling(20, "+"), 3_000_000),
     ("VALUE_SIZE", _shared_lists(12), 5000, _shared_lists(20), 5_000_000),
