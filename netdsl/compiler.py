@@ -108,17 +108,11 @@ def usable_device(value: DeviceLike) -> torch.device:
                          f"the devices here: {', '.join(here)}")
 
 
-_PLACED: set[str] = set()
-
-
 def _resolve_devices(net: Net, devices: Mapping[str, DeviceLike] | DeviceLike | None
                      ) -> dict[str, torch.device]:
     if devices is None:
         mapping = default_devices(net.devices)
-        message = "netdsl: placing " + ", ".join(f"{k} -> {v}" for k, v in mapping.items())
-        if message not in _PLACED:  # once per process: a run compiles TRAIN and TEST
-            _PLACED.add(message)
-            log.info("%s", message)
+        log.info("netdsl: placing %s", ", ".join(f"{k} -> {v}" for k, v in mapping.items()))
         return mapping
     if isinstance(devices, str | torch.device):
         return {d: usable_device(devices) for d in net.devices}

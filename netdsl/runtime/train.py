@@ -300,6 +300,9 @@ class Trainer:
             test_data, test_span = data_config(self.test_ir, "test",
                                                test_data_path or data_path)
             self.test_data = dataclasses.replace(test_data, test_crops=1)
+            placed = {d: v for d, v in self.net.devices.items() if d in self.test_ir.devices}
+            if devices is None and len(placed) == len(self.test_ir.devices):
+                devices = placed  # where the TRAIN net went (and "placing" is logged once)
             self.test_net = netdsl.compile(
                 self.test_ir, "test", devices, batch=self.test_data.batch_size,
                 inputs=layer_input_shapes(self.test_ir, self.test_data, inputs),

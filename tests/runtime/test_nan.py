@@ -125,3 +125,4 @@ def test_testing_without_a_test_net_is_a_diagnostic(spec: Path) -> None:
     trainer.test_net = None
     with pytest.raises(DataError, match="no TEST phase"):
         trainer.test(1)
+

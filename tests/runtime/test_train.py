@@ -469,3 +469,14 @@ def test_sigterm_during_setup_exits_130_as_ctrl_c(
     assert "interrupted" in capsys.readouterr().err
     assert not (spec.parent / "snaps").exists()
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # put back
+
+
+def test_a_run_logs_its_placement_once(spec: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """The TEST net goes where the TRAIN net went: one "placing" line, not one per net."""
+    import logging
+
+    with caplog.at_level(logging.INFO, logger="netdsl"):
+        trainer = Trainer(spec)
+    assert trainer.test_net is not None
+    assert sum("placing" in r.getMessage() for r in caplog.records) == 1
+    assert trainer.test_net.devices == trainer.net.devices
