@@ -206,6 +206,7 @@ def _layers(spec: s.Spec) -> list[_Layer]:
     """The spec's layers (``input {}`` blocks included) in file order, typed."""
     out: list[_Layer] = []
     prev: dict[Phase, str | None] = {p: None for p in PHASES}
+    first_input: dict[Phase, str | None] = {p: None for p in PHASES}
     for f in spec.items:
         if f.key == "input" and isinstance(f.value, s.Block):
             f = input_block_layer(f)
@@ -228,9 +229,10 @@ def _layers(spec: s.Spec) -> list[_Layer]:
                                   if isinstance(i, s.Field) and i.key in own))
         tops = _strings(body, "top") or ([name] if kind.tops.min >= 1 else [])
         phases = tuple(p for p in PHASES if in_phase(body, p))
-        implied = {p: prev[p] for p in phases}
-        for p in phases:
+        implied = {p: first_input[p] or prev[p] for p in phases}
+        for p in phases:  # build's rule: after a run of inputs, the first input
             prev[p] = tops[0] if tops else None
+            first_input[p] = (first_input[p] or prev[p]) if kind.is_input else None
         out.append(_Layer(body, kind, name, params, keys, _strings(body, "bottom"), tops,
                           phases, implied))
     return out

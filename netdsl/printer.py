@@ -91,6 +91,8 @@ def _scalar(v: s.Scalar) -> str:
         return quote(str(v.value))
     if v.kind == "word":
         text = str(v.value)
+        if text.startswith("-") and _NAME.match(text[1:]):
+            return text  # -inf, as protobuf's text format writes it
         return text if _NAME.match(text) else quote(text)
     if isinstance(v.value, float):
         return repr(v.value)

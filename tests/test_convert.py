@@ -490,3 +490,37 @@ solver { type: RMSProp base_lr: 0.01 momentum: 0.0 momentum2: 0.99 delta: 1e-6
     assert msg.clip_gradients == 10 and msg.regularization_type == "L1"
     assert msg.solver_mode == 1 and not msg.snapshot_after_train
     assert abs(msg.delta - 1e-6) < 1e-12 and msg.layer_wise_reduce is False
+
+
+# ------------------------------------------------------------------ found by fuzzing
+
+
+def test_a_layer_after_two_inputs_keeps_its_bottom(tmp_path: Path) -> None:
+    """After a run of inputs build implies the first input, so a layer reading the second
+    one must say so in the .net (it once read 'data' after the round trip)."""
+    proto = write(tmp_path, "two.prototxt", """
+layer { name: "data" type: "Input" top: "data" input_param { shape { dim: 1 } } }
+layer { name: "l0" type: "Input" top: "l0" input_param { shape { dim: 1 dim: 3 dim: 1 } } }
+layer { name: "ins" type: "ReLU" bottom: "l0" top: "ins" }
+""")
+    net = write(tmp_path, "two.net", prototxt_to_net(proto))
+    assert 'bottom: "l0"' in net.read_text()
+    for phase in PHASES:
+        assert shapes(net, phase)["blobs"]["ins"] == [1, 3, 1]
+
+
+def test_negative_infinity_round_trips(tmp_path: Path) -> None:
+    """protobuf's text format writes -inf; netdsl reads it, expands it and writes it."""
+    spec = write(tmp_path, "inf.net", 'input { name: "data" shape: [3, 8, 8] }\n'
+                 'layer { name: "t" type: Threshold threshold: -inf }\n')
+    expanded = write(tmp_path, "expanded.net", netdsl_expand(spec))
+    back = write(tmp_path, "inf.prototxt", convert(spec, "prototxt"))
+    assert "threshold: -inf" in expanded.read_text() and "threshold: -inf" in back.read_text()
+    for path in (spec, expanded, back):
+        assert netdsl.load(path, "test").layers[-1].params.threshold == float("-inf")
+
+
+def netdsl_expand(path: Path) -> str:
+    from netdsl.printer import print_spec
+
+    return print_spec(netdsl.load_spec(path), tidy=True)

@@ -285,6 +285,9 @@ class Evaluator:
             if isinstance(v, s.Neg):
                 x = self.eval(v.operand, scope)
                 num = number_of(x)
+                if num is None and isinstance(x, s.Scalar) and x.kind == "word" and str(
+                        x.value).lower() in ("inf", "infinity"):
+                    return s.Scalar(f"-{x.value}", "word", v.span)  # protobuf's -inf
                 if num is None:
                     raise SpecError(f"cannot negate {kind_of(x)}", v.span)
                 return scalar(-num, v.span)
