@@ -240,7 +240,7 @@ def did_you_mean(word: str, candidates: Iterable[str]) -> str | None:
 #: the caret, so that a message stays one paragraph).
 QUOTE_WIDTH = 120
 #: The most errors of one list rendered in full.
-MAX_RENDERED = 20
+MAX_RENDERED = 10
 
 
 def _quote(span: Span) -> list[str]:
@@ -268,11 +268,14 @@ def _quote(span: Span) -> list[str]:
     return [f"{gutter} | {text}", f"{' ' * len(gutter)} | {' ' * (start - 1)}{marker}"]
 
 
-def _render_one(err: NetdslError | NetdslWarning) -> list[str]:
+def _render_one(err: NetdslError | NetdslWarning, again: int = 0) -> list[str]:
     out = [f"{err.span}: {err.kind}: {err.message}"]
     out += _quote(err.span)
     for note, where in err.notes:
         out.append(f"  note: {note}" + (f" ({where})" if where and where.line > 0 else ""))
+    if again:
+        out.append(f"  note: the same error {again} more time{'s' * (again > 1)} where this "
+                   "is expanded")
     if err.hint:
         out.append(f"  hint: {err.hint}")
     return out
@@ -281,9 +284,18 @@ def _render_one(err: NetdslError | NetdslWarning) -> list[str]:
 def render(err: NetdslError | NetdslWarning) -> str:
     """The full text shown to the user: location, message, quoted line, caret, hint."""
     errors = err.errors if isinstance(err, ErrorList) else (err,)
+    # one error per message and place: a group used 9 times repeats its body's errors 9 times
+    repeats: dict[tuple[str, str], int] = {}
+    unique: list[NetdslError | NetdslWarning] = []
+    for e in errors:
+        key = (e.message, str(e.span))
+        if key not in repeats:
+            unique.append(e)
+        repeats[key] = repeats.get(key, 0) + 1
     lines: list[str] = []
-    for e in errors[:MAX_RENDERED]:
-        lines += _render_one(e)
-    if len(errors) > MAX_RENDERED:
-        lines.append(f"... and {len(errors) - MAX_RENDERED} more errors like these")
+    for e in unique[:MAX_RENDERED]:
+        again = repeats[(e.message, str(e.span))] - 1
+        lines += _render_one(e, again)
+    if len(unique) > MAX_RENDERED:
+        lines.append(f"... and {len(unique) - MAX_RENDERED} more errors")
     return "\n".join(lines)

@@ -133,3 +133,19 @@ def test_warnings_reach_stderr_and_keep_exit_0(tmp_path: Path,
     assert out.err.startswith(f"{src}:2:51: warning: Pooling 'pool': kernel 2 is larger than "
                               "the padded input 1; Caffe computes side 1")
     assert '"top_shapes"' in out.out and "warning" not in out.out
+
+
+def test_long_error_lists_stay_readable(tmp_path: Path) -> None:
+    """A group used many times repeats its body's errors: each is shown once, with how
+    often it repeats, and at most MAX_RENDERED different errors are shown in full."""
+    from netdsl.diagnostics import MAX_RENDERED, ErrorList
+
+    src = tmp_path / "a.net"
+    src.write_text("\n".join(f"line {i}" for i in range(1, 40)) + "\n")
+    same = [SpecError("unknown layer type 'conv'", Span(str(src), 3, 1, 3, 5))] * 9
+    other = [SpecError(f"error {i}", Span(str(src), i, 1, i, 2)) for i in range(5, 30)]
+    text = render(ErrorList([*same, *other]))
+    assert text.count("unknown layer type 'conv'") == 1
+    assert "the same error 8 more times where this is expanded" in text
+    assert text.count(": error: ") == MAX_RENDERED
+    assert text.endswith(f"... and {len(other) + 1 - MAX_RENDERED} more errors")
