@@ -209,3 +209,24 @@ def test_progress_lines_resume_from_the_start_iteration() -> None:
     lines = [x for x in buf.getvalue().splitlines() if "%] iteration" in x]
     assert lines[0].startswith("[ 10%] iteration 55 of 100")
     assert lines[-1].startswith("[100%] iteration 100 of 100")
+
+
+def test_counted_jobs_print_lines_in_a_log(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``test``, ``time`` and ``features`` in a log: a line at every tenth once the job
+    has run a while (never a bar, never a wrapped line); nothing in JSON."""
+    from netdsl.runtime.progress import Bar
+
+    monkeypatch.setattr(Bar, "QUIET_S", 0.0)
+    log = io.StringIO()
+    bar = Bar(log, "rich", "time", 20)
+    for _ in range(20):
+        bar.advance()
+    bar.close()
+    lines = log.getvalue().splitlines()
+    assert len(lines) == 10 and lines[0].startswith("[ 10%] time 2 of 20, ")
+    assert lines[-1].startswith("[100%] time 20 of 20, ") and max(map(len, lines)) <= 80
+    quiet = io.StringIO()
+    bar = Bar(quiet, "json", "time", 20)
+    for _ in range(20):
+        bar.advance()
+    assert quiet.getvalue() == ""

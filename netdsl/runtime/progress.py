@@ -361,7 +361,10 @@ class RichReporter(Reporter):
 class Bar:
     """Progress of a counted job (``test``, ``time``, ``features``): on a terminal, a
     transient rich bar with training's columns; in a log, a plain line at every tenth
-    (``[ 40%] time 20 of 50, 3 s, eta 4 s``); nothing for the JSON and silent formats."""
+    (``[ 40%] time 20 of 50, 3 s, eta 4 s``) once the job has run ``QUIET_S`` seconds;
+    nothing for the JSON and silent formats."""
+
+    QUIET_S = 2.0
 
     def __init__(self, stream: IO[str], fmt: str, what: str, total: int) -> None:
         self.progress: Any = None
@@ -398,9 +401,9 @@ class Bar:
             self.progress.advance(self.task)
         elif self.console is not None and self.total > 0:
             tenth = min(10, self.done * 10 // self.total)
-            if tenth > self._tenth:
+            spent = time.perf_counter() - self._t0
+            if tenth > self._tenth and spent >= self.QUIET_S:  # a short job: no lines
                 self._tenth = tenth
-                spent = time.perf_counter() - self._t0
                 left = spent * (self.total - self.done) / self.done
                 self.console.print(f"[{tenth * 10:3d}%] {self.what} {self.done} of "
                                    f"{self.total}, {_duration(spent)}, eta "
