@@ -251,7 +251,7 @@ def _quote(span: Span) -> list[str]:
         return []
     text = text.expandtabs(1)
     gutter = f"{span.line:>5}"
-    start = max(span.col, 1)
+    start = min(max(span.col, 1), len(text) + 1)  # a column past the end: the end
     if span.end_line == span.line and span.end_col > start:
         width = span.end_col - start
     else:

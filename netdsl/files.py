@@ -15,7 +15,7 @@ import stat
 import tempfile
 from pathlib import Path
 
-from .diagnostics import DataError, Span
+from .diagnostics import DataError, Span, remember_source
 
 __all__ = ["LIMITS", "checked_output", "limit", "read_bytes", "read_text", "writable_folder",
            "write_output"]
@@ -108,6 +108,8 @@ def read_text(path: str | os.PathLike[str], what: str, kind: str = "spec") -> st
         line = before.count(b"\n") + 1
         col = len(before) - (before.rfind(b"\n") + 1) + 1
         what_byte = "a NUL byte" if data[bad] == 0 else f"byte 0x{data[bad]:02x}, not UTF-8"
+        # quote this text, not an older one of the same path (the API may load it again)
+        remember_source(str(path), data.decode("utf-8", "replace").replace("\0", "\ufffd"))
         raise DataError(f"{what} has {what_byte} at line {line}, column {col}",
                         Span(str(path), line, col, line, col + 1),
                         "a spec is UTF-8 text; is this the file you meant?")

@@ -167,3 +167,19 @@ def test_convert_to_a_missing_folder_fails_before_converting(
     assert "the folder" in capsys.readouterr().err
     assert main(["convert", str(spec), "-o", str(tmp_path / "n.prototxt")]) == 0
     assert "layer {" in (tmp_path / "n.prototxt").read_text()
+
+
+def test_a_bad_byte_quotes_the_file_as_it_is_now(tmp_path: Path) -> None:
+    """Loading a spec, editing it and loading it again from the API: the error about a
+    NUL byte quotes the new text, not the line the file had before (found by fuzzing)."""
+    import netdsl
+    from netdsl.diagnostics import render
+
+    spec = tmp_path / "s.net"
+    spec.write_text('input { name: "data" shape: [1, 4, 4] }\nlayer { name: "a" type: ReLU }\n')
+    netdsl.load(spec)
+    spec.write_bytes(b'input { name: "data" shape: [1, 4, 4] }\n' + b"x: 1 " * 2000 + b"\0\n")
+    with pytest.raises(DataError) as e:
+        netdsl.load(spec)
+    text = render(e.value)
+    assert "ReLU" not in text and "x: 1" in text and len(text) < 1000

@@ -80,8 +80,8 @@ class SPP(LayerType[SPPParams]):
 
     def shape(self, p: SPPParams, bottoms: tuple[Shape, ...], ctx: ShapeContext
               ) -> tuple[Shape, ...]:
+        levels = spp_levels(p, bottoms[0], ctx)  # checks the bottom is 4-D first
         n, c = bottoms[0][:2]
-        levels = spp_levels(p, bottoms[0], ctx)
         if len(levels) == 1:
             return ((n, c, *levels[0][1]),)
         return ((n, sum(c * ph * pw for _, (ph, pw) in levels)),)

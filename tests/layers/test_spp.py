@@ -109,6 +109,7 @@ def test_shape_rule() -> None:
 def test_caffe_checks() -> None:
     shape_error("SPP", ((2, 3, 8, 8),), match="needs pyramid_height")
     shape_error("SPP", ((2, 3, 8),), match="4-D", pyramid_height=2)
+    shape_error("SPP", ((1,),), match="4-D", pyramid_height=1)  # was a ValueError (fuzzing)
     shape_error("SPP", ((2, 3, 1, 8),), match="too small for 3 levels",
                 field="pyramid_height", pyramid_height=3)
     shape_error("SPP", ((2, 3, 10, 7),), match="only for MAX and AVE", field="pool",

@@ -738,3 +738,12 @@ def test_spec_refusal_points_at_the_field(
     assert e.value.message.startswith(
         "lr_policy 'exp' needs gamma >= 0" if field_name == "gamma" else f"{field_name} must be"
     )
+
+
+def test_an_unknown_policy_is_quoted_short() -> None:
+    """A 10,000-character lr_policy is named by its head, not printed whole (fuzzing)."""
+    from netdsl.diagnostics import NetdslError
+
+    with pytest.raises(NetdslError) as e:
+        SolverConfig(base_lr=0.1, lr_policy="a" * 10_000).validate()
+    assert "unknown lr_policy 'aaa" in e.value.message and len(e.value.message) < 200
