@@ -221,3 +221,24 @@ def test_features_errors(trained: dict, tmp_path: Path,
     assert ".npz or .safetensors" in capsys.readouterr().err
     with pytest.raises(UsageError):
         extract_features(spec, w, ["fc1"], tmp_path / "f.txt")
+
+
+DEPLOY = """name: "deploy"
+layer { name: "data" type: "Input" top: "data"
+        input_param { shape { dim: 1 dim: 3 dim: 8 dim: 8 } } }
+layer { name: "fc" type: "InnerProduct" bottom: "data" top: "fc"
+        inner_product_param { num_output: 4 } }
+layer { name: "prob" type: "Softmax" bottom: "fc" top: "prob" }
+"""
+
+
+def test_set_data_reaches_the_section_on_a_caffe_deploy_net(tmp_path: Path) -> None:
+    """Caffe's input layers are called "data": ``--set data.mean_value=...`` sets the data
+    section (as classify.py's --mean_file and --channel_swap), since the layer has no
+    such field."""
+    spec = tmp_path / "deploy.prototxt"
+    spec.write_text(DEPLOY)
+    t = Transformer.from_spec(spec, overrides={
+        "data.source": "folder", "data.mean_value": "[104, 117, 123]", "data.bgr": "true"})
+    assert t.bgr and t.raw_scale == 1.0
+    assert t.pipeline.mean is not None and t.pipeline.mean.values == (104.0, 117.0, 123.0)

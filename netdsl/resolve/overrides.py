@@ -74,7 +74,8 @@ def apply_field_override(ev: Evaluator, items: list[s.Field], key: str,
     head = parts[0]
     targets = [i for i, f in enumerate(items) if f.key == head and isinstance(f.value, s.Block)]
     if not targets:
-        targets = [i for i, f in enumerate(items) if layer_name(f) == head]
+        targets = [i for i, f in enumerate(items) if layer_name(f) == head
+                   and (head not in SECTIONS or _layer_has(f, parts[1]))]
     out = list(items)
     if not targets:
         out.append(s.Field(head, s.Block((), whole), whole, keys[0]))
@@ -85,6 +86,26 @@ def apply_field_override(ev: Evaluator, items: list[s.Field], key: str,
         out[i] = dataclasses.replace(f, value=_set_path(f.value, parts[1:], keys[1:], value,
                                                         whole))
     return out
+
+
+#: Top-level sections a ``--set`` names: ``--set data.mean_value=...`` on a Caffe net whose
+#: input layer is called "data" sets the section, unless that layer has the field.
+SECTIONS = ("data", "solver", "runtime")
+
+
+def _layer_has(f: s.Field, key: str) -> bool:
+    """Whether the layer ``f`` writes ``key`` or its type has such a field."""
+    import dataclasses as dc
+
+    from ..layers import TYPES
+
+    assert isinstance(f.value, s.Block)
+    if f.value.first(key) is not None or key in ("shape", "top", "bottom", "name", "type"):
+        return True
+    type_f = f.value.first("type")
+    kind = TYPES.get(str(type_f.value.value)) if type_f is not None and isinstance(
+        type_f.value, s.Scalar) else None
+    return kind is not None and key in {x.name for x in dc.fields(kind.Params)}
 
 
 def _part_spans(path: str, parts: list[str]) -> list[Span]:

@@ -137,7 +137,7 @@ class Transformer:
         source = SOURCES[cfg.source].cls if cfg.source in SOURCES else None
         decodes = cfg.source in ("folder", "list")
         order = getattr(source, "channel_order", "RGB")
-        bgr = channels == 3 and (cfg.bgr if decodes else order == "BGR")
+        bgr = channels == 3 and (cfg.bgr or (not decodes and order == "BGR"))
         pixel_max = float(getattr(source, "pixel_max", 255.0)) if not decodes else 255.0
         min_size = ((cfg.resize[0], cfg.resize[-1]) if cfg.resize and cfg.reduced_decode
                     else None)
