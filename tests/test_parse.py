@@ -206,3 +206,11 @@ def test_parsing_is_reentrant_across_threads() -> None:
     with ThreadPoolExecutor(8) as pool:
         for path, seen in zip(texts, pool.map(one, texts), strict=True):
             assert seen == {path}
+
+
+def test_a_huge_unexpected_token_is_quoted_short() -> None:
+    """The message names a long token by its head and length (found by fuzzing)."""
+    with pytest.raises(ParseError) as e:
+        parse("x: 1 " + "9" * 300 + "\n", "t.net")
+    assert e.value.message.startswith("unexpected '9999") and "(300 characters)" in e.value.message
+    assert len(e.value.message) < 150
