@@ -16,6 +16,7 @@ from __future__ import annotations
 import difflib
 import logging
 import os
+import re
 import stat
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -268,16 +269,26 @@ def _quote(span: Span) -> list[str]:
     return [f"{gutter} | {text}", f"{' ' * len(gutter)} | {' ' * (start - 1)}{marker}"]
 
 
+_LONG_WORD = re.compile(r"[^\s'\"/]{61,}")  # not a path's folders: a path is shown whole
+
+
+def _short(text: str) -> str:
+    """A message with each very long word (a name or number the user wrote) cut to its
+    head and length, so that the message stays one paragraph."""
+    return _LONG_WORD.sub(lambda m: f"{m[0][:30]}... ({len(m[0]):,} characters)", text)
+
+
 def _render_one(err: NetdslError | NetdslWarning, again: int = 0) -> list[str]:
-    out = [f"{err.span}: {err.kind}: {err.message}"]
+    out = [f"{err.span}: {err.kind}: {_short(err.message)}"]
     out += _quote(err.span)
     for note, where in err.notes:
-        out.append(f"  note: {note}" + (f" ({where})" if where and where.line > 0 else ""))
+        out.append(f"  note: {_short(note)}" + (f" ({where})" if where and where.line > 0
+                                                 else ""))
     if again:
         out.append(f"  note: the same error {again} more time{'s' * (again > 1)} where this "
                    "is expanded")
     if err.hint:
-        out.append(f"  hint: {err.hint}")
+        out.append(f"  hint: {_short(err.hint)}")
     return out
 
 

@@ -327,16 +327,9 @@ def _past_int64(hints: Mapping[str, Any], grouped: Mapping[str, list[s.Field]]
                 if not INT64_MIN <= value <= INT64_MAX:
                     where = occ.span if isinstance(occ.value, s.Scalar) else span
                     errors.append(SpecError(
-                        f"{name} must fit in 64 bits (int64, as torch takes it), got "
-                        f"{_digits(value)}",
+                        f"{name} must fit in 64 bits (int64, as torch takes it), got {value}",
                         where, "int64 runs from -2**63 to 2**63 - 1"))
     return errors
-
-
-def _digits(value: int) -> str:
-    """An integer as written, or its head and its length when it is too long to read."""
-    text = str(value)
-    return text if len(text) <= 30 else f"{text[:12]}... ({len(text.lstrip('-')):,} digits)"
 
 
 def field_spans(items: Iterable[s.Item]) -> dict[str, Span]:

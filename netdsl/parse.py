@@ -387,9 +387,7 @@ def _syntax_error(e: UnexpectedInput, path: str, text: str) -> ParseError:
     if isinstance(e, UnexpectedToken):
         tok = e.token
         span = _tok_span(path, tok)
-        word = str(tok)
-        got = repr(word if len(word) <= 40 else word[:30] + "...") + (
-            f" ({len(word):,} characters)" if len(word) > 40 else "")
+        got = repr(str(tok))
         hint = None
         if tok.type == "RBRACE":
             hint = "this '}' has no matching '{'"

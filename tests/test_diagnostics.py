@@ -149,3 +149,15 @@ def test_long_error_lists_stay_readable(tmp_path: Path) -> None:
     assert "the same error 8 more times where this is expanded" in text
     assert text.count(": error: ") == MAX_RENDERED
     assert text.endswith(f"... and {len(other) + 1 - MAX_RENDERED} more errors")
+
+
+def test_long_words_in_messages_are_cut(tmp_path: Path) -> None:
+    """A name or number the user wrote, 10,000 characters long, is shown by its head and
+    length in the message, the notes and the hint; a path is shown whole."""
+    long = "a" * 10_000
+    path = "/" + "/".join(["folder"] * 20) + "/spec.net"
+    e = SpecError(f"remove: no layer named '{long}'", Span(path, 0, 0),
+                  f"did you mean '{long}'?")
+    text = render(e)
+    assert "'aaaaaaaaaaaaaaaaaaaaaaaaaaaaaa... (10,000 characters)'" in text
+    assert len(text) < 400 and text.startswith(path)

@@ -212,5 +212,5 @@ def test_a_huge_unexpected_token_is_quoted_short() -> None:
     """The message names a long token by its head and length (found by fuzzing)."""
     with pytest.raises(ParseError) as e:
         parse("x: 1 " + "9" * 300 + "\n", "t.net")
-    assert e.value.message.startswith("unexpected '9999") and "(300 characters)" in e.value.message
-    assert len(e.value.message) < 150
+    first = render(e.value).splitlines()[0]
+    assert "unexpected '9999" in first and "... (300 characters)'" in first and len(first) < 150

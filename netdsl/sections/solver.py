@@ -201,7 +201,7 @@ class SolverConfig:
         if policy not in LR_POLICIES:
             err(
                 "lr_policy",
-                f"unknown lr_policy '{policy if len(policy) <= 40 else policy[:37] + '...'}'",
+                f"unknown lr_policy '{policy}'",
                 did_you_mean(policy, LR_POLICIES) or f"one of {', '.join(LR_POLICIES)}",
             )
         if checked("gamma"):

@@ -742,8 +742,9 @@ def test_spec_refusal_points_at_the_field(
 
 def test_an_unknown_policy_is_quoted_short() -> None:
     """A 10,000-character lr_policy is named by its head, not printed whole (fuzzing)."""
-    from netdsl.diagnostics import NetdslError
+    from netdsl.diagnostics import NetdslError, render
 
     with pytest.raises(NetdslError) as e:
         SolverConfig(base_lr=0.1, lr_policy="a" * 10_000).validate()
-    assert "unknown lr_policy 'aaa" in e.value.message and len(e.value.message) < 200
+    text = render(e.value)
+    assert "unknown lr_policy 'aaa" in text and "(10,000 characters)" in text and len(text) < 400
