@@ -259,6 +259,10 @@ def merge(base: list[s.Field], over: list[s.Field],
     slots: list[list[s.Field]] = [[f] for f in base]
     from_base = [True] * len(base)
     unit_slot: dict[str, int] = {}
+    scalars: dict[str, list[int]] = {}  # the base's non-block fields by key, in order
+    for i, g in enumerate(base):
+        if not isinstance(g.value, s.Block):
+            scalars.setdefault(g.key, []).append(i)
     for f in over:
         unit = None
         if units is not None and f.key == "layer":
@@ -287,9 +291,8 @@ def merge(base: list[s.Field], over: list[s.Field],
                                      g.value.span)
                     slots[m] = [dataclasses.replace(g, value=merged)]
                 continue
-        else:
-            matches = [i for i, slot in enumerate(slots) if from_base[i] and len(slot) == 1
-                       and slot[0].key == f.key and not isinstance(slot[0].value, s.Block)]
+        else:  # the base's own fields of this key, once: later ones append (linear)
+            matches = [i for i in scalars.pop(f.key, []) if from_base[i] and len(slots[i]) == 1]
             if matches:
                 slots[matches[0]] = [f]
                 from_base[matches[0]] = False
