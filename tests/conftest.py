@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -30,3 +32,23 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if item.get_closest_marker("gpu") is not None:
             item.add_marker(skip)
+
+
+@pytest.fixture
+def dynamo() -> Iterator[dict[str, Any]]:
+    """A counting ``torch.compile`` backend and dynamo's counters, reset around the test:
+    ``graphs`` holds each fx graph dynamo hands over (one per captured frame)."""
+    import torch
+    from torch import fx
+    from torch._dynamo.utils import counters
+
+    torch._dynamo.reset()
+    counters.clear()
+    graphs: list[fx.GraphModule] = []
+
+    def backend(gm: fx.GraphModule, example_inputs: list[Any]) -> Any:
+        graphs.append(gm)
+        return gm.forward
+
+    yield {"backend": backend, "graphs": graphs, "counters": counters}
+    torch._dynamo.reset()

@@ -12,7 +12,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from torch import fx
 
 import netdsl
 
@@ -20,22 +19,6 @@ ROOT = Path(__file__).resolve().parent.parent
 
 CASES = [("alexnet.net", (2, 3, 227, 227)), ("googlenet.net", (2, 3, 224, 224))]
 
-
-@pytest.fixture
-def dynamo() -> dict:
-    """A counting backend and dynamo's counters, reset around the test."""
-    from torch._dynamo.utils import counters
-
-    torch._dynamo.reset()
-    counters.clear()
-    graphs: list[fx.GraphModule] = []
-
-    def backend(gm: fx.GraphModule, example_inputs: list) -> object:
-        graphs.append(gm)
-        return gm.forward
-
-    yield {"backend": backend, "graphs": graphs, "counters": counters}
-    torch._dynamo.reset()
 
 
 def _feed(net: netdsl.CompiledNet, shape: tuple[int, ...]) -> dict[str, torch.Tensor]:

@@ -15,7 +15,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from torch import fx
 
 import netdsl
 from netdsl.ir import Net
@@ -80,22 +79,6 @@ def test_segnet_small_unpools_at_the_encoders_maxima() -> None:
     for name, p in net.named_parameters():
         assert p.grad is not None and torch.isfinite(p.grad).all(), name
 
-
-@pytest.fixture
-def dynamo() -> dict:
-    """A counting backend and dynamo's counters, reset around the test."""
-    from torch._dynamo.utils import counters
-
-    torch._dynamo.reset()
-    counters.clear()
-    graphs: list[fx.GraphModule] = []
-
-    def backend(gm: fx.GraphModule, example_inputs: list) -> object:
-        graphs.append(gm)
-        return gm.forward
-
-    yield {"backend": backend, "graphs": graphs, "counters": counters}
-    torch._dynamo.reset()
 
 
 def test_segnet_small_is_one_graph_under_torch_compile(dynamo: dict) -> None:
